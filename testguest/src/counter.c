@@ -1,0 +1,27 @@
+/* counter.c: a deterministic CPU-bound loop at CPL3 (n= iterations). */
+#include "guest.h"
+
+const char guest_name[] = "counter";
+
+/*
+ * Each step folds i into an FNV-1a style hash, so the checksum depends on
+ * every iteration; tests recompute it. Output is identical on every run,
+ * which snapshot/restore tests rely on.
+ */
+int main(void)
+{
+	u64 n = cmdline_u64("n", 50000000);
+	u64 step = n / 10 ? n / 10 : 1;
+	printf("counter: start n=%lu\n", n);
+	u64 x = 0xcbf29ce484222325UL, next = step;
+	for (u64 i = 1; i <= n; i++) {
+		x = (x ^ i) * 0x100000001b3UL;
+		if (i == next) {
+			printf("counter: %lu\n", i);
+			next += step;
+		}
+	}
+	printf("counter: checksum 0x%016lx\n", x);
+	print("counter: ok\n");
+	return 0;
+}
