@@ -1,0 +1,61 @@
+# sietch build, test and benchmark entry points. Outputs go to build/ and bin/
+# (never committed).
+
+GO        ?= go
+BUILD     := build
+KERNEL    := $(BUILD)/kernel/vmlinux
+SMOKE     := $(BUILD)/smoke-initramfs.cpio
+GUESTS    := $(BUILD)/testguest
+
+APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex \
+	libelf-dev libssl-dev cpio xz-utils libseccomp-dev qemu-system-x86 e2fsprogs
+
+.PHONY: all vmm deps hello test test-short kernel smoke-initramfs testguests bench fuzz vet clean
+
+all: vmm
+
+vmm:
+	$(GO) build -o bin/vmm ./cmd/vmm
+
+# Debian packages the build and the tests need (see README, "Dependencies").
+deps:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
+	$(GO) mod download
+
+testguests:
+	$(GO) run ./testguest/cmd/testguest -o $(GUESTS)
+
+# Build vmm and a test guest, and boot it.
+hello: vmm testguests
+	bin/vmm run --kernel $(GUESTS)/hello.elf --mem 64M
+
+kernel:
+	guest-init/kernel/build.sh $(BUILD)/kernel
+
+smoke-initramfs:
+	guest-init/smoke/build.sh $(BUILD)
+
+# Everything, including the KVM tests and the Linux boot test.
+test: kernel smoke-initramfs vet
+	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_SMOKE_INITRAMFS=$(abspath $(SMOKE)) \
+		$(GO) test -count=1 -timeout 25m ./...
+
+# Unit and KVM tests without the guest kernel (the Linux boot test skips).
+test-short:
+	$(GO) test -count=1 -timeout 10m ./...
+
+vet:
+	$(GO) vet ./...
+
+bench: vmm kernel smoke-initramfs
+	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_SMOKE_INITRAMFS=$(abspath $(SMOKE)) \
+		$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./vmm ./cmd/vmm | tee $(BUILD)/bench.txt
+	scripts/bench-boot.sh $(KERNEL) $(SMOKE) | tee -a $(BUILD)/bench.txt
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseImage -fuzztime 30s ./boot
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./boot
+
+clean:
+	rm -rf $(BUILD) bin

@@ -1,0 +1,233 @@
+// Command vmm runs one virtual machine per process (see `vmm help`).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sietch-vm/sietch/boot"
+	"github.com/sietch-vm/sietch/vmm"
+)
+
+// Exit statuses of `vmm run`; they are part of the CLI contract.
+const (
+	exitPowerOff = 0 // the guest powered off
+	exitError    = 1 // the vmm could not start or failed
+	exitUsage    = 2 // bad command line
+	exitReset    = 3 // the guest rebooted
+	exitCrash    = 4 // the guest crashed (triple fault, emulation failure)
+	exitStopped  = 5 // stopped from the host (signal)
+)
+
+const usage = `vmm runs one KVM virtual machine per process.
+
+Usage:
+  vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
+  vmm check
+  vmm help
+
+Commands:
+  run     boot a kernel; its serial console is this process's stdin/stdout
+  check   probe this host's KVM and say what will run here and how fast
+
+Exit status of run: 0 guest powered off, 1 vmm error, 2 usage error,
+3 guest rebooted, 4 guest crashed, 5 stopped by a signal.
+`
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stdin, stdout, stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "vmm: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+}
+
+func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("vmm run", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kernel := fs.String("kernel", "", "kernel image: ELF vmlinux or bzImage (required)")
+	initrd := fs.String("initrd", "", "initramfs to load")
+	cmdline := fs.String("cmdline", "console=ttyS0 reboot=k panic=-1", "kernel command line")
+	mem := fs.String("mem", "512M", "guest memory (K, M or G suffix; multiple of 2M)")
+	cpus := fs.Int("cpus", 1, "number of vCPUs")
+	compat := fs.String("compat", "auto", "compatibility profile for hosts that emulate guest kernel mode: auto, on or off")
+	entry := fs.String("entry", "auto", "kernel entry: auto, linux64 (64-bit boot protocol) or pvh")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		fs.Usage()
+		return exitUsage
+	}
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "vmm run: "+format+"\n", a...)
+		fs.Usage()
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		return bad("unexpected argument %q", fs.Arg(0))
+	}
+	if *kernel == "" {
+		return bad("--kernel is required")
+	}
+	memSize, err := parseSize(*mem)
+	if err != nil {
+		return bad("--mem: %v", err)
+	}
+	cfg := vmm.Config{Cmdline: *cmdline, MemSize: memSize, CPUs: *cpus, Console: stdout}
+	switch *compat {
+	case "auto":
+		cfg.Compat = vmm.CompatAuto
+	case "on":
+		cfg.Compat = vmm.CompatOn
+	case "off":
+		cfg.Compat = vmm.CompatOff
+	default:
+		return bad("--compat must be auto, on or off, not %q", *compat)
+	}
+	switch *entry {
+	case "auto":
+		cfg.Entry = boot.EntryAuto
+	case "linux64":
+		cfg.Entry = boot.EntryLinux64
+	case "pvh":
+		cfg.Entry = boot.EntryPVH
+	default:
+		return bad("--entry must be auto, linux64 or pvh, not %q", *entry)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return bad("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Log = log
+
+	if cfg.Kernel, err = os.ReadFile(*kernel); err != nil {
+		fmt.Fprintf(stderr, "vmm run: read kernel: %v\n", err)
+		return exitError
+	}
+	if *initrd != "" {
+		if cfg.Initrd, err = os.ReadFile(*initrd); err != nil {
+			fmt.Fprintf(stderr, "vmm run: read initrd: %v\n", err)
+			return exitError
+		}
+	}
+	m, err := vmm.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitError
+	}
+	defer m.Close()
+	log.Debug("booting", "cmdline", m.Cmdline(), "compat", m.Compat())
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	go pumpConsole(stdin, m)
+	exit, err := m.Run(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitError
+	}
+	switch exit.Kind {
+	case vmm.ExitPowerOff:
+		log.Debug("guest powered off")
+		return exitPowerOff
+	case vmm.ExitReset:
+		log.Info("guest rebooted", "detail", exit.Reason)
+		return exitReset
+	case vmm.ExitStopped:
+		log.Info("VM stopped", "detail", exit.Reason)
+		return exitStopped
+	default:
+		fmt.Fprintf(stderr, "vmm run: guest crashed: %s\n", exit)
+		return exitCrash
+	}
+}
+
+// pumpConsole forwards host input to the guest's UART until EOF.
+func pumpConsole(in io.Reader, m *vmm.Machine) {
+	if in == nil {
+		return
+	}
+	buf := make([]byte, 256)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			if _, err := m.Serial().Input(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "vmm check: unexpected argument %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	r := vmm.CheckHost()
+	r.Print(stdout)
+	if !r.OK() {
+		return exitError
+	}
+	return 0
+}
+
+// parseSize parses sizes such as 512M, 2G, 65536K or a plain byte count.
+func parseSize(s string) (uint64, error) {
+	mult := uint64(1)
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(t, "IB")
+	t = strings.TrimSuffix(t, "B")
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("%q is not a size such as 512M or 2G", s)
+	}
+	if v > (1<<46)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return v * mult, nil
+}

@@ -1,0 +1,356 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sietch-vm/sietch/boot"
+	"github.com/sietch-vm/sietch/devices"
+	"github.com/sietch-vm/sietch/kvm"
+)
+
+// Machine is one VM and everything the vmm process owns for it.
+type Machine struct {
+	cfg Config
+	log *slog.Logger
+
+	sys    *kvm.System
+	vm     *kvm.VM
+	mem    *Memory
+	pio    *devices.Bus
+	mmio   *devices.Bus
+	serial *devices.Serial
+	vcpus  []*vcpu
+
+	compat  bool
+	cmdline string
+	loaded  *boot.Loaded
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	started bool
+	pausing bool // vCPUs must park before their next KVM_RUN
+	stopped bool // vCPUs must return
+	parked  int  // vCPUs parked or finished
+	exit    *Exit
+	done    chan struct{} // closed when the first Exit is recorded
+	wg      sync.WaitGroup
+}
+
+// step is one named stage of start-up. Steps run in order; the first error
+// aborts start-up and names the step.
+type step struct {
+	name string
+	run  func() error
+}
+
+// New builds a VM ready to run: it opens KVM, creates the VM, its memory, its
+// devices and vCPUs, and loads the kernel. Nothing guest-visible runs yet.
+func New(cfg Config) (*Machine, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("invalid VM configuration: %w", err)
+	}
+	m := &Machine{cfg: cfg, log: cfg.Log, done: make(chan struct{})}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	if m.cfg.Console == nil {
+		m.cfg.Console = io.Discard
+	}
+	m.cond = sync.NewCond(&m.mu)
+	steps := []step{
+		{"open /dev/kvm", m.openKVM},
+		{"decide host profile", m.decideProfile},
+		{"create VM", m.createVM},
+		{"allocate guest memory", m.allocateMemory},
+		{"create interrupt controllers", m.createIRQChip},
+		{"create platform devices", m.createDevices},
+		{"load kernel", m.loadKernel},
+		{"create vCPUs", m.createVCPUs},
+	}
+	for _, s := range steps {
+		t := time.Now()
+		if err := s.run(); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+		m.log.Debug("start-up step done", "step", s.name, "took", time.Since(t))
+	}
+	return m, nil
+}
+
+func (m *Machine) openKVM() (err error) {
+	m.sys, err = kvm.Open()
+	if err != nil {
+		return err
+	}
+	v, err := m.sys.APIVersion()
+	if err != nil {
+		return err
+	}
+	if v != kvm.StableAPIVersion {
+		return fmt.Errorf("KVM API version %d, want %d", v, kvm.StableAPIVersion)
+	}
+	return checkCaps(m.sys)
+}
+
+func (m *Machine) decideProfile() error {
+	switch m.cfg.Compat {
+	case CompatOn:
+		m.compat = true
+	case CompatOff:
+		m.compat = false
+	default:
+		emulated, err := KernelModeEmulated(m.sys)
+		if err != nil {
+			return err
+		}
+		m.compat = emulated
+		if emulated {
+			m.log.Info("this host's KVM emulates guest kernel mode; applying the compatibility profile (see `vmm check`)")
+		}
+	}
+	m.cmdline = buildCmdline(m.cfg.Cmdline, m.compat)
+	return nil
+}
+
+func (m *Machine) createVM() (err error) {
+	if m.vm, err = m.sys.CreateVM(); err != nil {
+		return err
+	}
+	if err := m.vm.SetTSSAddr(boot.TSSAddr); err != nil {
+		return err
+	}
+	return m.vm.SetIdentityMapAddr(boot.IdentityMapAddr)
+}
+
+// createIRQChip creates the in-kernel PIC, IOAPIC, LAPICs and PIT. It runs
+// after guest RAM is registered: on some hosts adding a memory slot to a VM
+// that already has an irqchip costs milliseconds.
+func (m *Machine) createIRQChip() error {
+	if err := m.vm.CreateIRQChip(); err != nil {
+		return err
+	}
+	return m.vm.CreatePIT2()
+}
+
+func (m *Machine) allocateMemory() (err error) {
+	if m.mem, err = NewMemory(m.cfg.MemSize); err != nil {
+		return err
+	}
+	for i, r := range m.mem.Regions() {
+		region := &kvm.UserspaceMemoryRegion{
+			Slot:          uint32(i),
+			GuestPhysAddr: r.GPA,
+			MemorySize:    r.Size,
+			UserspaceAddr: hostAddr(m.mem.Mapping()[r.Offset:]),
+		}
+		if err := m.vm.SetUserMemoryRegion(region); err != nil {
+			return fmt.Errorf("register guest RAM slot %d at %#x: %w", i, r.GPA, err)
+		}
+	}
+	return nil
+}
+
+func (m *Machine) createDevices() error {
+	m.pio = devices.NewBus("pio")
+	m.mmio = devices.NewBus("mmio")
+	m.serial = devices.NewSerial(m.cfg.Console, func() { m.pulseIRQ(devices.COM1IRQ) })
+	power := devices.NewPower(func(ev devices.PowerEvent) {
+		if ev == devices.PowerReset {
+			m.finish(Exit{Kind: ExitReset, VCPU: -1, Reason: "guest wrote the reset value to the power port"})
+			return
+		}
+		m.finish(Exit{Kind: ExitPowerOff, VCPU: -1, Reason: "guest powered off"})
+	})
+	i8042 := devices.NewI8042(func() {
+		m.finish(Exit{Kind: ExitReset, VCPU: -1, Reason: "guest pulsed the reset line through the i8042 keyboard controller"})
+	})
+	return errors.Join(
+		m.pio.Insert(devices.COM1Base, devices.SerialSize, "serial (COM1)", m.serial),
+		m.pio.Insert(devices.I8042Base, devices.I8042Size, "i8042", i8042),
+		m.pio.Insert(devices.PowerPort, devices.PowerSize, "power", power),
+	)
+}
+
+// pulseIRQ raises and lowers an ISA interrupt line: an edge for the IOAPIC/PIC.
+func (m *Machine) pulseIRQ(irq uint32) {
+	if err := m.vm.IRQLine(irq, 1); err != nil {
+		m.log.Warn("raise interrupt line", "irq", irq, "err", err)
+		return
+	}
+	if err := m.vm.IRQLine(irq, 0); err != nil {
+		m.log.Warn("lower interrupt line", "irq", irq, "err", err)
+	}
+}
+
+func (m *Machine) loadKernel() error {
+	img, err := boot.ParseImage(m.cfg.Kernel)
+	if err != nil {
+		return err
+	}
+	m.loaded, err = boot.Load(m.mem.Low(), m.cfg.Kernel, img, boot.Params{
+		Cmdline: m.cmdline,
+		Initrd:  m.cfg.Initrd,
+		MemSize: m.cfg.MemSize,
+		CPUs:    m.cfg.CPUs,
+		Entry:   m.cfg.Entry,
+	})
+	return err
+}
+
+func (m *Machine) createVCPUs() error {
+	supported, err := m.sys.SupportedCPUID()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < m.cfg.CPUs; i++ {
+		c, err := m.vm.CreateVCPU(i)
+		if err != nil {
+			return err
+		}
+		v := &vcpu{m: m, id: i, kvm: c}
+		m.vcpus = append(m.vcpus, v)
+		if err := v.configure(supported); err != nil {
+			return fmt.Errorf("vCPU %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Cmdline is the kernel command line the guest gets (the user's plus what
+// the platform and the compatibility profile add).
+func (m *Machine) Cmdline() string { return m.cmdline }
+
+// Compat reports whether the compatibility profile is applied.
+func (m *Machine) Compat() bool { return m.compat }
+
+// Memory is the guest's RAM.
+func (m *Machine) Memory() *Memory { return m.mem }
+
+// Serial is the guest's console UART (for host input).
+func (m *Machine) Serial() *devices.Serial { return m.serial }
+
+// Run starts every vCPU and blocks until the guest powers off, resets or
+// crashes, Stop is called, or ctx is cancelled (which stops the VM).
+func (m *Machine) Run(ctx context.Context) (Exit, error) {
+	m.mu.Lock()
+	if m.started {
+		m.mu.Unlock()
+		return Exit{}, errors.New("run: the VM was already started; build a new one")
+	}
+	m.started = true
+	m.mu.Unlock()
+	for _, v := range m.vcpus {
+		m.wg.Add(1)
+		go v.loop()
+	}
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+		m.finish(Exit{Kind: ExitStopped, VCPU: -1, Reason: fmt.Sprintf("context: %v", context.Cause(ctx))})
+	}
+	m.wg.Wait()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return *m.exit, nil
+}
+
+// Stop ends the VM: vCPUs leave KVM_RUN promptly and Run returns ExitStopped
+// (unless the guest had already ended it).
+func (m *Machine) Stop(reason string) {
+	m.finish(Exit{Kind: ExitStopped, VCPU: -1, Reason: reason})
+}
+
+// finish records the first exit and tells every vCPU to return.
+func (m *Machine) finish(e Exit) {
+	m.mu.Lock()
+	if m.exit == nil {
+		m.exit = &e
+		close(m.done)
+	}
+	m.stopped = true
+	m.cond.Broadcast()
+	m.mu.Unlock()
+	m.kickAll()
+}
+
+// Pause parks every vCPU outside KVM_RUN and returns once all are parked.
+func (m *Machine) Pause() error {
+	m.mu.Lock()
+	if !m.started || m.stopped {
+		m.mu.Unlock()
+		return errors.New("pause: the VM is not running")
+	}
+	m.pausing = true
+	m.mu.Unlock()
+	m.kickAll()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for m.parked < len(m.vcpus) && !m.stopped {
+		m.cond.Wait()
+	}
+	if m.stopped {
+		return errors.New("pause: the VM stopped while pausing")
+	}
+	return nil
+}
+
+// Resume lets parked vCPUs run again.
+func (m *Machine) Resume() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.pausing {
+		return errors.New("resume: the VM is not paused")
+	}
+	m.pausing = false
+	m.cond.Broadcast()
+	return nil
+}
+
+func (m *Machine) kickAll() {
+	for _, v := range m.vcpus {
+		v.kick()
+	}
+}
+
+// Close releases everything New created. Call it after Run returns.
+func (m *Machine) Close() error {
+	var errs []error
+	if m.serial != nil {
+		errs = append(errs, m.serial.Close())
+	}
+	for _, v := range m.vcpus {
+		errs = append(errs, v.kvm.Close())
+	}
+	m.vcpus = nil
+	if m.vm != nil {
+		errs = append(errs, m.vm.Close())
+		m.vm = nil
+	}
+	if m.mem != nil {
+		errs = append(errs, m.mem.Close())
+		m.mem = nil
+	}
+	if m.sys != nil {
+		errs = append(errs, m.sys.Close())
+		m.sys = nil
+	}
+	return errors.Join(errs...)
+}
+
+// buildCmdline appends what the platform needs (the power-off port) and, on
+// an emulated-kernel-mode host, the compatibility profile's parameters.
+func buildCmdline(user string, compat bool) string {
+	parts := []string{strings.TrimSpace(user), fmt.Sprintf("sietch.poweroff=%#x", devices.PowerPort)}
+	if compat {
+		parts = append(parts, compatCmdline...)
+	}
+	return strings.TrimSpace(strings.Join(parts, " "))
+}
