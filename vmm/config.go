@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 
 	"github.com/sietch-vm/sietch/boot"
 )
@@ -33,8 +35,54 @@ type Config struct {
 	Entry   boot.EntryMode
 	Compat  CompatMode
 
+	Disks []DiskConfig
+	Net   *NetConfig
+	Vsock *VsockConfig
+	RNG   bool
+	// NoJail runs device processes unconfined: for debugging only.
+	NoJail bool
+	// DeviceExe is the binary re-executed for device processes
+	// (default /proc/self/exe; it must handle the `device` subcommand).
+	DeviceExe string
+	// DeviceStderr receives device processes' logs (default os.Stderr).
+	DeviceStderr *os.File
+
 	Console io.Writer    // receives the guest's serial output; nil discards it
 	Log     *slog.Logger // nil uses slog.Default()
+}
+
+// DiskConfig is one virtio-blk disk: a raw image file.
+type DiskConfig struct {
+	Path     string
+	ReadOnly bool
+}
+
+// NetConfig is one virtio-net device on an existing TAP interface.
+type NetConfig struct {
+	Tap string
+	MAC net.HardwareAddr // nil: a locally administered address is made up
+}
+
+// VsockConfig is the virtio-vsock device: guest CID and the host unix
+// socket path (Firecracker's scheme: CONNECT <port> on UDS, guest
+// connections to port P go to UDS_P).
+type VsockConfig struct {
+	CID uint64
+	UDS string
+}
+
+func (c *Config) virtioCount() int {
+	n := len(c.Disks)
+	if c.Net != nil {
+		n++
+	}
+	if c.Vsock != nil {
+		n++
+	}
+	if c.RNG {
+		n++
+	}
+	return n
 }
 
 func (c *Config) validate() error {
@@ -50,6 +98,18 @@ func (c *Config) validate() error {
 	}
 	if c.CPUs < 1 || c.CPUs > MaxCPUs {
 		errs = append(errs, fmt.Errorf("vCPU count %d is outside 1..%d", c.CPUs, MaxCPUs))
+	}
+	if n := c.virtioCount(); n > MaxVirtio {
+		errs = append(errs, fmt.Errorf("%d virtio devices, at most %d fit the interrupt lines", n, MaxVirtio))
+	}
+	if c.Vsock != nil && (c.Vsock.CID < 3 || c.Vsock.CID > 0xffffffff) {
+		errs = append(errs, fmt.Errorf("vsock guest CID %d is outside 3..2^32-1 (0-2 are reserved)", c.Vsock.CID))
+	}
+	if c.Vsock != nil && c.Vsock.UDS == "" {
+		errs = append(errs, errors.New("vsock needs a host unix socket path"))
+	}
+	if c.Net != nil && c.Net.Tap == "" {
+		errs = append(errs, errors.New("net needs a TAP interface name"))
 	}
 	return errors.Join(errs...)
 }

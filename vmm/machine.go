@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,10 @@ type Machine struct {
 	mmio   *devices.Bus
 	serial *devices.Serial
 	vcpus  []*vcpu
+	virtio []*vhostDevice
+	procs  []*deviceProcess
+
+	vsockPath string // the vsock host socket we bound, removed on Close
 
 	compat  bool
 	cmdline string
@@ -38,6 +43,7 @@ type Machine struct {
 	pausing bool // vCPUs must park before their next KVM_RUN
 	stopped bool // vCPUs must return
 	parked  int  // vCPUs parked or finished
+	closing bool // Close has begun: device process exits are expected
 	exit    *Exit
 	done    chan struct{} // closed when the first Exit is recorded
 	wg      sync.WaitGroup
@@ -322,7 +328,20 @@ func (m *Machine) kickAll() {
 
 // Close releases everything New created. Call it after Run returns.
 func (m *Machine) Close() error {
+	m.mu.Lock()
+	m.closing = true
+	m.mu.Unlock()
 	var errs []error
+	stopDevices(m.procs)
+	m.procs = nil
+	for _, d := range m.virtio {
+		d.close()
+	}
+	m.virtio = nil
+	if m.vsockPath != "" {
+		os.Remove(m.vsockPath)
+		m.vsockPath = ""
+	}
 	if m.serial != nil {
 		errs = append(errs, m.serial.Close())
 	}

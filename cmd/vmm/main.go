@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -33,6 +34,7 @@ const usage = `vmm runs one KVM virtual machine per process.
 
 Usage:
   vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
+          [--disk PATH[,ro]]... [--net TAP[,mac=M]] [--vsock CID,UDS] [--rng]
   vmm check
   vmm help
 
@@ -78,6 +80,11 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	compat := fs.String("compat", "auto", "compatibility profile for hosts that emulate guest kernel mode: auto, on or off")
 	entry := fs.String("entry", "auto", "kernel entry: auto, linux64 (64-bit boot protocol) or pvh")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	disks := fs.StringArray("disk", nil, "virtio-blk disk: raw image PATH[,ro] (repeatable)")
+	netdev := fs.String("net", "", "virtio-net on an existing TAP: NAME[,mac=52:54:00:12:34:56]")
+	vsockdev := fs.String("vsock", "", "virtio-vsock: CID,UDS (host unix socket; guest connections to port P go to UDS_P)")
+	rng := fs.Bool("rng", false, "virtio-rng: entropy from the host's getrandom")
+	noJail := fs.Bool("no-jail", false, "run device processes unconfined: DEBUGGING ONLY, a guest that breaks a device then owns a host process")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -125,12 +132,34 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	default:
 		return bad("--entry must be auto, linux64 or pvh, not %q", *entry)
 	}
+	for _, d := range *disks {
+		dc, err := parseDisk(d)
+		if err != nil {
+			return bad("--disk: %v", err)
+		}
+		cfg.Disks = append(cfg.Disks, dc)
+	}
+	if *netdev != "" {
+		if cfg.Net, err = parseNet(*netdev); err != nil {
+			return bad("--net: %v", err)
+		}
+	}
+	if *vsockdev != "" {
+		if cfg.Vsock, err = parseVsock(*vsockdev); err != nil {
+			return bad("--vsock: %v", err)
+		}
+	}
+	cfg.RNG = *rng
+	cfg.NoJail = *noJail
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return bad("--log-level: %v", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Log = log
+	if cfg.NoJail {
+		log.Warn("--no-jail: device processes run unconfined; use this for debugging only")
+	}
 
 	if cfg.Kernel, err = os.ReadFile(*kernel); err != nil {
 		fmt.Fprintf(stderr, "vmm run: read kernel: %v\n", err)
@@ -204,6 +233,59 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	return 0
+}
+
+// parseDisk parses PATH[,ro].
+func parseDisk(s string) (vmm.DiskConfig, error) {
+	path, opts, _ := strings.Cut(s, ",")
+	d := vmm.DiskConfig{Path: path}
+	if path == "" {
+		return d, fmt.Errorf("%q has no image path", s)
+	}
+	for _, o := range strings.Split(opts, ",") {
+		switch o {
+		case "":
+		case "ro":
+			d.ReadOnly = true
+		default:
+			return d, fmt.Errorf("unknown disk option %q in %q (only ro)", o, s)
+		}
+	}
+	return d, nil
+}
+
+// parseNet parses TAP[,mac=MAC].
+func parseNet(s string) (*vmm.NetConfig, error) {
+	tap, opts, _ := strings.Cut(s, ",")
+	n := &vmm.NetConfig{Tap: tap}
+	if tap == "" {
+		return nil, fmt.Errorf("%q has no TAP name", s)
+	}
+	for _, o := range strings.Split(opts, ",") {
+		k, v, _ := strings.Cut(o, "=")
+		switch k {
+		case "":
+		case "mac":
+			mac, err := net.ParseMAC(v)
+			if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
+				return nil, fmt.Errorf("mac %q is not a unicast Ethernet address", v)
+			}
+			n.MAC = mac
+		default:
+			return nil, fmt.Errorf("unknown net option %q in %q (only mac=)", o, s)
+		}
+	}
+	return n, nil
+}
+
+// parseVsock parses CID,UDS.
+func parseVsock(s string) (*vmm.VsockConfig, error) {
+	c, uds, ok := strings.Cut(s, ",")
+	cid, err := strconv.ParseUint(c, 10, 32)
+	if !ok || err != nil || uds == "" {
+		return nil, fmt.Errorf("%q is not CID,UDS (e.g. 3,/tmp/vm.vsock)", s)
+	}
+	return &vmm.VsockConfig{CID: cid, UDS: uds}, nil
 }
 
 // parseSize parses sizes such as 512M, 2G, 65536K or a plain byte count.

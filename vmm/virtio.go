@@ -1,0 +1,238 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/sietch-vm/sietch/kvm"
+	"github.com/sietch-vm/sietch/virtio"
+	"github.com/sietch-vm/sietch/virtio/vhostuser"
+)
+
+// Guest-physical placement of virtio-mmio transports: slot i at
+// VirtioBase + i*VirtioStride on IOAPIC pin VirtioIRQBase+i (edge, as the MP
+// table declares pins 5..23; COM1 has 4).
+const (
+	VirtioBase    = 0xc0000000
+	VirtioStride  = 0x1000
+	VirtioIRQBase = 5
+	MaxVirtio     = 23 - VirtioIRQBase + 1
+)
+
+// vhostDevice is the vmm's side of one device process: the virtio-mmio
+// transport the guest sees, and a vhost-user frontend that forwards queue
+// set-up to the process. Queue kicks go guest → KVM ioeventfd → process;
+// interrupts go process → irqfd → guest; the vmm only sees configuration.
+type vhostDevice struct {
+	name      string
+	id        uint32
+	numQueues int
+	maxQueue  uint16
+	base      uint64
+	irq       uint32
+
+	m         *Machine
+	log       *slog.Logger
+	fe        *vhostuser.Frontend
+	features  uint64 // device features as offered, without PROTOCOL_FEATURES
+	protocol  bool   // PROTOCOL_FEATURES negotiated: rings need SET_VRING_ENABLE
+	transport *virtio.MMIO
+	kicks     []*vhostuser.EventFD
+	call      *vhostuser.EventFD
+
+	mu      sync.Mutex
+	started []bool
+}
+
+// protocolFeaturesWanted are the vhost-user protocol features the frontend
+// uses: acknowledged messages, and config space access.
+const protocolFeaturesWanted = vhostuser.ProtocolReplyAck | vhostuser.ProtocolConfig
+
+// attach negotiates with the device process behind fe and puts the
+// transport on the MMIO bus with its ioeventfds and irqfd registered.
+func (d *vhostDevice) attach() error {
+	if err := d.fe.SetOwner(); err != nil {
+		return err
+	}
+	f, err := d.fe.GetFeatures()
+	if err != nil {
+		return err
+	}
+	if f&virtio.FeatureVersion1 == 0 {
+		return fmt.Errorf("device process offers no VIRTIO_F_VERSION_1 (features %#x)", f)
+	}
+	if f&vhostuser.FeatureProtocolFeatures != 0 {
+		pf, err := d.fe.GetProtocolFeatures()
+		if err != nil {
+			return err
+		}
+		if err := d.fe.SetProtocolFeatures(pf & protocolFeaturesWanted); err != nil {
+			return err
+		}
+		d.protocol = true
+	}
+	d.features = f &^ vhostuser.FeatureProtocolFeatures
+	d.started = make([]bool, d.numQueues)
+	if d.call, err = vhostuser.NewEventFD(); err != nil {
+		return err
+	}
+	if err := d.m.vm.IRQFD(&kvm.IRQFD{FD: uint32(d.call.Fd()), GSI: d.irq}); err != nil {
+		return fmt.Errorf("irqfd for IRQ %d: %w", d.irq, err)
+	}
+	for i := 0; i < d.numQueues; i++ {
+		k, err := vhostuser.NewEventFD()
+		if err != nil {
+			return err
+		}
+		d.kicks = append(d.kicks, k)
+		if err := d.m.vm.IOEventFD(&kvm.IOEventFD{
+			Addr: d.base + virtio.MMIOQueueNotify, Len: 4, Datamatch: uint64(i),
+			FD: int32(k.Fd()), Flags: kvm.IOEventFDFlagDatamatch,
+		}); err != nil {
+			return fmt.Errorf("ioeventfd for queue %d: %w", i, err)
+		}
+	}
+	d.transport = virtio.NewMMIO(d, d.signalConfig, d.log, virtio.WithExternalInterrupts())
+	return d.m.mmio.Insert(d.base, VirtioStride, d.name, d.transport)
+}
+
+// signalConfig raises the device's interrupt for a config change.
+func (d *vhostDevice) signalConfig() {
+	if err := d.call.Signal(); err != nil {
+		d.log.Warn("raise device interrupt", "err", err)
+	}
+}
+
+// failed is called when the device process is gone: the guest sees
+// DEVICE_NEEDS_RESET and keeps running.
+func (d *vhostDevice) failed(reason string) {
+	d.log.Error("device process failed; the guest sees DEVICE_NEEDS_RESET", "device", d.name, "reason", reason)
+	d.transport.NeedsReset(reason)
+}
+
+func (d *vhostDevice) close() {
+	if d.fe != nil {
+		d.fe.Close()
+	}
+	for _, k := range d.kicks {
+		k.Close()
+	}
+	if d.call != nil {
+		d.call.Close()
+	}
+}
+
+// virtio.Backend, called by the transport on vCPU threads.
+
+func (d *vhostDevice) DeviceID() uint32 { return d.id }
+func (d *vhostDevice) Features() uint64 { return d.features }
+
+func (d *vhostDevice) QueueMaxSizes() []uint16 {
+	s := make([]uint16, d.numQueues)
+	for i := range s {
+		s[i] = d.maxQueue
+	}
+	return s
+}
+
+func (d *vhostDevice) ReadConfig(off uint64, data []byte) {
+	fill(data, 0)
+	if off > 0xff || uint64(len(data)) > 0x100-off {
+		return
+	}
+	b, err := d.fe.GetConfig(uint32(off), uint32(len(data)))
+	if err != nil {
+		d.log.Warn("read device config", "device", d.name, "offset", off, "err", err)
+		return
+	}
+	copy(data, b)
+}
+
+func (d *vhostDevice) WriteConfig(off uint64, data []byte) {
+	if off > 0xff || uint64(len(data)) > 0x100-off {
+		return
+	}
+	if err := d.fe.SetConfig(uint32(off), data); err != nil {
+		d.log.Warn("write device config", "device", d.name, "offset", off, "err", err)
+	}
+}
+
+// Activate hands the negotiated features, guest memory and each ready queue
+// to the device process (DRIVER_OK).
+func (d *vhostDevice) Activate(features uint64, queues []virtio.QueueConfig) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.protocol {
+		features |= vhostuser.FeatureProtocolFeatures
+	}
+	if err := d.fe.SetFeatures(features); err != nil {
+		return err
+	}
+	mem := d.m.mem
+	var regions []vhostuser.MemoryRegion
+	var fds []int
+	for _, r := range mem.Regions() {
+		regions = append(regions, vhostuser.MemoryRegion{
+			GuestPhysAddr: r.GPA, MemorySize: r.Size,
+			UserspaceAddr: hostAddr(mem.Mapping()[r.Offset:]), MmapOffset: r.Offset,
+		})
+		fds = append(fds, mem.FD())
+	}
+	if err := d.fe.SetMemTable(regions, fds); err != nil {
+		return err
+	}
+	for i, q := range queues {
+		if q.Size == 0 || i >= d.numQueues {
+			continue
+		}
+		desc, err1 := d.hostVA(q.Desc)
+		avail, err2 := d.hostVA(q.Avail)
+		used, err3 := d.hostVA(q.Used)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return fmt.Errorf("queue %d: %w", i, err)
+		}
+		steps := []error{
+			d.fe.SetVringNum(i, q.Size),
+			d.fe.SetVringBase(i, 0),
+			d.fe.SetVringAddr(i, vhostuser.VringAddr{Index: uint32(i), Desc: desc, Avail: avail, Used: used}),
+			d.fe.SetVringKick(i, d.kicks[i].Fd()),
+			d.fe.SetVringCall(i, d.call.Fd()),
+		}
+		if d.protocol {
+			steps = append(steps, d.fe.SetVringEnable(i, true))
+		}
+		if err := errors.Join(steps...); err != nil {
+			return fmt.Errorf("queue %d: %w", i, err)
+		}
+		d.started[i] = true
+	}
+	return nil
+}
+
+// hostVA translates a guest-physical ring address to this process's
+// virtual address: vhost-user ring addresses are frontend addresses.
+func (d *vhostDevice) hostVA(gpa uint64) (uint64, error) {
+	for _, r := range d.m.mem.Regions() {
+		if gpa >= r.GPA && gpa-r.GPA < r.Size {
+			return hostAddr(d.m.mem.Mapping()[r.Offset:]) + gpa - r.GPA, nil
+		}
+	}
+	return 0, fmt.Errorf("ring address %#x is not in guest RAM", gpa)
+}
+
+// Reset stops every started ring (GET_VRING_BASE stops a vhost-user ring).
+func (d *vhostDevice) Reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, on := range d.started {
+		if !on {
+			continue
+		}
+		if _, err := d.fe.GetVringBase(i); err != nil {
+			d.log.Warn("stop ring on reset", "device", d.name, "queue", i, "err", err)
+		}
+		d.started[i] = false
+	}
+}
