@@ -77,6 +77,7 @@ func New(cfg Config) (*Machine, error) {
 		{"allocate guest memory", m.allocateMemory},
 		{"create interrupt controllers", m.createIRQChip},
 		{"create platform devices", m.createDevices},
+		{"start virtio device processes", m.startDevices},
 		{"load kernel", m.loadKernel},
 		{"create vCPUs", m.createVCPUs},
 	}

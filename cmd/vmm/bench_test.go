@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,24 +35,13 @@ func benchKVM(b *testing.B) {
 // the figure into the vmm's share and the guest's. compat=on skips the host
 // probe (the CPL0/CPL3 timing loop), so the difference shows its cost.
 func BenchmarkStartToFirstSerialByte(b *testing.B) {
-	for _, bc := range []struct {
-		name, compat string
-		noCgo        bool // static binary: no dynamic loader at exec
-	}{
-		{"compat=auto", "auto", false},
-		{"compat=on", "on", false},
-		{"compat=on/CGO_ENABLED=0", "on", true},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
+	for _, compat := range []string{"auto", "on"} {
+		b.Run("compat="+compat, func(b *testing.B) {
 			benchKVM(b)
 			kernel := testguest.Path(b, "hello")
-			bin := vmmBin
-			if bc.noCgo {
-				bin = buildNoCgo(b)
-			}
 			var first, ready time.Duration
 			for b.Loop() {
-				f, r := firstByte(b, bin, kernel, bc.compat)
+				f, r := firstByte(b, kernel, compat)
 				first += f
 				ready += r
 			}
@@ -67,11 +55,11 @@ func BenchmarkStartToFirstSerialByte(b *testing.B) {
 
 // firstByte runs one vmm to completion and returns exec → first stdout byte
 // and exec → the "booting" log line (vCPUs about to run).
-func firstByte(b *testing.B, bin, kernel, compat string) (first, ready time.Duration) {
+func firstByte(b *testing.B, kernel, compat string) (first, ready time.Duration) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), runTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "run", "--kernel", kernel, "--mem", "64M", "--compat", compat, "--log-level", "debug")
+	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", kernel, "--mem", "64M", "--compat", compat, "--log-level", "debug")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -121,25 +109,19 @@ func firstByte(b *testing.B, bin, kernel, compat string) (first, ready time.Dura
 // RAM the guest has touched (the memfd). Variants show the cheap knobs.
 func BenchmarkRSSOverhead(b *testing.B) {
 	for _, bc := range []struct {
-		name  string
-		env   []string
-		noCgo bool // build the vmm with CGO_ENABLED=0: no libc, no ld.so
+		name string
+		env  []string
 	}{
 		{name: "default"},
 		{name: "GOMAXPROCS=1", env: []string{"GOMAXPROCS=1"}},
 		{name: "GOGC=20", env: []string{"GOGC=20"}},
-		{name: "CGO_ENABLED=0", noCgo: true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			benchKVM(b)
 			kernel := testguest.Path(b, "counter")
-			bin := vmmBin
-			if bc.noCgo {
-				bin = buildNoCgo(b)
-			}
 			var sum rssSample
 			for b.Loop() {
-				s := sampleRSS(b, bin, kernel, bc.env)
+				s := sampleRSS(b, kernel, bc.env)
 				sum.anon += s.anon
 				sum.file += s.file
 				sum.shmem += s.shmem
@@ -160,11 +142,11 @@ type rssSample struct{ anon, file, shmem, pss uint64 }
 
 // sampleRSS starts the vmm with a counter guest that runs for minutes, reads
 // its memory once the guest has printed its first line, and kills it.
-func sampleRSS(b *testing.B, bin, kernel string, env []string) rssSample {
+func sampleRSS(b *testing.B, kernel string, env []string) rssSample {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), runTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "run", "--kernel", kernel, "--mem", "64M", "--cmdline", "n=100000000000")
+	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", kernel, "--mem", "64M", "--cmdline", "n=100000000000")
 	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -217,20 +199,4 @@ func procFields(path string) (map[string]uint64, error) {
 		}
 	}
 	return fields, nil
-}
-
-// buildNoCgo builds the vmm without cgo (static, no libc or ld.so mapped)
-// next to the test binary's vmm, once per test binary.
-func buildNoCgo(b *testing.B) string {
-	b.Helper()
-	bin := filepath.Join(filepath.Dir(vmmBin), "vmm-nocgo")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build with CGO_ENABLED=0: %v\n%s", err, out)
-	}
-	return bin
 }
