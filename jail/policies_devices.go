@@ -2,12 +2,6 @@ package jail
 
 import "golang.org/x/sys/unix"
 
-// TUN ioctls the net device makes on its tap after start (linux/if_tun.h).
-const (
-	tunSetOffload = 0x400454d0 // TUNSETOFFLOAD
-	tunGetFeats   = 0x800454cf // TUNGETFEATURES
-)
-
 // vhostUserPolicy is BasePolicy plus what the vhost-user backend library
 // does: messages with descriptors on the vmm socket, mapping the guest's
 // memfd (never executable), checking its size, and eventfds.
@@ -40,8 +34,9 @@ var BlkPolicy = Compose("blk", vhostUserPolicy,
 // NetPolicy confines the virtio-net device: frames on its tap fd and the
 // offload settings the guest negotiates.
 var NetPolicy = Compose("net", vhostUserPolicy,
-	allow("ioctl", "TUNSETOFFLOAD after feature negotiation", ArgEq(1, tunSetOffload)),
-	allow("ioctl", "TUNGETFEATURES", ArgEq(1, tunGetFeats)),
+	allow("ioctl", "TUNSETOFFLOAD: probe, then what the guest acked", ArgEq(1, unix.TUNSETOFFLOAD)),
+	allow("ioctl", "TUNGETIFF: check the tap's mode", ArgEq(1, unix.TUNGETIFF)),
+	allow("ioctl", "TUNGETVNETHDRSZ: check the header size", ArgEq(1, unix.TUNGETVNETHDRSZ)),
 	allow("ppoll", "wait for the tap and the rx kick"),
 	allow("poll", "wait for the tap and the rx kick"),
 )
