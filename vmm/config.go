@@ -36,6 +36,9 @@ type Config struct {
 	Compat  CompatMode
 
 	Disks []DiskConfig
+	// VhostUserBlk are unix sockets of vhost-user-blk backends the vmm
+	// does not start (e.g. qemu-storage-daemon); they follow Disks.
+	VhostUserBlk []string
 	Net   *NetConfig
 	Vsock *VsockConfig
 	RNG   bool
@@ -72,7 +75,7 @@ type VsockConfig struct {
 }
 
 func (c *Config) virtioCount() int {
-	n := len(c.Disks)
+	n := len(c.Disks) + len(c.VhostUserBlk)
 	if c.Net != nil {
 		n++
 	}

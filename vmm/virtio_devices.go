@@ -26,6 +26,7 @@ func (m *Machine) startDevices() error {
 		args       []string
 		files      []*os.File
 		after      func(p *deviceProcess) // runs once the process started
+		external   string                 // vhost-user socket of a backend we do not start
 	}
 	var plans []plan
 	defer func() {
@@ -50,6 +51,9 @@ func (m *Machine) startDevices() error {
 			args = append(args, "--ro")
 		}
 		plans = append(plans, plan{kind: "blk", name: name, id: virtio.DeviceBlock, queues: 1, args: args, files: []*os.File{f}})
+	}
+	for i, path := range m.cfg.VhostUserBlk {
+		plans = append(plans, plan{kind: "blk", name: fmt.Sprintf("vublk%d", i), id: virtio.DeviceBlock, queues: 1, external: path})
 	}
 	if n := m.cfg.Net; n != nil {
 		tap, err := vnet.OpenTap(n.Tap)
@@ -89,6 +93,24 @@ func (m *Machine) startDevices() error {
 		plans = append(plans, plan{kind: "rng", name: "rng0", id: virtio.DeviceRNG, queues: 1, args: []string{"rng", "--name", "rng0"}})
 	}
 	for i, p := range plans {
+		d := &vhostDevice{
+			name: p.name, id: p.id, numQueues: p.queues, maxQueue: defaultQueueSize,
+			base: VirtioBase + uint64(i)*VirtioStride, irq: uint32(VirtioIRQBase + i),
+			m: m, log: m.log.With("device", p.name),
+		}
+		if p.external != "" {
+			fe, err := vhostuser.Dial(p.external)
+			if err != nil {
+				return fmt.Errorf("device %s: connect to vhost-user backend %s: %w", p.name, p.external, err)
+			}
+			d.fe = fe
+			m.virtio = append(m.virtio, d)
+			if err := d.attach(); err != nil {
+				return fmt.Errorf("device %s (vhost-user backend %s): %w", p.name, p.external, err)
+			}
+			m.cmdline += " " + virtio.CmdlineArg(d.base, d.irq)
+			continue
+		}
 		conn, theirs, err := socketPair(p.name)
 		if err != nil {
 			return err
@@ -103,11 +125,7 @@ func (m *Machine) startDevices() error {
 		if p.after != nil {
 			p.after(proc)
 		}
-		d := &vhostDevice{
-			name: p.name, id: p.id, numQueues: p.queues, maxQueue: defaultQueueSize,
-			base: VirtioBase + uint64(i)*VirtioStride, irq: uint32(VirtioIRQBase + i),
-			m: m, log: m.log.With("device", p.name), fe: vhostuser.NewFrontend(conn),
-		}
+		d.fe = vhostuser.NewFrontend(conn)
 		m.virtio = append(m.virtio, d)
 		if err := d.attach(); err != nil {
 			select {

@@ -34,7 +34,8 @@ const usage = `vmm runs one KVM virtual machine per process.
 
 Usage:
   vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
-          [--disk PATH[,ro]]... [--net TAP[,mac=M]] [--vsock CID,UDS] [--rng]
+          [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--net TAP[,mac=M]]
+          [--vsock CID,UDS] [--rng] [--no-jail]
   vmm check
   vmm help
 
@@ -83,6 +84,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	entry := fs.String("entry", "auto", "kernel entry: auto, linux64 (64-bit boot protocol) or pvh")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	disks := fs.StringArray("disk", nil, "virtio-blk disk: raw image PATH[,ro] (repeatable)")
+	vublk := fs.StringArray("vhost-user-blk", nil, "virtio-blk served by an external vhost-user backend at this unix socket (e.g. qemu-storage-daemon; repeatable)")
 	netdev := fs.String("net", "", "virtio-net on an existing TAP: NAME[,mac=52:54:00:12:34:56]")
 	vsockdev := fs.String("vsock", "", "virtio-vsock: CID,UDS (host unix socket; guest connections to port P go to UDS_P)")
 	rng := fs.Bool("rng", false, "virtio-rng: entropy from the host's getrandom")
@@ -151,6 +153,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return bad("--vsock: %v", err)
 		}
 	}
+	cfg.VhostUserBlk = *vublk
 	cfg.RNG = *rng
 	cfg.NoJail = *noJail
 	var level slog.Level
