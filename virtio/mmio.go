@@ -28,7 +28,7 @@ const (
 	regQueueNumMax      = 0x034
 	regQueueNum         = 0x038
 	regQueueReady       = 0x044
-	regQueueNotify      = 0x050
+	regQueueNotify      = MMIOQueueNotify
 	regInterruptStatus  = 0x060
 	regInterruptACK     = 0x064
 	regStatus           = 0x070
@@ -240,7 +240,7 @@ func (t *MMIO) registerAccess(offset uint64, data []byte, op string) bool {
 		return true
 	}
 	t.log.Debug("virtio-mmio: ignored register access that is not aligned 32-bit",
-		"op", op, "offset", offset, "len", len(data), "device", t.deviceID)
+		"op", op, "offset", offset, "len", len(data), "device_id", t.deviceID)
 	return false
 }
 
@@ -249,7 +249,7 @@ func (t *MMIO) configRange(offset uint64, data []byte, op string) bool {
 		return true
 	}
 	t.log.Debug("virtio-mmio: ignored access beyond the register block",
-		"op", op, "offset", offset, "len", len(data), "device", t.deviceID)
+		"op", op, "offset", offset, "len", len(data), "device_id", t.deviceID)
 	return false
 }
 
@@ -351,7 +351,7 @@ func (t *MMIO) writeReg(offset uint64, v uint32) (pulse bool, notify int) {
 
 func (t *MMIO) ignored(why string, v uint32, args ...any) {
 	t.log.Debug("virtio-mmio: ignored "+why, append([]any{"value", v, "status", t.st.Status,
-		"queue_sel", t.st.QueueSel, "device", t.deviceID}, args...)...)
+		"queue_sel", t.st.QueueSel, "device_id", t.deviceID}, args...)...)
 }
 
 // writeQueueReg sets up the selected queue, which is only allowed while it is
@@ -436,7 +436,7 @@ func (t *MMIO) writeStatus(v uint32) bool {
 		return false
 	case added == StatusFailed:
 		t.st.Status |= StatusFailed
-		t.log.Debug("virtio-mmio: driver set FAILED", "device", t.deviceID, "status", t.st.Status)
+		t.log.Debug("virtio-mmio: driver set FAILED", "device_id", t.deviceID, "status", t.st.Status)
 		return false
 	case added != nextStatusStep(cur):
 		t.ignored("status that skips a step", v)
@@ -447,14 +447,14 @@ func (t *MMIO) writeStatus(v uint32) bool {
 		if why := t.featuresProblem(); why != "" {
 			// FEATURES_OK does not stick; the driver reads Status
 			// back and gives up (§3.1.1 step 6).
-			t.log.Debug("virtio-mmio: refused FEATURES_OK: "+why, "device", t.deviceID,
+			t.log.Debug("virtio-mmio: refused FEATURES_OK: "+why, "device_id", t.deviceID,
 				"driver_features", t.st.DriverFeatures, "device_features", t.features)
 			return false
 		}
 	case StatusDriverOK:
 		t.st.Status |= StatusDriverOK
 		if err := t.b.Activate(t.st.DriverFeatures, t.queueConfigs()); err != nil {
-			t.log.Warn("virtio-mmio: device failed to start; it needs a reset", "device", t.deviceID, "err", err)
+			t.log.Warn("virtio-mmio: device failed to start; it needs a reset", "device_id", t.deviceID, "err", err)
 			t.st.Status |= StatusDeviceNeedsReset
 			t.st.InterruptStatus |= InterruptConfigChange
 			return true
@@ -511,7 +511,7 @@ func (t *MMIO) NeedsReset(reason string) {
 	t.st.Status |= StatusDeviceNeedsReset
 	t.st.InterruptStatus |= InterruptConfigChange
 	t.mu.Unlock()
-	t.log.Warn("virtio-mmio: device needs reset", "device", t.deviceID, "reason", reason)
+	t.log.Warn("virtio-mmio: device needs reset", "device_id", t.deviceID, "reason", reason)
 	t.irq()
 }
 

@@ -50,6 +50,8 @@ type Config struct {
 	// DeviceStderr receives device processes' logs (default os.Stderr).
 	DeviceStderr *os.File
 
+	testDeviceArgs []string // extra flags for every device process (tests)
+
 	Console io.Writer    // receives the guest's serial output; nil discards it
 	Log     *slog.Logger // nil uses slog.Default()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/virtio/blk"
@@ -43,6 +44,8 @@ func RunDevice(args []string, stderr io.Writer) int {
 	serial := fs.String("serial", "", "blk: the disk's serial (GET_ID)")
 	mac := fs.String("mac", "", "net: the guest's MAC address")
 	cid := fs.Uint64("cid", 0, "vsock: the guest's CID")
+	forbidden := fs.Bool("test-forbidden-syscall", false, "tests only: make a system call outside the policy once confined")
+	_ = fs.MarkHidden("test-forbidden-syscall")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -72,6 +75,13 @@ func RunDevice(args []string, stderr io.Writer) int {
 		return 1
 	}
 
+	if *forbidden {
+		// Proves in tests that the policy is loaded and kills: ptrace is
+		// in no device policy.
+		unix.Syscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0)
+		log.Error("forbidden system call was allowed")
+		return 1
+	}
 	dev, err := buildDevice(kind, *ro, *serial, *mac, *cid, log)
 	if err != nil {
 		log.Error("create device", "err", err)

@@ -42,7 +42,7 @@ func socketPair(name string) (*net.UnixConn, *os.File, error) {
 // spawnDevice starts `<exe> device <args…>` with files as fds 3, 4, …:
 // jailed (see package jail) unless the configuration says NoJail.
 func (m *Machine) spawnDevice(name string, args []string, files []*os.File) (*deviceProcess, error) {
-	argv := append([]string{"device"}, args...)
+	argv := append(append([]string{"device"}, args...), m.cfg.testDeviceArgs...)
 	var cmd *exec.Cmd
 	if m.cfg.NoJail {
 		argv = append(argv, "--no-jail")

@@ -108,7 +108,7 @@ func (d *vhostDevice) signalConfig() {
 // failed is called when the device process is gone: the guest sees
 // DEVICE_NEEDS_RESET and keeps running.
 func (d *vhostDevice) failed(reason string) {
-	d.log.Error("device process failed; the guest sees DEVICE_NEEDS_RESET", "device", d.name, "reason", reason)
+	d.log.Error("device process failed; the guest sees DEVICE_NEEDS_RESET", "reason", reason)
 	d.transport.NeedsReset(reason)
 }
 
@@ -144,7 +144,7 @@ func (d *vhostDevice) ReadConfig(off uint64, data []byte) {
 	}
 	b, err := d.fe.GetConfig(uint32(off), uint32(len(data)))
 	if err != nil {
-		d.log.Warn("read device config", "device", d.name, "offset", off, "err", err)
+		d.log.Warn("read device config", "offset", off, "err", err)
 		return
 	}
 	copy(data, b)
@@ -155,7 +155,7 @@ func (d *vhostDevice) WriteConfig(off uint64, data []byte) {
 		return
 	}
 	if err := d.fe.SetConfig(uint32(off), data); err != nil {
-		d.log.Warn("write device config", "device", d.name, "offset", off, "err", err)
+		d.log.Warn("write device config", "offset", off, "err", err)
 	}
 }
 
@@ -231,7 +231,7 @@ func (d *vhostDevice) Reset() {
 			continue
 		}
 		if _, err := d.fe.GetVringBase(i); err != nil {
-			d.log.Warn("stop ring on reset", "device", d.name, "queue", i, "err", err)
+			d.log.Warn("stop ring on reset", "queue", i, "err", err)
 		}
 		d.started[i] = false
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
@@ -128,10 +129,12 @@ func (m *Machine) startDevices() error {
 		d.fe = vhostuser.NewFrontend(conn)
 		m.virtio = append(m.virtio, d)
 		if err := d.attach(); err != nil {
+			// A process that died explains the failure better than the
+			// broken socket does: give the kernel a moment to report it.
 			select {
 			case <-proc.done:
 				return fmt.Errorf("device %s: %w (its process %s)", p.name, err, proc.why)
-			default:
+			case <-time.After(2 * time.Second):
 				return fmt.Errorf("device %s: %w", p.name, err)
 			}
 		}
