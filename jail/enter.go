@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,6 +39,9 @@ func Enter(c ChildConfig) error {
 }
 
 func enter(c ChildConfig) error {
+	// The time package reads /etc/localtime on first use; there is none in
+	// the empty root and the policies allow no open. Use UTC from here on.
+	time.Local = time.UTC
 	// Securebits, the bounding set and no_new_privs are per thread: do
 	// them all on one.
 	runtime.LockOSThread()

@@ -22,15 +22,19 @@ var src embed.FS
 // the CPL3 library, and the AP trampoline.
 var runtime = []string{"crt0.S", "trampoline.S", "kernel.c", "user.c", "format.c", "cpus.c"}
 
-// guests maps each guest to its own source; see src/<name>.c for what it does.
-var guests = map[string]string{
-	"hello":    "hello.c",
-	"counter":  "counter.c",
-	"pingpong": "pingpong.c",
-	"smp":      "smp.c",
-	"poweroff": "poweroff.c",
-	"reset":    "reset.c",
-	"fault":    "fault.c",
+// guests maps each guest to its own sources; see src/<name>.c for what it does.
+var guests = map[string][]string{
+	"hello":        {"hello.c"},
+	"counter":      {"counter.c"},
+	"pingpong":     {"pingpong.c"},
+	"smp":          {"smp.c"},
+	"poweroff":     {"poweroff.c"},
+	"reset":        {"reset.c"},
+	"fault":        {"fault.c"},
+	"virtio-blk":   {"virtio-blk.c", "virtio.c"},
+	"virtio-rng":   {"virtio-rng.c", "virtio.c"},
+	"virtio-vsock": {"virtio-vsock.c", "virtio.c"},
+	"virtio-net":   {"virtio-net.c", "virtio.c"},
 }
 
 // cflags are the flags from the brief plus what keeps CPL0 code to
@@ -61,7 +65,7 @@ func Names() []string {
 
 // Build compiles guest name into outDir/name.elf and returns its path.
 func Build(outDir, name string) (string, error) {
-	main, ok := guests[name]
+	own, ok := guests[name]
 	if !ok {
 		return "", fmt.Errorf("build test guest %q: unknown guest (known: %s)", name, strings.Join(Names(), ", "))
 	}
@@ -82,7 +86,7 @@ func Build(outDir, name string) (string, error) {
 		return "", fmt.Errorf("build test guest %s: unpack sources: %w", name, err)
 	}
 	args := append(append([]string{}, cflags...), "-o", out)
-	args = append(append(args, runtime...), main)
+	args = append(append(args, runtime...), own...)
 	cmd := exec.Command(gcc, args...)
 	cmd.Dir = dir
 	if msg, err := cmd.CombinedOutput(); err != nil {

@@ -36,7 +36,7 @@ import (
 func requireRunFlag(t *testing.T, flag string) {
 	t.Helper()
 	out, _ := exec.Command(vmmBin, "run", "--help").CombinedOutput()
-	if !strings.Contains(string(out), "--"+flag+" ") {
+	if !regexp.MustCompile(`--` + flag + `[ =\[]`).Match(out) {
 		t.Skipf("vmm run has no --%s flag yet", flag)
 	}
 }
@@ -97,7 +97,7 @@ func TestVirtioBlk(t *testing.T) {
 		if err := os.WriteFile(img, make([]byte, imageSize), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		r := runGuest(t, "virtio-blk", "--disk", img, "--cmdline", fmt.Sprintf("sectors=%d seed=%d", sectors, seed))
+		r := startGuest(t, "virtio-blk", "--disk", img, "--cmdline", fmt.Sprintf("sectors=%d seed=%d", sectors, seed)).wait(t)
 		skipUnknownFlag(t, r)
 		want := pattern(seed, sectors*512)
 		sum := fmt.Sprintf("virtio-blk: checksum 0x%016x", fnv64a(fnvOffset, want))
@@ -139,7 +139,7 @@ func TestVirtioBlk(t *testing.T) {
 		if err := os.WriteFile(img, orig, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		r := runGuest(t, "virtio-blk", "--disk", img+",ro", "--cmdline", fmt.Sprintf("sectors=%d seed=%d", sectors, seed))
+		r := startGuest(t, "virtio-blk", "--disk", img+",ro", "--cmdline", fmt.Sprintf("sectors=%d seed=%d", sectors, seed)).wait(t)
 		skipUnknownFlag(t, r)
 		r.expectOK(t, "virtio-blk", "virtio-blk: start sectors=256 seed=7",
 			fmt.Sprintf("virtio-blk: %d writes refused with IOERR", sectors/8),
@@ -162,7 +162,7 @@ func TestVirtioRNG(t *testing.T) {
 	t.Parallel()
 	requireKVM(t)
 	requireRunFlag(t, "rng")
-	r := runGuest(t, "virtio-rng", "--rng")
+	r := startGuest(t, "virtio-rng", "--rng").wait(t)
 	skipUnknownFlag(t, r)
 	r.expectOK(t, "virtio-rng", "virtio-rng: start")
 }
@@ -288,6 +288,21 @@ func vsockEcho(vm *bgVMM, uds string, data []byte) error {
 	return nil
 }
 
+// vsockSink sends data to the guest's reading-only port: only credit
+// updates from the guest let more than its buffer through.
+func vsockSink(vm *bgVMM, uds string, port int, data []byte) error {
+	c, err := vsockConnect(vm, uds, port)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		return fmt.Errorf("write %d bytes: %w", len(data), err)
+	}
+	return nil
+}
+
 // letters returns n random lower-case letters and digits.
 func letters(t *testing.T, n int) []byte {
 	b := make([]byte, n)
@@ -305,8 +320,8 @@ func TestVirtioVsock(t *testing.T) {
 	t.Parallel()
 	requireKVM(t)
 	requireRunFlag(t, "vsock")
-	const seed, bulk = 5, 1 << 20
-	sizes := []int{100, 64 << 10, 1 << 20} // one stream each, concurrently
+	const seed, bulk, sinkBytes = 5, 1 << 20, 2 << 20
+	sizes := []int{100, 64 << 10, 1 << 20} // one echo stream each, concurrently
 
 	dir, err := os.MkdirTemp("", "vsock-") // unix socket paths must be short
 	if err != nil {
@@ -351,7 +366,7 @@ func TestVirtioVsock(t *testing.T) {
 	}()
 
 	vm := startGuest(t, "virtio-vsock", "--vsock", "3,"+uds, "--cmdline",
-		fmt.Sprintf("listen=1234 streams=%d connect=5678 vsock_bytes=%d seed=%d", len(sizes), bulk, seed))
+		fmt.Sprintf("listen=1234 streams=%d sink=1235 connect=5678 vsock_bytes=%d seed=%d", len(sizes), bulk, seed))
 
 	var wg sync.WaitGroup
 	errs := make([]error, len(sizes))
@@ -359,6 +374,9 @@ func TestVirtioVsock(t *testing.T) {
 		data := letters(t, n)
 		wg.Go(func() { errs[i] = vsockEcho(vm, uds, data) })
 	}
+	sinkData := pattern(seed+1, sinkBytes)
+	var sinkErr error
+	wg.Go(func() { sinkErr = vsockSink(vm, uds, 1235, sinkData) })
 	wg.Wait()
 	r := vm.wait(t)
 	skipUnknownFlag(t, r)
@@ -367,13 +385,22 @@ func TestVirtioVsock(t *testing.T) {
 			t.Errorf("stream %d (%d bytes): %v", i, sizes[i], err)
 		}
 	}
+	if sinkErr != nil {
+		t.Errorf("stream to the guest's sink port: %v", sinkErr)
+	}
 	want := pattern(seed, bulk)
-	r.expectOK(t, "virtio-vsock", "virtio-vsock: cid 3", "virtio-vsock: host says: hi guest",
+	r.expectOK(t, "virtio-vsock", "virtio-vsock: slot 0, cid 3", "virtio-vsock: host says: hi guest",
 		fmt.Sprintf("virtio-vsock: sent %d bytes, checksum 0x%016x", bulk, fnv64a(fnvOffset, want)))
 	if got := strings.Count(r.stdout, "echoed\n"); got != len(sizes) {
 		t.Errorf("guest closed %d echo streams, want %d\n%s", got, len(sizes), r.dump())
 	}
+	sinkLine := fmt.Sprintf(": %d bytes, checksum 0x%016x", sinkBytes, fnv64a(fnvOffset, sinkData))
+	if !regexp.MustCompile(`(?m)^virtio-vsock: sink 1235<-\d+ closed \(.*\)` + regexp.QuoteMeta(sinkLine) + `$`).MatchString(r.stdout) {
+		t.Errorf("guest did not report receiving the host's %d bytes on its sink port (want a line ending %q)\n%s",
+			sinkBytes, sinkLine, r.dump())
+	}
 
+	ln.Close() // unblocks Accept if the guest never connected
 	in := <-fromGuest
 	switch {
 	case in.err != nil:
