@@ -135,4 +135,6 @@ var VCPUThreadPolicy = Compose("vcpu", BasePolicy,
 	kvmIoctl(kvmKVMClockCtrl, "KVM_KVMCLOCK_CTRL"),
 	kvmIoctl(kvmGetTSCKHz, "KVM_GET_TSC_KHZ"),
 	kvmIoctl(kvmIRQLine, "KVM_IRQ_LINE"),
+	allow("sendmsg", "virtio-mmio config exits: vhost-user requests to a device process"),
+	allow("recvmsg", "virtio-mmio config exits: vhost-user replies"),
 )

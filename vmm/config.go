@@ -44,6 +44,10 @@ type Config struct {
 	RNG   bool
 	// NoJail runs device processes unconfined: for debugging only.
 	NoJail bool
+	// SeccompVCPU confines each vCPU thread with jail.VCPUThreadPolicy:
+	// KVM_RUN, vCPU state, interrupts and vhost-user messages, nothing that
+	// opens files or creates VMs or processes.
+	SeccompVCPU bool
 	// DeviceExe is the binary re-executed for device processes
 	// (default /proc/self/exe; it must handle the `device` subcommand).
 	DeviceExe string

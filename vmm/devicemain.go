@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/jail"
+	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/blk"
 	vnet "github.com/sietch-vm/sietch/virtio/net"
 	"github.com/sietch-vm/sietch/virtio/rng"
@@ -30,6 +31,12 @@ const (
 // started by the vmm with its descriptors as fds 3, 4, …. It confines
 // itself (jail.Enter) before it reads anything from the guest, then serves
 // the vmm's vhost-user frontend until the vmm goes away.
+//
+// Server mode, `vmm device blk --listen SOCK --disk-path IMG [--ro]
+// --no-jail` (also rng, without --disk-path), exists for interop tests and
+// debugging: the device opens its own disk, listens on a unix socket and
+// serves the one front-end that connects (QEMU's vhost-user-blk, say),
+// logging every request. It runs unconfined, so it requires --no-jail.
 func RunDevice(args []string, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "vmm device: which device? (blk, net, vsock, rng); this subcommand is started by `vmm run`, not by hand")
@@ -44,12 +51,23 @@ func RunDevice(args []string, stderr io.Writer) int {
 	serial := fs.String("serial", "", "blk: the disk's serial (GET_ID)")
 	mac := fs.String("mac", "", "net: the guest's MAC address")
 	cid := fs.Uint64("cid", 0, "vsock: the guest's CID")
+	listen := fs.String("listen", "", "blk, rng: serve one front-end connecting to this unix socket instead of fd 3 (interop and debugging; needs --no-jail)")
+	diskPath := fs.String("disk-path", "", "blk with --listen: the disk image to open instead of fd 4")
 	forbidden := fs.Bool("test-forbidden-syscall", false, "tests only: make a system call outside the policy once confined")
 	_ = fs.MarkHidden("test-forbidden-syscall")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil)).With("device", *name)
+	if msg := checkServerMode(kind, *listen, *diskPath, *noJail); msg != "" {
+		fmt.Fprintf(stderr, "vmm device %s: %s\n", kind, msg)
+		return 2
+	}
+	var logOpts *slog.HandlerOptions
+	if *listen != "" {
+		// Server mode is for looking at a foreign front-end: show each request.
+		logOpts = &slog.HandlerOptions{Level: slog.LevelDebug}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, logOpts)).With("device", *name)
 
 	var policy jail.Policy
 	keep := []int{fdVhostUser, fdDevice}
@@ -82,12 +100,29 @@ func RunDevice(args []string, stderr io.Writer) int {
 		log.Error("forbidden system call was allowed")
 		return 1
 	}
-	dev, err := buildDevice(kind, *ro, *serial, *mac, *cid, log)
+	var devFile *os.File // rng has none: fd 4 is not ours to wrap (and close)
+	switch {
+	case *diskPath != "":
+		var err error
+		if devFile, err = openDisk(*diskPath, *ro); err != nil {
+			log.Error("open disk", "err", err)
+			return 1
+		}
+	case kind != "rng":
+		devFile = os.NewFile(fdDevice, map[string]string{"blk": "disk", "net": "tap", "vsock": "vsock-listener"}[kind])
+	}
+	dev, err := buildDevice(kind, devFile, *ro, *serial, *mac, *cid, log)
 	if err != nil {
 		log.Error("create device", "err", err)
 		return 1
 	}
-	conn, err := fileConn(fdVhostUser, "vhost-user")
+	var conn *net.UnixConn
+	if *listen != "" {
+		dev = featureLogger{dev, log}
+		conn, err = acceptOne(*listen, log)
+	} else {
+		conn, err = fileConn(fdVhostUser, "vhost-user")
+	}
 	if err != nil {
 		log.Error("vhost-user socket", "err", err)
 		return 1
@@ -99,18 +134,18 @@ func RunDevice(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func buildDevice(kind string, ro bool, serial, mac string, cid uint64, log *slog.Logger) (vhostuser.Device, error) {
+// buildDevice makes the device model; f is its disk, tap or vsock listener.
+func buildDevice(kind string, f *os.File, ro bool, serial, mac string, cid uint64, log *slog.Logger) (vhostuser.Device, error) {
 	switch kind {
 	case "blk":
-		return blk.New(os.NewFile(fdDevice, "disk"), blk.Options{ReadOnly: ro, ID: serial, Log: log})
+		return blk.New(f, blk.Options{ReadOnly: ro, ID: serial, Log: log})
 	case "net":
 		hw, err := net.ParseMAC(mac)
 		if err != nil {
 			return nil, fmt.Errorf("--mac: %w", err)
 		}
-		return vnet.New(os.NewFile(fdDevice, "tap"), hw)
+		return vnet.New(f, hw)
 	case "vsock":
-		f := os.NewFile(fdDevice, "vsock-listener")
 		l, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
@@ -144,4 +179,65 @@ func fileConn(fd uintptr, name string) (*net.UnixConn, error) {
 		return nil, fmt.Errorf("%s (fd %d) is not a unix socket", name, fd)
 	}
 	return uc, nil
+}
+
+// checkServerMode returns what is wrong with the server-mode flags, or "".
+func checkServerMode(kind, listen, diskPath string, noJail bool) string {
+	switch {
+	case listen == "" && diskPath != "":
+		return "--disk-path is only for server mode (--listen); the vmm passes the disk as fd 4"
+	case listen == "":
+		return ""
+	case !noJail:
+		return "--listen needs --no-jail: server mode opens host paths itself and is for interop tests and debugging only"
+	case kind != "blk" && kind != "rng":
+		return "--listen serves blk or rng only; net and vsock need descriptors from the vmm"
+	case kind == "blk" && diskPath == "":
+		return "--listen needs --disk-path IMG for blk: the disk image to serve"
+	case kind == "rng" && diskPath != "":
+		return "--disk-path is for blk only"
+	}
+	return ""
+}
+
+// openDisk opens the server-mode disk image, read-only for --ro.
+func openDisk(path string, ro bool) (*os.File, error) {
+	flag := os.O_RDWR
+	if ro {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("--disk-path: %w", err)
+	}
+	return f, nil
+}
+
+// acceptOne listens on the unix socket path, waits for one front-end and
+// stops listening (removing the socket) once it is connected.
+func acceptOne(path string, log *slog.Logger) (*net.UnixConn, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("--listen: %w (remove a stale socket first)", err)
+	}
+	defer ln.Close()
+	log.Info("waiting for a vhost-user front-end", "socket", path)
+	conn, err := ln.AcceptUnix()
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: accept: %w", path, err)
+	}
+	log.Info("vhost-user front-end connected", "socket", path)
+	return conn, nil
+}
+
+// featureLogger logs the features a foreign front-end acks (server mode).
+type featureLogger struct {
+	vhostuser.Device
+	log *slog.Logger
+}
+
+func (d featureLogger) SetFeatures(acked uint64) error {
+	d.log.Info("virtio features acked", "features", fmt.Sprintf("%#x", acked),
+		"version1", acked&virtio.FeatureVersion1 != 0)
+	return d.Device.SetFeatures(acked)
 }

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/boot"
+	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/kvm"
 )
 
@@ -101,6 +102,14 @@ func (v *vcpu) loop() {
 		m.cond.Broadcast()
 		m.mu.Unlock()
 	}()
+	if m.cfg.SeccompVCPU {
+		// LoadThread keeps this goroutine on its thread for good: the
+		// filtered thread exits with it instead of returning to the pool.
+		if err := jail.VCPUThreadPolicy.LoadThread(); err != nil {
+			m.finish(Exit{Kind: ExitCrash, VCPU: v.id, Reason: fmt.Sprintf("vmm: confine vCPU thread: %v", err)})
+			return
+		}
+	}
 	run := v.kvm.RunData()
 	for {
 		if !v.waitRunnable() {

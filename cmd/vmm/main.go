@@ -88,6 +88,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	netdev := fs.String("net", "", "virtio-net on an existing TAP: NAME[,mac=52:54:00:12:34:56]")
 	vsockdev := fs.String("vsock", "", "virtio-vsock: CID,UDS (host unix socket; guest connections to port P go to UDS_P)")
 	rng := fs.Bool("rng", false, "virtio-rng: entropy from the host's getrandom")
+	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
 	noJail := fs.Bool("no-jail", false, "run device processes unconfined: DEBUGGING ONLY, a guest that breaks a device then owns a host process")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
@@ -156,6 +157,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cfg.VhostUserBlk = *vublk
 	cfg.RNG = *rng
 	cfg.NoJail = *noJail
+	cfg.SeccompVCPU = *seccompVCPU
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return bad("--log-level: %v", err)
