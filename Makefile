@@ -4,7 +4,7 @@
 GO        ?= go
 BUILD     := build
 KERNEL    := $(BUILD)/kernel/vmlinux
-SMOKE     := $(BUILD)/smoke-initramfs.cpio
+SMOKE     := $(BUILD)/smoke/smoke.cpio
 GUESTS    := $(BUILD)/testguest
 
 APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex \
@@ -34,7 +34,7 @@ kernel:
 	guest-init/kernel/build.sh $(BUILD)/kernel
 
 smoke-initramfs:
-	guest-init/smoke/build.sh $(BUILD)
+	guest-init/smoke/build.sh $(BUILD)/smoke
 
 # Everything, including the KVM tests and the Linux boot test.
 test: kernel smoke-initramfs vet
@@ -48,9 +48,10 @@ test-short:
 vet:
 	$(GO) vet ./...
 
+# -p 1: packages benchmarked in parallel on 2 cores disturb each other.
 bench: vmm kernel smoke-initramfs
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_SMOKE_INITRAMFS=$(abspath $(SMOKE)) \
-		$(GO) test -run '^$$' -bench . -benchtime 20x -count 1 ./vmm ./cmd/vmm | tee $(BUILD)/bench.txt
+		$(GO) test -p 1 -run '^$$' -bench . -benchtime 20x -count 1 ./vmm ./cmd/vmm ./virtio/... | tee $(BUILD)/bench.txt
 	scripts/bench-boot.sh $(KERNEL) $(SMOKE) | tee -a $(BUILD)/bench.txt
 
 fuzz:

@@ -55,6 +55,9 @@ func CheckHost() HostReport {
 		r.Caps = append(r.Caps, CapStatus{Name: c.name, Present: err == nil && n > 0})
 	}
 	r.Modes, r.ModesErr = MeasureModes(sys, CheckProbeLoops)
+	if r.ModesErr == nil {
+		recordProfile(r.Modes.Emulated()) // `vmm run` uses it until reboot
+	}
 	return r
 }
 

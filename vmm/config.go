@@ -39,9 +39,9 @@ type Config struct {
 	// VhostUserBlk are unix sockets of vhost-user-blk backends the vmm
 	// does not start (e.g. qemu-storage-daemon); they follow Disks.
 	VhostUserBlk []string
-	Net   *NetConfig
-	Vsock *VsockConfig
-	RNG   bool
+	Net          *NetConfig
+	Vsock        *VsockConfig
+	RNG          bool
 	// NoJail runs device processes unconfined: for debugging only.
 	NoJail bool
 	// SeccompVCPU confines each vCPU thread with jail.VCPUThreadPolicy:

@@ -45,6 +45,7 @@ type Machine struct {
 	parked  int  // vCPUs parked or finished
 	closing bool // Close has begun: device process exits are expected
 	exit    *Exit
+	runAt   time.Time     // when Run started (the control socket's uptime)
 	done    chan struct{} // closed when the first Exit is recorded
 	wg      sync.WaitGroup
 }
@@ -253,6 +254,7 @@ func (m *Machine) Run(ctx context.Context) (Exit, error) {
 		return Exit{}, errors.New("run: the VM was already started; build a new one")
 	}
 	m.started = true
+	m.runAt = time.Now()
 	m.mu.Unlock()
 	for _, v := range m.vcpus {
 		m.wg.Add(1)

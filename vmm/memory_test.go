@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -87,5 +88,33 @@ func TestModeTimingDecision(t *testing.T) {
 		if got := mt.Emulated(); got != tc.want {
 			t.Errorf("%+v.Emulated() = %v, want %v", mt, got, tc.want)
 		}
+	}
+}
+
+func TestProfileCache(t *testing.T) {
+	dir := t.TempDir()
+	oldCache, oldBoot := profileCachePath, bootIDPath
+	t.Cleanup(func() { profileCachePath, bootIDPath = oldCache, oldBoot })
+	profileCachePath = dir + "/sub/host-profile"
+	bootIDPath = dir + "/boot_id"
+	if _, ok := cachedProfile(); ok {
+		t.Fatal("a verdict was cached before any probe")
+	}
+	os.WriteFile(bootIDPath, []byte("boot-1\n"), 0o644)
+	recordProfile(true)
+	if emulated, ok := cachedProfile(); !ok || !emulated {
+		t.Fatalf("cachedProfile = %v, %v after recording emulated", emulated, ok)
+	}
+	recordProfile(false)
+	if emulated, ok := cachedProfile(); !ok || emulated {
+		t.Fatalf("cachedProfile = %v, %v after recording native", emulated, ok)
+	}
+	os.WriteFile(bootIDPath, []byte("boot-2\n"), 0o644)
+	if _, ok := cachedProfile(); ok {
+		t.Error("a verdict from another boot was used")
+	}
+	os.WriteFile(profileCachePath, []byte("garbage"), 0o644)
+	if _, ok := cachedProfile(); ok {
+		t.Error("a corrupt cache was used")
 	}
 }

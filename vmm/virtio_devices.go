@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/virtio"
-	"github.com/sietch-vm/sietch/virtio/vhostuser"
 	vnet "github.com/sietch-vm/sietch/virtio/net"
+	"github.com/sietch-vm/sietch/virtio/vhostuser"
 )
 
 // Queue counts and sizes of our device processes (virtio 1.2 §5.2, §5.1,
@@ -184,4 +184,3 @@ func (m *Machine) isStopping() bool {
 	defer m.mu.Unlock()
 	return m.stopped || m.closing
 }
-
