@@ -29,6 +29,11 @@ const (
 	DeviceVsock = 19
 )
 
+// MMIOQueueNotify is the offset of the QueueNotify register (virtio 1.2
+// §4.2.2): the address a vmm binds a queue's ioeventfd to, with the queue
+// index as datamatch.
+const MMIOQueueNotify = 0x050
+
 // Split virtqueue layout (virtio 1.2 §2.7).
 const (
 	MaxQueueSize = 32768

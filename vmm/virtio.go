@@ -142,12 +142,16 @@ func (d *vhostDevice) ReadConfig(off uint64, data []byte) {
 	if off > 0xff || uint64(len(data)) > 0x100-off {
 		return
 	}
-	b, err := d.fe.GetConfig(uint32(off), uint32(len(data)))
+	// Read from offset 0: libvhost-user back-ends (qemu-storage-daemon)
+	// ignore GET_CONFIG's offset, as QEMU only ever asks for offset 0.
+	b, err := d.fe.GetConfig(0, uint32(off)+uint32(len(data)))
 	if err != nil {
 		d.log.Warn("read device config", "offset", off, "err", err)
 		return
 	}
-	copy(data, b)
+	if uint64(len(b)) > off {
+		copy(data, b[off:])
+	}
 }
 
 func (d *vhostDevice) WriteConfig(off uint64, data []byte) {

@@ -35,16 +35,25 @@ const usage = `vmm runs one KVM virtual machine per process.
 Usage:
   vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
           [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--net TAP[,mac=M]]
-          [--vsock CID,UDS] [--rng] [--no-jail]
+          [--vsock CID,UDS] [--rng] [--no-jail] [--api-sock PATH]
+  vmm info|pause|resume|stop --api-sock PATH
+  vmm snapshot --api-sock PATH --dir DIR [--kind full|diff]
   vmm check
   vmm help
 
 Commands:
-  run     boot a kernel; its serial console is this process's stdin/stdout
-  check   probe this host's KVM and say what will run here and how fast
+  run       boot a kernel; its serial console is this process's stdin/stdout
+  info      print a running VM's state and devices (JSON) from its control socket
+  pause     pause a running VM's vCPUs
+  resume    resume a paused VM
+  stop      stop a VM (its vmm run exits with status 5)
+  snapshot  write a snapshot of a VM into DIR (not implemented yet: issue 4)
+  check     probe this host's KVM and say what will run here and how fast
 
 Exit status of run: 0 guest powered off, 1 vmm error, 2 usage error,
-3 guest rebooted, 4 guest crashed, 5 stopped by a signal.
+3 guest rebooted, 4 guest crashed, 5 stopped by a signal or the control socket.
+Exit status of info, pause, resume, stop, snapshot: 0 done, 1 refused or
+failed (the vmm's error is printed), 2 usage error.
 `
 
 func main() {
@@ -61,6 +70,8 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stdin, stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "info", "pause", "resume", "stop", "snapshot":
+		return cmdControl(args[0], args[1:], stdout, stderr)
 	case "device":
 		return vmm.RunDevice(args[1:], stderr)
 	case "help", "-h", "--help":
@@ -89,6 +100,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	vsockdev := fs.String("vsock", "", "virtio-vsock: CID,UDS (host unix socket; guest connections to port P go to UDS_P)")
 	rng := fs.Bool("rng", false, "virtio-rng: entropy from the host's getrandom")
 	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
+	apiSock := fs.String("api-sock", "", "serve the control API (HTTP/JSON: info, pause, resume, stop, snapshot) on the unix socket `PATH`")
 	noJail := fs.Bool("no-jail", false, "run device processes unconfined: DEBUGGING ONLY, a guest that breaks a device then owns a host process")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
@@ -178,6 +190,12 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return exitError
 		}
 	}
+	ctl, err := listenControl(*apiSock, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitError
+	}
+	defer ctl.close()
 	m, err := vmm.New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
@@ -189,7 +207,9 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	go pumpConsole(stdin, m)
+	ctl.serve(m)
 	exit, err := m.Run(ctx)
+	ctl.close() // before m.Close: no request may see a closed machine
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitError

@@ -4,6 +4,8 @@
  * (default 5555) about once a second, answers ARP requests for ip=, and
  * prints the payload of the first UDP datagram that arrives for port=.
  * Checksums are computed and checked in full (RFC 791, RFC 768).
+ * flood=N (default 0: off) instead sends N small broadcast datagrams to
+ * port= back to back and reports the TSC ticks taken (packet-rate benchmark).
  */
 #include "virtio.h"
 
@@ -98,19 +100,20 @@ static void transmit(u32 frame_len)
 	tx_busy = 1;
 }
 
-static void send_marker(u32 n)
+/* udp_broadcast fills eth with a broadcast UDP datagram from ip:port to
+ * port carrying text; returns the frame's length. */
+static u32 udp_broadcast(u8 *eth, const char *text, u16 id)
 {
-	u8 *eth = tx_frame(), *iph = eth + 14, *udp = iph + 20, *data = udp + 8;
-	char m[18];
-	format_mac(m, mac);
-	u16 dlen = format((char *)data, 256, "sietch virtio-net marker %u from %s", n, m);
+	u8 *iph = eth + 14, *udp = iph + 20, *data = udp + 8;
+	u16 dlen = strlen(text);
+	memcpy(data, text, dlen);
 	memset(eth, 0xff, 6);
 	memcpy(eth + 6, mac, 6);
 	put16(eth + 12, 0x0800);
 	memset(iph, 0, 20);
 	iph[0] = 0x45;
 	put16(iph + 2, 20 + 8 + dlen);
-	put16(iph + 4, n);	/* identification */
+	put16(iph + 4, id);	/* identification */
 	iph[8] = 64;
 	iph[9] = 17;
 	memcpy(iph + 12, ip, 4);
@@ -122,7 +125,51 @@ static void send_marker(u32 n)
 	put16(udp + 6, 0);
 	u16 c = udp_csum(iph, udp, 8 + dlen);
 	put16(udp + 6, c ? c : 0xffff);	/* RFC 768: 0 means none */
-	transmit(14 + 20 + 8 + dlen);
+	return 14 + 20 + 8 + dlen;
+}
+
+static void send_marker(u32 n)
+{
+	u8 *eth = tx_frame();
+	char m[18], text[256];
+	format_mac(m, mac);
+	format(text, sizeof(text), "sietch virtio-net marker %u from %s", n, m);
+	transmit(udp_broadcast(eth, text, n));
+}
+
+/*
+ * flood sends n copies of one small broadcast datagram as fast as the tx
+ * queue takes them (all chains share one read-only buffer) and prints the
+ * TSC ticks it took; the host counts what reaches the tap.
+ */
+static void flood(u64 n)
+{
+	static u8 frame[NET_HDR + FRAME_MAX];
+	memset(frame, 0, NET_HDR);
+	u32 len = udp_broadcast(frame + NET_HDR, "sietch virtio-net flood", 0);
+	if (len < 60) {
+		memset(frame + NET_HDR + len, 0, 60 - len);
+		len = 60;
+	}
+	struct vbuf b = { frame, NET_HDR + len, 0 };
+	print("virtio-net: flood begin\n");
+	u64 t0 = rdtsc(), sent = 0, done = 0;
+	while (done < n) {
+		int added = 0;
+		while (sent < n && vq_free_count(&txq) >= 1) {
+			vq_add(&txq, &b, 1);
+			sent++, added++;
+		}
+		if (added)
+			vq_kick(&txq);
+		u32 l;
+		vq_wait(&txq, &l, "flood frames to be sent");
+		done++;
+		u16 id;
+		while (vq_poll(&txq, &id, &l))
+			done++;
+	}
+	printf("virtio-net: flood end: %lu frames, %lu ticks\n", n, rdtsc() - t0);
 }
 
 /* arp_reply answers a request for our address (RFC 826). */
@@ -206,13 +253,13 @@ int main(void)
 	cmdline_get("ip", ipstr, sizeof(ipstr));
 	parse_ip(ipstr);
 	port = cmdline_u64("port", 5555);
-	u64 tries = cmdline_u64("tries", 30);
+	u64 tries = cmdline_u64("tries", 30), nflood = cmdline_u64("flood", 0);
 	printf("virtio-net: start ip=%s port=%u\n", ipstr, port);
 
 	virtio_must_find(&dev, VIRTIO_ID_NET, "virtio-net");
 	u64 f = virtio_start(&dev, NET_F_MAC);
 	virtio_queue(&dev, &rxq, 0, NRX);
-	virtio_queue(&dev, &txq, 1, 4);
+	virtio_queue(&dev, &txq, 1, nflood ? 0 : 4);
 	for (int i = 0; i < NRX && i < rxq.size; i++) {
 		struct vbuf b = { rx_bufs[i], RX_BUF, 1 };
 		rx_by_head[vq_add(&rxq, &b, 1)] = i;
@@ -226,6 +273,11 @@ int main(void)
 	char m[18];
 	format_mac(m, mac);
 	printf("virtio-net: slot %d, mac %s\n", dev.slot, m);
+	if (nflood) {
+		flood(nflood);
+		print("virtio-net: ok\n");
+		return 0;
+	}
 
 	/* Resend about once a second: the host may not be listening yet. */
 	u64 period = WAIT_TICKS / 10;

@@ -31,11 +31,12 @@ const (
 	SectorSize = 512
 	IDBytes    = 20 // VIRTIO_BLK_ID_BYTES
 
-	// MaxQueueSize bounds a chain to 2×256 descriptors (direct plus one
-	// indirect table), well under IOV_MAX, so one preadv/pwritev per
-	// request suffices.
-	MaxQueueSize = 256
-	segMax       = MaxQueueSize - 2 // header and status take a descriptor each
+	// MaxQueueSize is what QEMU's virtio-mmio offers (1024), so QEMU can
+	// be our frontend. Longer vectors than IOV_MAX are issued in parts.
+	MaxQueueSize = 1024
+	// segMax is the data segments per request the driver may use: 256
+	// descriptors less the header and status.
+	segMax = 254
 
 	maxDiscardSectors     = 1 << 22 // 2 GiB per segment
 	maxDiscardSeg         = 32

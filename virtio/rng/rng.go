@@ -56,7 +56,7 @@ func (d *Device) ProtocolFeatures() uint64 {
 func (d *Device) NumQueues() int { return 1 }
 
 // MaxQueueSize is the most entries the request queue may have.
-func (d *Device) MaxQueueSize() uint16 { return 256 }
+func (d *Device) MaxQueueSize() uint16 { return 1024 }
 
 // ReadConfig: there is no config space (§5.4.4); everything reads zero.
 func (d *Device) ReadConfig(off uint32, data []byte) { clear(data) }

@@ -139,7 +139,7 @@ func (d *Device) ProtocolFeatures() uint64 {
 	return vhostuser.ProtocolMQ | vhostuser.ProtocolReplyAck | vhostuser.ProtocolConfig
 }
 func (d *Device) NumQueues() int       { return 3 }
-func (d *Device) MaxQueueSize() uint16 { return 256 }
+func (d *Device) MaxQueueSize() uint16 { return 1024 }
 
 // ReadConfig reads struct virtio_vsock_config; bytes past it read as zero.
 func (d *Device) ReadConfig(off uint32, data []byte) {
