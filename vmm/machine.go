@@ -79,8 +79,9 @@ func New(cfg Config) (*Machine, error) {
 		{"create interrupt controllers", m.createIRQChip},
 		{"create platform devices", m.createDevices},
 		{"start virtio device processes", m.startDevices},
-		{"load kernel", m.loadKernel},
 		{"create vCPUs", m.createVCPUs},
+		{"load kernel", m.loadKernel},
+		{"set boot registers", m.setBootRegisters},
 	}
 	for _, s := range steps {
 		t := time.Now()
@@ -184,6 +185,7 @@ func (m *Machine) createDevices() error {
 		m.pio.Insert(devices.COM1Base, devices.SerialSize, "serial (COM1)", m.serial),
 		m.pio.Insert(devices.I8042Base, devices.I8042Size, "i8042", i8042),
 		m.pio.Insert(devices.PowerPort, devices.PowerSize, "power", power),
+		m.pio.Insert(devices.RTCBase, devices.RTCSize, "rtc", devices.NewRTC(nil)),
 	)
 }
 
@@ -199,6 +201,16 @@ func (m *Machine) pulseIRQ(irq uint32) {
 }
 
 func (m *Machine) loadKernel() error {
+	if m.compat {
+		// Tell the guest the TSC rate instead of letting it calibrate
+		// against the PIT in emulated kernel mode (slow, and it fails
+		// here: the kernel then distrusts the TSC and falls back to
+		// jiffies). lpj assumes the project kernel's HZ=100.
+		khz, err := m.vcpus[0].kvm.GetTSCKHz()
+		if err == nil && khz > 0 {
+			m.cmdline += fmt.Sprintf(" tsc_early_khz=%d lpj=%d", khz, uint64(khz)*1000/projectKernelHZ)
+		}
+	}
 	img, err := boot.ParseImage(m.cfg.Kernel)
 	if err != nil {
 		return err
@@ -211,6 +223,13 @@ func (m *Machine) loadKernel() error {
 		Entry:   m.cfg.Entry,
 	})
 	return err
+}
+
+// projectKernelHZ is CONFIG_HZ of the project kernel (guest-init/kernel/config).
+const projectKernelHZ = 100
+
+func (m *Machine) setBootRegisters() error {
+	return m.vcpus[0].setBootRegisters()
 }
 
 func (m *Machine) createVCPUs() error {

@@ -32,10 +32,10 @@ const (
 	sseControlState = 0x1f80 // MXCSR reset value
 )
 
-// configure sets CPUID, the local APIC's LINT pins (LINT0 ExtINT for the PIC,
-// LINT1 NMI, as a PC BIOS leaves them), FPU defaults, and on the bootstrap
-// processor the entry registers. Application processors stay in
-// wait-for-SIPI, as on a PC.
+// configure sets CPUID and the local APIC's LINT pins (LINT0 ExtINT for the
+// PIC, LINT1 NMI, as a PC BIOS leaves them). Application processors stay in
+// wait-for-SIPI, as on a PC; the bootstrap processor gets its entry
+// registers from setBootRegisters once the kernel is loaded.
 func (v *vcpu) configure(supported []kvm.CPUIDEntry2) error {
 	opts := boot.CPUIDOptions{CPUs: v.m.cfg.CPUs, Compat: v.m.compat}
 	if err := v.kvm.SetCPUID2(boot.CPUID(supported, v.id, opts)); err != nil {
@@ -47,12 +47,11 @@ func (v *vcpu) configure(supported []kvm.CPUIDEntry2) error {
 	}
 	setLVT(lapic, apicLVT0, apicModeExtINT)
 	setLVT(lapic, apicLVT1, apicModeNMI)
-	if err := v.kvm.SetLAPIC(lapic); err != nil {
-		return err
-	}
-	if v.id != 0 {
-		return nil
-	}
+	return v.kvm.SetLAPIC(lapic)
+}
+
+// setBootRegisters puts the bootstrap processor at the kernel's entry.
+func (v *vcpu) setBootRegisters() error {
 	fpu := &kvm.FPU{FCW: fpuControlWord, MXCSR: sseControlState}
 	if err := v.kvm.SetFPU(fpu); err != nil {
 		return err
