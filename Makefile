@@ -8,7 +8,7 @@ SMOKE     := $(BUILD)/smoke/smoke.cpio
 GUESTS    := $(BUILD)/testguest
 
 APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex \
-	libelf-dev libssl-dev cpio xz-utils libseccomp-dev qemu-system-x86 e2fsprogs
+	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2
 
 .PHONY: all vmm deps hello test test-short kernel smoke-initramfs testguests bench fuzz vet clean
 
@@ -54,9 +54,18 @@ bench: vmm kernel smoke-initramfs
 		$(GO) test -p 1 -run '^$$' -bench . -benchtime 20x -count 1 ./vmm ./cmd/vmm ./virtio/... | tee $(BUILD)/bench.txt
 	scripts/bench-boot.sh $(KERNEL) $(SMOKE) | tee -a $(BUILD)/bench.txt
 
+# Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a time).
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./boot:FuzzParseImage ./boot:FuzzLoad ./kvm:FuzzIOData ./devices:FuzzDevices \
+	./virtio:FuzzQueuePop ./virtio:FuzzMMIO ./virtio/vhostuser:FuzzReadMessage ./virtio/vhostuser:FuzzServe \
+	./virtio/blk:FuzzBlkRequest ./virtio/net:FuzzHeaderCheck ./virtio/vsock:FuzzPacket ./virtio/vsock:FuzzParseConnect \
+	./jail:FuzzParseRlimits ./vmm:FuzzControlRequest ./guest-init/cmd/mkinitramfs:FuzzParseSpecs
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseImage -fuzztime 30s ./boot
-	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./boot
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 clean:
 	rm -rf $(BUILD) bin
