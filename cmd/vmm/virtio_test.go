@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,10 +179,21 @@ type bgVMM struct {
 // startGuest starts test guest name with extra flags; wait collects it.
 func startGuest(t *testing.T, name string, args ...string) *bgVMM {
 	t.Helper()
+	return startGuestIn(t, "", name, args...)
+}
+
+// startGuestIn is startGuest with the vmm in network namespace netns
+// (through `ip netns exec`, which execs it: the process is the vmm).
+func startGuestIn(t *testing.T, netns, name string, args ...string) *bgVMM {
+	t.Helper()
 	kernel := testguest.Path(t, name)
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 	args = append([]string{"run", "--kernel", kernel, "--mem", "64M"}, args...)
-	b := &bgVMM{cmd: exec.CommandContext(ctx, vmmBin, args...), done: make(chan struct{})}
+	cmd := exec.CommandContext(ctx, vmmBin, args...)
+	if netns != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", netns, vmmBin}, args...)...)
+	}
+	b := &bgVMM{cmd: cmd, done: make(chan struct{})}
 	b.cmd.Stdout, b.cmd.Stderr = &b.stdout, &b.stderr
 	b.cmd.WaitDelay = 5 * time.Second
 	if err := b.cmd.Start(); err != nil {
@@ -416,6 +428,7 @@ func TestVirtioVsock(t *testing.T) {
 // tap is a tap interface the test creates with an address from the
 // benchmarking range 198.18.0.0/15 (RFC 2544), which is never routed.
 type tap struct {
+	ns              string // the test's network namespace, holding the tap
 	name            string
 	hostIP, guestIP net.IP
 }
@@ -435,6 +448,7 @@ func newTap(t *testing.T) *tap {
 	}
 	sub := int(n.Int64()) + 2
 	tp := &tap{
+		ns:      fmt.Sprintf("sietch-test-%d", os.Getpid()),
 		name:    fmt.Sprintf("sietch%d", os.Getpid()%100000),
 		hostIP:  net.IPv4(198, 18, byte(sub), 1),
 		guestIP: net.IPv4(198, 18, byte(sub), 2),
@@ -445,11 +459,36 @@ func newTap(t *testing.T) *tap {
 			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	ip("tuntap", "add", "dev", tp.name, "mode", "tap")
-	t.Cleanup(func() { exec.Command(ipTool, "link", "del", tp.name).Run() })
-	ip("addr", "add", tp.hostIP.String()+"/24", "dev", tp.name)
-	ip("link", "set", tp.name, "up")
+	// Everything lives in a network namespace of the test's own: the host's
+	// interfaces and routes are never touched.
+	ip("netns", "add", tp.ns)
+	t.Cleanup(func() { exec.Command(ipTool, "netns", "del", tp.ns).Run() })
+	ip("-n", tp.ns, "tuntap", "add", "dev", tp.name, "mode", "tap")
+	ip("-n", tp.ns, "addr", "add", tp.hostIP.String()+"/24", "dev", tp.name)
+	ip("-n", tp.ns, "link", "set", tp.name, "up")
 	return tp
+}
+
+// inNetns runs f on a thread that has joined network namespace ns, so
+// sockets f creates belong to it. The thread is never unlocked: it exits
+// with the goroutine instead of going back to the runtime's pool.
+func inNetns(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", ns, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("join netns %s: %w", ns, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
 }
 
 // bindToDevice is a net.ListenConfig.Control that binds to interface name.
@@ -477,13 +516,16 @@ func TestVirtioNet(t *testing.T) {
 
 	// Bound to the tap, so the guest's broadcasts reach us and nothing else's.
 	lc := net.ListenConfig{Control: bindToDevice(tp.name)}
-	pc, err := lc.ListenPacket(t.Context(), "udp4", fmt.Sprintf(":%d", port))
-	if err != nil {
+	var pc net.PacketConn
+	if err := inNetns(tp.ns, func() (err error) {
+		pc, err = lc.ListenPacket(t.Context(), "udp4", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	defer pc.Close()
 
-	vm := startGuest(t, "virtio-net", "--net", tp.name+",mac="+mac, "--cmdline",
+	vm := startGuestIn(t, tp.ns, "virtio-net", "--net", tp.name+",mac="+mac, "--cmdline",
 		fmt.Sprintf("ip=%s port=%d", tp.guestIP, port))
 
 	marker := "sietch virtio-net marker "
