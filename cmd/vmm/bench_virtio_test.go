@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -93,10 +91,19 @@ type benchRun struct {
 
 func startBenchGuest(b *testing.B, name string, args ...string) *benchRun {
 	b.Helper()
+	return startBenchGuestIn(b, "", name, args...)
+}
+
+// startBenchGuestIn runs the vmm in network namespace netns when it is set.
+func startBenchGuestIn(b *testing.B, netns, name string, args ...string) *benchRun {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), runTimeout)
 	args = append([]string{"run", "--kernel", testguest.Path(b, name), "--mem", "64M"}, args...)
 	r := &benchRun{done: make(chan struct{})}
 	r.cmd = exec.CommandContext(ctx, vmmBin, args...)
+	if netns != "" {
+		r.cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", netns, vmmBin}, args...)...)
+	}
 	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.stderr
 	r.cmd.WaitDelay = 5 * time.Second
 	if err := r.cmd.Start(); err != nil {
@@ -340,37 +347,6 @@ func BenchmarkVirtioVsock(b *testing.B) {
 	b.ReportMetric(out/float64(b.N)/1e6, "guest-to-host-MB/s")
 }
 
-// benchTap creates a tap with an address from 198.18.0.0/15 (RFC 2544).
-func benchTap(b *testing.B) (name string, hostIP, guestIP net.IP) {
-	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("the virtio-net benchmark creates a tap interface: needs root (CAP_NET_ADMIN)")
-	}
-	ipTool, err := exec.LookPath("ip")
-	if err != nil {
-		b.Skip("the virtio-net benchmark needs the ip command (iproute2)")
-	}
-	n, err := rand.Int(rand.Reader, big.NewInt(250))
-	if err != nil {
-		b.Fatal(err)
-	}
-	sub := byte(n.Int64()) + 2
-	name, hostIP, guestIP = fmt.Sprintf("sbench%d", os.Getpid()%100000), net.IPv4(198, 19, sub, 1), net.IPv4(198, 19, sub, 2)
-	for _, args := range [][]string{
-		{"tuntap", "add", "dev", name, "mode", "tap"},
-		{"addr", "add", hostIP.String() + "/24", "dev", name},
-		{"link", "set", name, "up"},
-	} {
-		if out, err := exec.Command(ipTool, args...).CombinedOutput(); err != nil {
-			b.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		if args[0] == "tuntap" {
-			b.Cleanup(func() { exec.Command(ipTool, "link", "del", name).Run() })
-		}
-	}
-	return name, hostIP, guestIP
-}
-
 var floodEnd = regexp.MustCompile(`^virtio-net: flood end: (\d+) frames, (\d+) ticks$`)
 
 // BenchmarkVirtioNetTx measures the packets per second the guest sends
@@ -378,7 +354,8 @@ var floodEnd = regexp.MustCompile(`^virtio-net: flood end: (\d+) frames, (\d+) t
 // flight), and how many of them a UDP socket on the tap received.
 func BenchmarkVirtioNetTx(b *testing.B) {
 	benchKVM(b)
-	tapName, _, guestIP := benchTap(b)
+	tp := newTap(b)
+	tapName, guestIP := tp.name, tp.guestIP
 	const port, frames = 5556, 200000
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
@@ -388,14 +365,17 @@ func BenchmarkVirtioNetTx(b *testing.B) {
 		})
 		return errors.Join(err, serr)
 	}}
-	pc, err := lc.ListenPacket(b.Context(), "udp4", fmt.Sprintf(":%d", port))
-	if err != nil {
+	var pc net.PacketConn
+	if err := inNetns(tp.ns, func() (err error) {
+		pc, err = lc.ListenPacket(b.Context(), "udp4", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
 		b.Fatal(err)
 	}
 	defer pc.Close()
 	var sent, received float64
 	for b.Loop() {
-		r := startBenchGuest(b, "virtio-net", "--net", tapName, "--cmdline",
+		r := startBenchGuestIn(b, tp.ns, "virtio-net", "--net", tapName, "--cmdline",
 			fmt.Sprintf("ip=%s port=%d flood=%d", guestIP, port, frames))
 		count := 0
 		buf := make([]byte, 2048)

@@ -433,14 +433,14 @@ type tap struct {
 	hostIP, guestIP net.IP
 }
 
-func newTap(t *testing.T) *tap {
+func newTap(t testing.TB) *tap {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("virtio-net test creates a tap interface: needs root (CAP_NET_ADMIN)")
+		t.Skip("the virtio-net test creates a network namespace and a tap: needs root (CAP_NET_ADMIN)")
 	}
 	ipTool, err := exec.LookPath("ip")
 	if err != nil {
-		t.Skip("virtio-net test needs the ip command (iproute2) to create a tap")
+		t.Skip("the virtio-net test needs the ip command (iproute2) to create a tap")
 	}
 	n, err := rand.Int(rand.Reader, big.NewInt(250))
 	if err != nil {
