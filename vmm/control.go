@@ -178,10 +178,9 @@ func virtioKind(id uint32) string {
 	return fmt.Sprintf("virtio-%d", id)
 }
 
-// errSnapshotNotImplemented stands in for Machine's snapshot until issue 4's
-// snapshot package lands; the handler already validated the request.
-var errSnapshotNotImplemented = &ControlError{Status: http.StatusNotImplemented, Code: CodeNotImplemented,
-	Message: "snapshots are not implemented yet (issue 4); the request was valid"}
+// errDiffNotImplemented answers diff snapshots until dirty logging lands.
+var errDiffNotImplemented = &ControlError{Status: http.StatusNotImplemented, Code: CodeNotImplemented,
+	Message: `diff snapshots are not implemented yet (issue 4); take a "full" snapshot`}
 
 // ControlServer serves one Machine's control API over HTTP.
 type ControlServer struct {
@@ -312,10 +311,24 @@ func (s *ControlServer) snapshot(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &ControlError{Status: http.StatusBadRequest, Code: CodeInvalidArgument, Message: err.Error()})
 		return
 	}
+	if req.Kind == SnapshotDiff {
+		writeError(w, errDiffNotImplemented)
+		return
+	}
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
-	// Issue 4: call the snapshot here with req.Dir and req.Kind.
-	s.failed(w, errSnapshotNotImplemented)
+	if st := s.m.State(); st == StateStopped {
+		writeError(w, notApplicable(st))
+		return
+	}
+	if err := s.m.Snapshot(req.Dir); err != nil {
+		if errors.Is(err, ErrSnapshotUnsupported) {
+			err = &ControlError{Status: http.StatusNotImplemented, Code: CodeNotImplemented, Message: err.Error()}
+		}
+		s.failed(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // failed answers an error from the Machine: a ControlError as it is, an

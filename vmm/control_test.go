@@ -181,8 +181,8 @@ func TestControlBadRequests(t *testing.T) {
 		status                   int
 		code                     string
 	}{
-		{"valid snapshot, not implemented yet", "PUT", "/snapshot", `{"dir": "/tmp/snap", "kind": "diff"}`, 501, CodeNotImplemented},
-		{"kind defaults to full", "PUT", "/snapshot", `{"dir": "/tmp/snap"}`, 501, CodeNotImplemented},
+		{"diff snapshot, not implemented yet", "PUT", "/snapshot", `{"dir": "/tmp/snap", "kind": "diff"}`, 501, CodeNotImplemented},
+		{"snapshot into a directory that cannot exist", "PUT", "/snapshot", `{"dir": "/dev/null/snap"}`, 500, CodeInternal},
 		{"bad JSON", "PUT", "/snapshot", `{"dir": `, 400, CodeInvalidJSON},
 		{"not an object", "PUT", "/snapshot", `["/tmp/snap"]`, 400, CodeInvalidJSON},
 		{"wrong type", "PUT", "/snapshot", `{"dir": 7}`, 400, CodeInvalidJSON},
@@ -255,7 +255,7 @@ func FuzzControlRequest(f *testing.F) {
 	f.Add("GET", "/info", "")
 	f.Add("PUT", "/pause", "")
 	f.Add("PUT", "/resume", "{}")
-	f.Add("PUT", "/snapshot", `{"dir": "/tmp/s", "kind": "full"}`)
+	f.Add("PUT", "/snapshot", `{"dir": "/dev/null/s", "kind": "full"}`)
 	f.Add("PUT", "/snapshot", `{"dir": "/tmp/s", "kind": "full", "x": 1}`)
 	f.Add("PUT", "/snapshot", `{"dir": "\u0000"}`)
 	f.Add("PUT", "/snapshot", `{"dir": "/a"}{"dir": "/b"}`)
@@ -279,6 +279,10 @@ func FuzzControlRequest(f *testing.F) {
 		req, err := http.NewRequest(method, "http://vmm"+path, strings.NewReader(body))
 		if err != nil {
 			return // not a request a client could send
+		}
+		var snap SnapshotRequest
+		if req.URL.Path == "/snapshot" && decodeBody(strings.NewReader(body), &snap) == nil && snap.validate() == nil && snap.Kind == SnapshotFull {
+			return // a valid snapshot request writes files wherever it says
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

@@ -27,6 +27,7 @@ type Machine struct {
 	pio    *devices.Bus
 	mmio   *devices.Bus
 	serial *devices.Serial
+	i8042  *devices.I8042
 	vcpus  []*vcpu
 	virtio []*vhostDevice
 	procs  []*deviceProcess
@@ -178,12 +179,12 @@ func (m *Machine) createDevices() error {
 		}
 		m.finish(Exit{Kind: ExitPowerOff, VCPU: -1, Reason: "guest powered off"})
 	})
-	i8042 := devices.NewI8042(func() {
+	m.i8042 = devices.NewI8042(func() {
 		m.finish(Exit{Kind: ExitReset, VCPU: -1, Reason: "guest pulsed the reset line through the i8042 keyboard controller"})
 	})
 	return errors.Join(
 		m.pio.Insert(devices.COM1Base, devices.SerialSize, "serial (COM1)", m.serial),
-		m.pio.Insert(devices.I8042Base, devices.I8042Size, "i8042", i8042),
+		m.pio.Insert(devices.I8042Base, devices.I8042Size, "i8042", m.i8042),
 		m.pio.Insert(devices.PowerPort, devices.PowerSize, "power", power),
 		m.pio.Insert(devices.RTCBase, devices.RTCSize, "rtc", devices.NewRTC(nil)),
 	)

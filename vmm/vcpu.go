@@ -110,25 +110,44 @@ func (v *vcpu) loop() {
 		}
 	}
 	run := v.kvm.RunData()
+	// pending: the last exit's instruction (port I/O, MMIO) completes only
+	// on the next KVM_RUN (Linux Documentation/virt/kvm/api.rst, "kvm_run":
+	// complete before migrating). So the vCPU never parks with one pending:
+	// a snapshot taken then would lose or repeat that access.
+	pending := false
 	for {
-		if !v.waitRunnable() {
-			return
+		if !pending {
+			if !v.waitRunnable() {
+				return
+			}
+		} else if m.haltRequested() {
+			v.kvm.SetImmediateExit(true) // complete it, run nothing more
 		}
 		err := v.kvm.Run()
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				// Clear first, then re-check the flags (see kick).
 				v.kvm.SetImmediateExit(false)
+				pending = false
 				continue
 			}
 			m.finish(Exit{Kind: ExitCrash, VCPU: v.id, Reason: fmt.Sprintf("KVM_RUN failed: %v", err)})
 			return
 		}
-		if e, ok := v.handleExit(run); !ok {
+		e, ok := v.handleExit(run)
+		if !ok {
 			m.finish(e)
 			return
 		}
+		pending = true
 	}
+}
+
+// haltRequested reports whether vCPUs are asked to pause or stop.
+func (m *Machine) haltRequested() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pausing || m.stopped
 }
 
 // waitRunnable parks while the machine is paused; false means return.

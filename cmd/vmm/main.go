@@ -2,17 +2,14 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -36,6 +33,7 @@ Usage:
   vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
           [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--net TAP[,mac=M]]
           [--vsock CID,UDS] [--rng] [--no-jail] [--api-sock PATH]
+  vmm restore --from DIR [--api-sock PATH] [--log-level LEVEL]
   vmm info|pause|resume|stop --api-sock PATH
   vmm snapshot --api-sock PATH --dir DIR [--kind full|diff]
   vmm check
@@ -43,14 +41,15 @@ Usage:
 
 Commands:
   run       boot a kernel; its serial console is this process's stdin/stdout
+  restore   continue a VM from a snapshot directory, as run does
   info      print a running VM's state and devices (JSON) from its control socket
   pause     pause a running VM's vCPUs
   resume    resume a paused VM
   stop      stop a VM (its vmm run exits with status 5)
-  snapshot  write a snapshot of a VM into DIR (not implemented yet: issue 4)
+  snapshot  write a full snapshot of a VM into DIR (diff: not implemented yet)
   check     probe this host's KVM and say what will run here and how fast
 
-Exit status of run: 0 guest powered off, 1 vmm error, 2 usage error,
+Exit status of run and restore: 0 guest powered off, 1 vmm error, 2 usage error,
 3 guest rebooted, 4 guest crashed, 5 stopped by a signal or the control socket.
 Exit status of info, pause, resume, stop, snapshot: 0 done, 1 refused or
 failed (the vmm's error is printed), 2 usage error.
@@ -68,6 +67,8 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdin, stdout, stderr)
+	case "restore":
+		return cmdRestore(args[1:], stdin, stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
 	case "info", "pause", "resume", "stop", "snapshot":
@@ -204,30 +205,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer m.Close()
 	log.Debug("booting", "cmdline", m.Cmdline(), "compat", m.Compat())
 
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
-	go pumpConsole(stdin, m)
-	ctl.serve(m)
-	exit, err := m.Run(ctx)
-	ctl.close() // before m.Close: no request may see a closed machine
-	if err != nil {
-		fmt.Fprintf(stderr, "vmm run: %v\n", err)
-		return exitError
-	}
-	switch exit.Kind {
-	case vmm.ExitPowerOff:
-		log.Debug("guest powered off")
-		return exitPowerOff
-	case vmm.ExitReset:
-		log.Info("guest rebooted", "detail", exit.Reason)
-		return exitReset
-	case vmm.ExitStopped:
-		log.Info("VM stopped", "detail", exit.Reason)
-		return exitStopped
-	default:
-		fmt.Fprintf(stderr, "vmm run: guest crashed: %s\n", exit)
-		return exitCrash
-	}
+	return runMachine("run", m, ctl, stdin, stderr, log)
 }
 
 // pumpConsole forwards host input to the guest's UART until EOF.

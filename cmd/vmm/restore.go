@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sietch-vm/sietch/vmm"
+)
+
+// cmdRestore is `vmm restore`: rebuild a VM from a snapshot directory in
+// this process and run it on, as `vmm run` runs a fresh one.
+func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("vmm restore", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	from := fs.String("from", "", "snapshot `DIR` written by vmm snapshot (required)")
+	apiSock := fs.String("api-sock", "", "serve the control API (HTTP/JSON: info, pause, resume, stop, snapshot) on the unix socket `PATH`")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: vmm restore --from DIR [flags]\n\nFlags:\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		fs.Usage()
+		return exitUsage
+	}
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "vmm restore: "+format+"\n", a...)
+		fs.Usage()
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		return bad("unexpected argument %q", fs.Arg(0))
+	}
+	if *from == "" {
+		return bad("--from is required")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return bad("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctl, err := listenControl(*apiSock, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		return exitError
+	}
+	defer ctl.close()
+	m, err := vmm.Restore(*from, vmm.RestoreConfig{Console: stdout, Log: log, SeccompVCPU: *seccompVCPU})
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		return exitError
+	}
+	defer m.Close()
+	log.Debug("restored", "from", *from, "cmdline", m.Cmdline(), "compat", m.Compat())
+	return runMachine("restore", m, ctl, stdin, stderr, log)
+}
+
+// runMachine runs m until it ends, serving the console and the control
+// socket, and maps how it ended to the exit status of `vmm run`.
+func runMachine(name string, m *vmm.Machine, ctl *controlSocket, stdin io.Reader, stderr io.Writer, log *slog.Logger) int {
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	go pumpConsole(stdin, m)
+	ctl.serve(m)
+	exit, err := m.Run(ctx)
+	ctl.close() // before m.Close: no request may see a closed machine
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm %s: %v\n", name, err)
+		return exitError
+	}
+	switch exit.Kind {
+	case vmm.ExitPowerOff:
+		log.Debug("guest powered off")
+		return exitPowerOff
+	case vmm.ExitReset:
+		log.Info("guest rebooted", "detail", exit.Reason)
+		return exitReset
+	case vmm.ExitStopped:
+		log.Info("VM stopped", "detail", exit.Reason)
+		return exitStopped
+	default:
+		fmt.Fprintf(stderr, "vmm %s: guest crashed: %s\n", name, exit)
+		return exitCrash
+	}
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sietch-vm/sietch/testguest"
+)
+
+// A counter guest paused and snapshotted through the control socket of one
+// vmm process continues in a new `vmm restore` process from the exact
+// count: the two consoles together equal an uninterrupted run's.
+func TestSnapshotRestoreInNewProcess(t *testing.T) {
+	requireKVM(t)
+	const n = 1000000000
+	cmdline := fmt.Sprintf("n=%d", n)
+	ref := runGuest(t, "counter", "--cmdline", cmdline)
+	ref.expectOK(t, "counter", fmt.Sprintf("counter: checksum 0x%016x", counterChecksum(n)))
+
+	dir, err := os.MkdirTemp("", "vmmsnap-") // unix socket paths must fit 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "vm.sock")
+	snap := filepath.Join(dir, "snap")
+
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", testguest.Path(t, "counter"), "--mem", "64M",
+		"--cmdline", cmdline, "--api-sock", sock)
+	var stdout, stderr syncOutput
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		runErr = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	waitOutput(t, &stdout, done, fmt.Sprintf("counter: %d\n", n/10))
+
+	for _, args := range [][]string{
+		{"pause", "--api-sock", sock},
+		{"snapshot", "--api-sock", sock, "--dir", snap},
+		{"stop", "--api-sock", sock},
+	} {
+		if r := runVMM(t, args...); r.code != 0 {
+			t.Fatalf("vmm %s:\n%s", strings.Join(args, " "), r.dump())
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("vmm run did not exit after vmm stop")
+	}
+	var ee *exec.ExitError
+	if !errors.As(runErr, &ee) || ee.ExitCode() != exitStopped {
+		t.Fatalf("vmm run ended with %v, want exit status %d\nstderr:\n%s", runErr, exitStopped, &stderr)
+	}
+	before := strings.ReplaceAll(stdout.String(), "\r\n", "\n")
+
+	after := runVMM(t, "restore", "--from", snap)
+	if after.code != exitPowerOff {
+		t.Fatalf("vmm restore:\n%s", after.dump())
+	}
+	if got := before + after.stdout; got != ref.stdout {
+		t.Errorf("output across snapshot and restore differs from an uninterrupted run:\nbefore %q\nafter  %q\nwant   %q", before, after.stdout, ref.stdout)
+	}
+
+	// The snapshot can be restored again: it is not consumed.
+	if again := runVMM(t, "restore", "--from", snap); again.stdout != after.stdout {
+		t.Errorf("a second restore printed %q, the first %q", again.stdout, after.stdout)
+	}
+}
+
+func TestRestoreErrors(t *testing.T) {
+	if r := runVMM(t, "restore"); r.code != exitUsage || !strings.Contains(r.stderr, "--from is required") {
+		t.Errorf("vmm restore without --from:\n%s", r.dump())
+	}
+	if r := runVMM(t, "restore", "--from", "/x", "extra"); r.code != exitUsage || !strings.Contains(r.stderr, "Usage: vmm restore") {
+		t.Errorf("vmm restore with an extra argument:\n%s", r.dump())
+	}
+	requireKVM(t)
+	dir := t.TempDir()
+	if r := runVMM(t, "restore", "--from", dir); r.code != exitError || !strings.Contains(r.stderr, "not a sietch snapshot") {
+		t.Errorf("vmm restore of an empty directory:\n%s", r.dump())
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state"), []byte("SIETCHSN\x01\x00"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := runVMM(t, "restore", "--from", dir); r.code != exitError || !strings.Contains(r.stderr, "truncated") {
+		t.Errorf("vmm restore of a truncated state file:\n%s", r.dump())
+	}
+}

@@ -1,0 +1,254 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sietch-vm/sietch/kvm"
+	"github.com/sietch-vm/sietch/snapshot"
+)
+
+// RestoreConfig is what a restored VM takes from the new process rather
+// than from the snapshot.
+type RestoreConfig struct {
+	Console     io.Writer    // receives the guest's serial output; nil discards it
+	Log         *slog.Logger // nil uses slog.Default()
+	SeccompVCPU bool         // as Config.SeccompVCPU
+}
+
+// Restore rebuilds the VM saved in the snapshot directory dir, ready for
+// Run to continue it where Snapshot stopped it. The snapshot is read and
+// checked first (errors wrap the snapshot package's Err* values); any later
+// failure closes everything built so far, so no VM is left behind.
+//
+// Guest memory is filled eagerly: the memory file's data regions
+// (SEEK_DATA/SEEK_HOLE) are copied into a fresh memfd before Restore
+// returns (snapshot.Populate, mechanism (b) of docs/SNAPSHOTS.md). It is
+// correct for device processes, which map the same memfd, and costs about
+// 6 ms for a sparse 256 MiB guest; the lazy userfaultfd mechanism the
+// document recommends for large dense guests is left for later.
+func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
+	t := time.Now()
+	st, err := snapshot.Read(dir)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if err := restorable(st); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	compat := CompatOff
+	if st.Machine.Compat {
+		compat = CompatOn
+	}
+	m := &Machine{
+		cfg: Config{
+			Cmdline:     st.Machine.Cmdline,
+			MemSize:     st.Machine.MemSize,
+			CPUs:        st.Machine.CPUs,
+			Entry:       st.Machine.Entry,
+			Compat:      compat,
+			SeccompVCPU: cfg.SeccompVCPU,
+			Console:     cfg.Console,
+			Log:         cfg.Log,
+		},
+		log:     cfg.Log,
+		compat:  st.Machine.Compat,
+		cmdline: st.Machine.Cmdline,
+		done:    make(chan struct{}),
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	if m.cfg.Console == nil {
+		m.cfg.Console = io.Discard
+	}
+	m.cond = sync.NewCond(&m.mu)
+	steps := []step{
+		{"open /dev/kvm", m.openKVM},
+		{"create VM", m.createVM},
+		{"allocate guest memory", m.allocateMemory},
+		{"fill guest memory from the snapshot", func() error { return m.fillMemory(dir, st) }},
+		{"create interrupt controllers", m.createIRQChip},
+		{"create platform devices", m.createDevices},
+		{"create vCPUs", m.createBareVCPUs},
+		{"restore VM state", func() error { return m.restoreVM(&st.VM) }},
+		{"restore vCPU state", func() error { return m.restoreVCPUs(st.VCPUs) }},
+		{"restore device state", func() error { return m.restoreDevices(&st.Devices) }},
+	}
+	for _, s := range steps {
+		ts := time.Now()
+		if err := s.run(); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("restore %s: %s: %w", dir, s.name, err)
+		}
+		m.log.Debug("restore step done", "step", s.name, "took", time.Since(ts))
+	}
+	m.log.Debug("restored", "dir", dir, "took", time.Since(t))
+	return m, nil
+}
+
+// restorable refuses what this vmm cannot rebuild yet.
+func restorable(st *snapshot.State) error {
+	mc := &st.Machine
+	var errs []error
+	if st.Memory.Kind != snapshot.KindFull {
+		errs = append(errs, fmt.Errorf("a %s memory file; merge it onto its base (snapshot.Merge) to restore", st.Memory.Kind))
+	}
+	if len(st.Devices.Virtio) > 0 || len(mc.Disks) > 0 || len(mc.VhostUserBlk) > 0 || mc.Net != nil || mc.Vsock != nil || mc.RNG {
+		errs = append(errs, fmt.Errorf("the snapshot has virtio devices: %w", ErrSnapshotUnsupported))
+	}
+	if mc.MemSize < 16<<20 || mc.MemSize%(2<<20) != 0 {
+		errs = append(errs, fmt.Errorf("guest memory %d bytes is not a multiple of 2 MiB of at least 16 MiB", mc.MemSize))
+	}
+	if mc.CPUs < 1 || mc.CPUs > MaxCPUs {
+		errs = append(errs, fmt.Errorf("vCPU count %d is outside 1..%d", mc.CPUs, MaxCPUs))
+	}
+	want := Layout(mc.MemSize)
+	same := len(want) == len(st.Memory.Regions)
+	for i := 0; same && i < len(want); i++ {
+		r := st.Memory.Regions[i]
+		same = want[i] == Region{GPA: r.GPA, Size: r.Size, Offset: r.Offset}
+	}
+	if !same {
+		errs = append(errs, fmt.Errorf("memory regions %+v differ from this vmm's layout %+v of %d bytes", st.Memory.Regions, want, mc.MemSize))
+	}
+	return errors.Join(errs...)
+}
+
+// fillMemory copies the snapshot's memory file into guest RAM.
+func (m *Machine) fillMemory(dir string, st *snapshot.State) error {
+	f, err := snapshot.OpenMemory(filepath.Join(dir, st.Memory.File), st.Memory.Size)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	t := time.Now()
+	n, err := snapshot.Populate(m.mem.Mapping(), f)
+	if err != nil {
+		return err
+	}
+	m.log.Debug("guest memory filled", "bytes", n, "took", time.Since(t))
+	return nil
+}
+
+// createBareVCPUs creates the vCPUs without configuring them: their whole
+// state comes from the snapshot.
+func (m *Machine) createBareVCPUs() error {
+	for i := 0; i < m.cfg.CPUs; i++ {
+		c, err := m.vm.CreateVCPU(i)
+		if err != nil {
+			return err
+		}
+		m.vcpus = append(m.vcpus, &vcpu{m: m, id: i, kvm: c})
+	}
+	return nil
+}
+
+func (m *Machine) restoreVM(vm *snapshot.VM) error {
+	// Only the clock value: with KVM_CLOCK_REALTIME set KVM would advance
+	// the clock by the host time since the snapshot.
+	if err := m.vm.SetClock(&kvm.ClockData{Clock: vm.Clock.Clock}); err != nil {
+		return err
+	}
+	for _, c := range []kvm.IRQChip{vm.PICMaster, vm.PICSlave, vm.IOAPIC} {
+		if err := m.vm.SetIRQChip(&c); err != nil {
+			return err
+		}
+	}
+	pit := vm.PIT
+	return m.vm.SetPIT2(&pit)
+}
+
+func (m *Machine) restoreVCPUs(states []snapshot.VCPU) error {
+	if len(states) != len(m.vcpus) {
+		return fmt.Errorf("%d vCPU states for %d vCPUs", len(states), len(m.vcpus))
+	}
+	for i, v := range m.vcpus {
+		if err := v.restore(&states[i]); err != nil {
+			return fmt.Errorf("vCPU %d: %w", v.id, err)
+		}
+	}
+	return nil
+}
+
+// msrTSCDeadline is IA32_TSC_DEADLINE (Intel SDM vol. 3, 11.5.4.1).
+const msrTSCDeadline = 0x6e0
+
+// restore sets one fresh vCPU's state in the order KVM needs:
+//   - the TSC rate and CPUID before anything CPUID gates (MSRs, XSAVE);
+//   - sregs before the LAPIC: KVM_SET_SREGS writes CR8 into the TPR, the
+//     LAPIC page then brings back TPR and the PPR derived from it;
+//   - FPU, then XSAVE: KVM_SET_FPU drops MXCSR, the XSAVE area holds it;
+//   - IA32_TSC_DEADLINE again after the LAPIC, since KVM ignores it while
+//     the LAPIC timer is not in TSC-deadline mode (as QEMU does);
+//   - MP state, then vCPU events last: they hold the pending and injected
+//     events the earlier steps must not overwrite.
+func (v *vcpu) restore(s *snapshot.VCPU) error {
+	c := v.kvm
+	if khz, err := c.GetTSCKHz(); err != nil || khz != s.TSCKHz {
+		if err := c.SetTSCKHz(s.TSCKHz); err != nil {
+			return fmt.Errorf("%w (the snapshot's TSC runs at %d kHz; this host cannot scale to it)", err, s.TSCKHz)
+		}
+	}
+	if err := c.SetCPUID2(s.CPUID); err != nil {
+		return err
+	}
+	sregs, regs := s.Sregs, s.Regs
+	if err := c.SetSregs(&sregs); err != nil {
+		return err
+	}
+	if err := c.SetRegs(&regs); err != nil {
+		return err
+	}
+	fpu := s.FPU
+	if err := c.SetFPU(&fpu); err != nil {
+		return err
+	}
+	if s.XSave != nil {
+		if err := c.SetXSave(s.XSave); err != nil {
+			return err
+		}
+	}
+	if s.XCRS != nil {
+		x := *s.XCRS
+		if err := c.SetXCRS(&x); err != nil {
+			return err
+		}
+	}
+	if err := c.SetMSRs(s.MSRs); err != nil {
+		return err
+	}
+	dregs := s.DebugRegs
+	dregs.Flags = 0 // KVM_SET_DEBUGREGS refuses any flag
+	if err := c.SetDebugRegs(&dregs); err != nil {
+		return err
+	}
+	lapic := s.LAPIC
+	if err := c.SetLAPIC(&lapic); err != nil {
+		return err
+	}
+	for _, e := range s.MSRs {
+		if e.Index == msrTSCDeadline {
+			if err := c.SetMSRs([]kvm.MSREntry{e}); err != nil {
+				return err
+			}
+		}
+	}
+	mp := s.MPState
+	if err := c.SetMPState(&mp); err != nil {
+		return err
+	}
+	ev := s.Events
+	return c.SetVCPUEvents(&ev)
+}
+
+func (m *Machine) restoreDevices(d *snapshot.Devices) error {
+	m.serial.SetState(d.Serial)
+	m.i8042.SetState(d.I8042)
+	return nil
+}

@@ -1,0 +1,254 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sietch-vm/sietch/kvm"
+	"github.com/sietch-vm/sietch/snapshot"
+)
+
+// MemoryFile is the name of the memory file in the snapshots the vmm writes.
+const MemoryFile = "memory"
+
+// ErrSnapshotUnsupported says the VM has something a snapshot cannot
+// capture yet; the control socket answers it with 501.
+var ErrSnapshotUnsupported = errors.New("not supported by snapshots yet")
+
+// Snapshot writes a full snapshot of the VM into dir (created if needed):
+// the memory file first, then the state file, which makes dir a snapshot.
+//
+// A running VM is paused for the snapshot and resumed after it; a VM the
+// caller paused stays paused; a VM built but not yet run (such as one just
+// restored) is captured as it is, and a Run started meanwhile waits. Do not
+// call Resume while Snapshot runs.
+func (m *Machine) Snapshot(dir string) error {
+	t := time.Now()
+	release, err := m.quiesce()
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	defer release()
+	if len(m.virtio) > 0 {
+		return fmt.Errorf("snapshot: the VM has %d virtio devices, whose queue state cannot be captured yet (issue 4): %w", len(m.virtio), ErrSnapshotUnsupported)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("snapshot: create directory: %w", err)
+	}
+	st, err := m.captureState()
+	if err != nil {
+		return fmt.Errorf("snapshot to %s: %w", dir, err)
+	}
+	tState := time.Since(t)
+	written, err := m.writeMemory(filepath.Join(dir, MemoryFile))
+	if err != nil {
+		return fmt.Errorf("snapshot to %s: %w", dir, err)
+	}
+	if err := snapshot.Write(dir, st); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	m.log.Debug("snapshot written", "dir", dir, "state", tState, "memory_bytes", written, "took", time.Since(t))
+	return nil
+}
+
+// quiesce makes sure no vCPU runs guest code until release is called.
+func (m *Machine) quiesce() (release func(), err error) {
+	m.mu.Lock()
+	switch {
+	case m.stopped:
+		m.mu.Unlock()
+		return nil, errors.New("the VM has stopped")
+	case !m.started:
+		// A Run that starts now parks its vCPUs before they enter the guest.
+		m.pausing = true
+		m.mu.Unlock()
+		return func() { m.Resume() }, nil
+	case m.pausing:
+		m.mu.Unlock()
+		return func() {}, nil
+	}
+	m.mu.Unlock()
+	if err := m.Pause(); err != nil {
+		return nil, err
+	}
+	return func() { m.Resume() }, nil
+}
+
+// writeMemory saves guest RAM to a sparse file at path.
+func (m *Machine) writeMemory(path string) (uint64, error) {
+	// The memfd stays Memory's: hand WriteFile a duplicate to own and close.
+	fd, err := unix.FcntlInt(uintptr(m.mem.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("duplicate the guest memory fd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "guest-ram")
+	defer f.Close()
+	return snapshot.WriteFull(path, f, m.mem.Size())
+}
+
+// captureState reads the state of the paused VM, its vCPUs and devices.
+func (m *Machine) captureState() (*snapshot.State, error) {
+	st := &snapshot.State{
+		Machine: snapshot.Machine{
+			MemSize: m.cfg.MemSize,
+			CPUs:    len(m.vcpus),
+			Cmdline: m.cmdline,
+			Compat:  m.compat,
+			Entry:   m.cfg.Entry,
+		},
+		Memory: snapshot.Memory{File: MemoryFile, Size: m.mem.Size(), Kind: snapshot.KindFull},
+	}
+	for _, r := range m.mem.Regions() {
+		st.Memory.Regions = append(st.Memory.Regions, snapshot.Region{GPA: r.GPA, Size: r.Size, Offset: r.Offset})
+	}
+	caps, err := m.stateCaps()
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range m.vcpus {
+		// Tell a kvmclock guest it was stopped, so its watchdogs do not
+		// count the pause; EINVAL when the guest has no kvmclock.
+		_ = v.kvm.KVMClockCtrl()
+		s, err := v.capture(caps)
+		if err != nil {
+			return nil, fmt.Errorf("vCPU %d: %w", v.id, err)
+		}
+		st.VCPUs = append(st.VCPUs, *s)
+	}
+	if err := m.captureVM(&st.VM); err != nil {
+		return nil, err
+	}
+	st.Devices.Serial = m.serial.State()
+	st.Devices.I8042 = m.i8042.State()
+	return st, nil
+}
+
+// stateCaps is what this host's KVM can save beyond the basics.
+type stateCaps struct {
+	xsave, xcrs bool
+	msrs        []uint32 // KVM's MSR index list
+}
+
+func (m *Machine) stateCaps() (stateCaps, error) {
+	var c stateCaps
+	n, _ := m.sys.CheckExtension(kvm.CapXSave)
+	c.xsave = n > 0
+	n, _ = m.sys.CheckExtension(kvm.CapXCRS)
+	c.xcrs = n > 0
+	var err error
+	if c.msrs, err = m.sys.MSRIndexList(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func (m *Machine) captureVM(vm *snapshot.VM) error {
+	clock, err := m.vm.GetClock()
+	if err != nil {
+		return err
+	}
+	vm.Clock = *clock
+	vm.PICMaster.ChipID = kvm.IRQChipPICMaster
+	vm.PICSlave.ChipID = kvm.IRQChipPICSlave
+	vm.IOAPIC.ChipID = kvm.IRQChipIOAPIC
+	for _, c := range []*kvm.IRQChip{&vm.PICMaster, &vm.PICSlave, &vm.IOAPIC} {
+		if err := m.vm.GetIRQChip(c); err != nil {
+			return err
+		}
+	}
+	pit, err := m.vm.GetPIT2()
+	if err != nil {
+		return err
+	}
+	vm.PIT = *pit
+	return nil
+}
+
+// capture reads one parked vCPU's state.
+func (v *vcpu) capture(caps stateCaps) (*snapshot.VCPU, error) {
+	c := v.kvm
+	s := &snapshot.VCPU{ID: v.id}
+	// MP state first: reading it makes KVM accept pending INIT/SIPI
+	// events, which the other registers then reflect.
+	mp, err := c.GetMPState()
+	if err != nil {
+		return nil, err
+	}
+	s.MPState = *mp
+	regs, err := c.GetRegs()
+	if err != nil {
+		return nil, err
+	}
+	s.Regs = *regs
+	sregs, err := c.GetSregs()
+	if err != nil {
+		return nil, err
+	}
+	s.Sregs = *sregs
+	fpu, err := c.GetFPU()
+	if err != nil {
+		return nil, err
+	}
+	s.FPU = *fpu
+	if caps.xsave {
+		if s.XSave, err = c.GetXSave(); err != nil {
+			return nil, err
+		}
+	}
+	if caps.xcrs {
+		if s.XCRS, err = c.GetXCRS(); err != nil {
+			return nil, err
+		}
+	}
+	dregs, err := c.GetDebugRegs()
+	if err != nil {
+		return nil, err
+	}
+	s.DebugRegs = *dregs
+	lapic, err := c.GetLAPIC()
+	if err != nil {
+		return nil, err
+	}
+	s.LAPIC = *lapic
+	if s.MSRs, err = readMSRs(c, caps.msrs); err != nil {
+		return nil, err
+	}
+	ev, err := c.GetVCPUEvents()
+	if err != nil {
+		return nil, err
+	}
+	s.Events = *ev
+	if s.TSCKHz, err = c.GetTSCKHz(); err != nil {
+		return nil, err
+	}
+	if s.CPUID, err = c.GetCPUID2(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// readMSRs reads every MSR of list that KVM will read for this vCPU: the
+// index list names MSRs that CPUID may hide (PMU, TSX, AMD-only ones),
+// which KVM_GET_MSRS refuses; those are left out.
+func readMSRs(c *kvm.VCPU, list []uint32) ([]kvm.MSREntry, error) {
+	if all, err := c.GetMSRs(list); err == nil {
+		return all, nil
+	}
+	var out []kvm.MSREntry
+	for _, idx := range list {
+		e, err := c.GetMSRs([]uint32{idx})
+		if err != nil {
+			continue
+		}
+		out = append(out, e[0])
+	}
+	if len(out) == 0 && len(list) > 0 {
+		return nil, fmt.Errorf("KVM reads none of the %d MSRs in its index list", len(list))
+	}
+	return out, nil
+}
