@@ -338,6 +338,8 @@ func (m *Machine) Resume() error {
 	if !m.pausing {
 		return errors.New("resume: the VM is not paused")
 	}
+	// Rings a snapshot stopped run again before the vCPUs do.
+	m.releaseRings()
 	m.pausing = false
 	m.cond.Broadcast()
 	return nil

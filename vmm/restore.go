@@ -68,6 +68,12 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 		m.cfg.Console = io.Discard
 	}
 	m.cond = sync.NewCond(&m.mu)
+	if err := deviceConfig(&st.Machine, &m.cfg); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", dir, err)
+	}
+	if n := m.cfg.virtioCount(); n > MaxVirtio {
+		return nil, fmt.Errorf("restore %s: %d virtio devices, at most %d fit the interrupt lines", dir, n, MaxVirtio)
+	}
 	steps := []step{
 		{"open /dev/kvm", m.openKVM},
 		{"create VM", m.createVM},
@@ -75,6 +81,7 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 		{"fill guest memory from the snapshot", func() error { return m.fillMemory(dir, st) }},
 		{"create interrupt controllers", m.createIRQChip},
 		{"create platform devices", m.createDevices},
+		{"start virtio device processes", func() error { return m.startSavedDevices(st.Devices.Virtio) }},
 		{"create vCPUs", m.createBareVCPUs},
 		{"restore VM state", func() error { return m.restoreVM(&st.VM) }},
 		{"restore vCPU state", func() error { return m.restoreVCPUs(st.VCPUs) }},
@@ -98,9 +105,6 @@ func restorable(st *snapshot.State) error {
 	var errs []error
 	if st.Memory.Kind != snapshot.KindFull {
 		errs = append(errs, fmt.Errorf("a %s memory file; merge it onto its base (snapshot.Merge) to restore", st.Memory.Kind))
-	}
-	if len(st.Devices.Virtio) > 0 || len(mc.Disks) > 0 || len(mc.VhostUserBlk) > 0 || mc.Net != nil || mc.Vsock != nil || mc.RNG {
-		errs = append(errs, fmt.Errorf("the snapshot has virtio devices: %w", ErrSnapshotUnsupported))
 	}
 	if mc.MemSize < 16<<20 || mc.MemSize%(2<<20) != 0 {
 		errs = append(errs, fmt.Errorf("guest memory %d bytes is not a multiple of 2 MiB of at least 16 MiB", mc.MemSize))
@@ -250,5 +254,5 @@ func (v *vcpu) restore(s *snapshot.VCPU) error {
 func (m *Machine) restoreDevices(d *snapshot.Devices) error {
 	m.serial.SetState(d.Serial)
 	m.i8042.SetState(d.I8042)
-	return nil
+	return m.restoreVirtio(d.Virtio)
 }

@@ -27,6 +27,7 @@ const (
 // interrupts go process → irqfd → guest; the vmm only sees configuration.
 type vhostDevice struct {
 	name      string
+	kind      string // snapshot.Virtio.Kind: "blk", "net", "vsock", "rng", "vhost-user-blk"
 	id        uint32
 	numQueues int
 	maxQueue  uint16
@@ -44,6 +45,7 @@ type vhostDevice struct {
 
 	mu      sync.Mutex
 	started []bool
+	held    map[int]uint16 // rings a snapshot stopped, at their next available index
 }
 
 // protocolFeaturesWanted are the vhost-user protocol features the frontend
@@ -166,6 +168,12 @@ func (d *vhostDevice) WriteConfig(off uint64, data []byte) {
 // Activate hands the negotiated features, guest memory and each ready queue
 // to the device process (DRIVER_OK).
 func (d *vhostDevice) Activate(features uint64, queues []virtio.QueueConfig) error {
+	return d.activate(features, queues, nil)
+}
+
+// activate is Activate with each queue resuming at bases[i] (a restored
+// snapshot) rather than at 0; bases may be nil or shorter than queues.
+func (d *vhostDevice) activate(features uint64, queues []virtio.QueueConfig, bases []uint16) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.protocol {
@@ -191,27 +199,40 @@ func (d *vhostDevice) Activate(features uint64, queues []virtio.QueueConfig) err
 		if q.Size == 0 || i >= d.numQueues {
 			continue
 		}
-		desc, err1 := d.hostVA(q.Desc)
-		avail, err2 := d.hostVA(q.Avail)
-		used, err3 := d.hostVA(q.Used)
-		if err := errors.Join(err1, err2, err3); err != nil {
-			return fmt.Errorf("queue %d: %w", i, err)
+		var base uint16
+		if i < len(bases) {
+			base = bases[i]
 		}
-		steps := []error{
-			d.fe.SetVringNum(i, q.Size),
-			d.fe.SetVringBase(i, 0),
-			d.fe.SetVringAddr(i, vhostuser.VringAddr{Index: uint32(i), Desc: desc, Avail: avail, Used: used}),
-			d.fe.SetVringKick(i, d.kicks[i].Fd()),
-			d.fe.SetVringCall(i, d.call.Fd()),
+		if err := d.startRing(i, q, base); err != nil {
+			return err
 		}
-		if d.protocol {
-			steps = append(steps, d.fe.SetVringEnable(i, true))
-		}
-		if err := errors.Join(steps...); err != nil {
-			return fmt.Errorf("queue %d: %w", i, err)
-		}
-		d.started[i] = true
 	}
+	return nil
+}
+
+// startRing sets up queue i in the device process and starts it at the
+// available index base. Called with d.mu held, after SET_MEM_TABLE.
+func (d *vhostDevice) startRing(i int, q virtio.QueueConfig, base uint16) error {
+	desc, err1 := d.hostVA(q.Desc)
+	avail, err2 := d.hostVA(q.Avail)
+	used, err3 := d.hostVA(q.Used)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("queue %d: %w", i, err)
+	}
+	steps := []error{
+		d.fe.SetVringNum(i, q.Size),
+		d.fe.SetVringBase(i, base),
+		d.fe.SetVringAddr(i, vhostuser.VringAddr{Index: uint32(i), Desc: desc, Avail: avail, Used: used}),
+		d.fe.SetVringKick(i, d.kicks[i].Fd()),
+		d.fe.SetVringCall(i, d.call.Fd()),
+	}
+	if d.protocol {
+		steps = append(steps, d.fe.SetVringEnable(i, true))
+	}
+	if err := errors.Join(steps...); err != nil {
+		return fmt.Errorf("queue %d: %w", i, err)
+	}
+	d.started[i] = true
 	return nil
 }
 

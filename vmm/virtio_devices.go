@@ -54,7 +54,7 @@ func (m *Machine) startDevices() error {
 		plans = append(plans, plan{kind: "blk", name: name, id: virtio.DeviceBlock, queues: 1, args: args, files: []*os.File{f}})
 	}
 	for i, path := range m.cfg.VhostUserBlk {
-		plans = append(plans, plan{kind: "blk", name: fmt.Sprintf("vublk%d", i), id: virtio.DeviceBlock, queues: 1, external: path})
+		plans = append(plans, plan{kind: "vhost-user-blk", name: fmt.Sprintf("vublk%d", i), id: virtio.DeviceBlock, queues: 1, external: path})
 	}
 	if n := m.cfg.Net; n != nil {
 		tap, err := vnet.OpenTap(n.Tap)
@@ -63,7 +63,11 @@ func (m *Machine) startDevices() error {
 		}
 		mac := n.MAC
 		if mac == nil {
+			// Kept in the configuration, for snapshots to record.
 			mac = randomMAC()
+			withMAC := *n
+			withMAC.MAC = mac
+			m.cfg.Net = &withMAC
 		}
 		plans = append(plans, plan{kind: "net", name: "net0", id: virtio.DeviceNet, queues: 2,
 			args: []string{"net", "--name", "net0", "--mac", mac.String()}, files: []*os.File{tap}})
@@ -95,7 +99,7 @@ func (m *Machine) startDevices() error {
 	}
 	for i, p := range plans {
 		d := &vhostDevice{
-			name: p.name, id: p.id, numQueues: p.queues, maxQueue: defaultQueueSize,
+			name: p.name, kind: p.kind, id: p.id, numQueues: p.queues, maxQueue: defaultQueueSize,
 			base: VirtioBase + uint64(i)*VirtioStride, irq: uint32(VirtioIRQBase + i),
 			m: m, log: m.log.With("device", p.name),
 		}

@@ -1,0 +1,233 @@
+package vmm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sietch-vm/sietch/snapshot"
+	"github.com/sietch-vm/sietch/testguest"
+)
+
+// snapshotGuestAt runs a guest built from cfg until its console shows line,
+// pauses it, snapshots it into dir and stops it. It returns the console
+// output up to the snapshot.
+func snapshotGuestAt(t *testing.T, cfg Config, line, dir string) string {
+	t.Helper()
+	console := &syncBuffer{}
+	cfg.Console = console
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	wait := runAsync(t, m)
+	waitFor(t, console, line)
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	before := console.String()
+	if err := m.Snapshot(dir); err != nil {
+		t.Fatal(err)
+	}
+	m.Stop("snapshot taken")
+	if e := wait(); e.Kind != ExitStopped {
+		t.Fatalf("original VM ended with %v, want stopped; console:\n%s", e, console)
+	}
+	if after := console.String(); after != before {
+		t.Fatalf("the original printed after its snapshot: %q", strings.TrimPrefix(after, before))
+	}
+	return before
+}
+
+// restoreAndFinish restores dir in this process and runs it to power-off,
+// returning what it printed.
+func restoreAndFinish(t *testing.T, dir string) string {
+	t.Helper()
+	after := &syncBuffer{}
+	r, err := Restore(dir, RestoreConfig{Console: after})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if e := runAsync(t, r)(); e.Kind != ExitPowerOff {
+		t.Fatalf("restored VM ended with %v; console after restore:\n%s", e, after)
+	}
+	return after.String()
+}
+
+func guestKernel(t *testing.T, name string) []byte {
+	t.Helper()
+	needKVM(t)
+	needRoot(t)
+	k, err := os.ReadFile(testguest.Path(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// ringPositions says where each started queue of the snapshot stood.
+func ringPositions(t *testing.T, dir string) string {
+	t.Helper()
+	st, err := snapshot.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, v := range st.Devices.Virtio {
+		fmt.Fprintf(&b, "%s status %#x queues %+v; ", v.Name, v.Transport.Status, v.Queues)
+	}
+	return b.String()
+}
+
+// A virtio-blk guest snapshotted while its requests are in flight and
+// restored in a new Machine (new device process) finishes: its read-back
+// check and checksum pass and the image holds exactly its pattern.
+func TestSnapshotRestoreVirtioBlk(t *testing.T) {
+	kernel := guestKernel(t, "virtio-blk")
+	const sectors, seed, imageSize = 2048, 11, 2 << 20
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(img, make([]byte, imageSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "snap")
+	before := snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1,
+		Cmdline: fmt.Sprintf("sectors=%d seed=%d", sectors, seed), Disks: []DiskConfig{{Path: img}}},
+		"virtio-blk: slot", dir)
+	if strings.Contains(before, "virtio-blk: ok") {
+		t.Fatalf("the guest finished before its snapshot; nothing was tested:\n%s", before)
+	}
+	t.Logf("snapshot at: %s", ringPositions(t, dir))
+
+	after := restoreAndFinish(t, dir)
+	out := before + after
+	want := pattern(seed, sectors*512)
+	for _, l := range []string{"virtio-blk: flushed", fmt.Sprintf("virtio-blk: checksum 0x%016x", fnv64a(fnvOffset, want)), "virtio-blk: ok"} {
+		if !strings.Contains(out, l) {
+			t.Errorf("output lacks %q:\nbefore snapshot:\n%s\nafter restore:\n%s", l, before, after)
+		}
+	}
+	if strings.Contains(out, "FAIL") {
+		t.Errorf("guest failed:\n%s%s", before, after)
+	}
+	got := readFile(t, img)
+	if !bytes.Equal(got[:len(want)], want) || !bytes.Equal(got[len(want):], make([]byte, imageSize-len(want))) {
+		t.Errorf("image does not hold exactly the guest's pattern after the restored run")
+	}
+}
+
+// Queue-depth requests in flight at the snapshot: the bench mode keeps 16
+// requests posted; the restored device takes the ones it had not taken.
+func TestSnapshotRestoreVirtioBlkInFlight(t *testing.T) {
+	kernel := guestKernel(t, "virtio-blk")
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(img, make([]byte, 8<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "snap")
+	before := snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1,
+		Cmdline: "bench=1 bench_mib=4 qd=16 ops=20000", Disks: []DiskConfig{{Path: img}}},
+		"virtio-blk: bench randwrite begin", dir)
+	t.Logf("snapshot at: %s", ringPositions(t, dir))
+	after := restoreAndFinish(t, dir)
+	if !strings.Contains(after, "virtio-blk: bench randread end") || !strings.Contains(after, "virtio-blk: ok") || strings.Contains(after, "FAIL") {
+		t.Errorf("restored bench did not finish:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// A disk written after the snapshot is refused on restore, naming it.
+func TestRestoreRefusesChangedDisk(t *testing.T) {
+	kernel := guestKernel(t, "virtio-blk")
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "snap")
+	snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1,
+		Cmdline: "sectors=2048", Disks: []DiskConfig{{Path: img}}}, "virtio-blk: start", dir)
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("moved on"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	vmsBefore := kvmVMs(t)
+	m, err := Restore(dir, RestoreConfig{})
+	if err == nil {
+		m.Close()
+		t.Fatal("Restore accepted a disk that changed after the snapshot")
+	}
+	if !strings.Contains(err.Error(), img) || !strings.Contains(err.Error(), "changed since the snapshot") {
+		t.Errorf("error %q should name the disk and say it changed", err)
+	}
+	if n := kvmVMs(t); n != vmsBefore {
+		t.Errorf("%d KVM VMs open after the failed restore, %d before", n, vmsBefore)
+	}
+}
+
+// The virtio-rng guest snapshotted after it started its device, restored,
+// finishes its requests.
+func TestSnapshotRestoreVirtioRNG(t *testing.T) {
+	kernel := guestKernel(t, "virtio-rng")
+	dir := filepath.Join(t.TempDir(), "snap")
+	before := snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1, RNG: true}, "virtio-rng: start", dir)
+	t.Logf("snapshot at: %s", ringPositions(t, dir))
+	after := restoreAndFinish(t, dir)
+	if out := before + after; !strings.Contains(out, "virtio-rng: ok") || strings.Contains(out, "FAIL") {
+		t.Errorf("guest did not finish after the restore:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func fnv64a(h uint64, b []byte) uint64 {
+	for _, c := range b {
+		h = (h ^ uint64(c)) * 0x100000001b3
+	}
+	return h
+}
+
+const fnvOffset = 0xcbf29ce484222325
+
+// pattern mirrors the guests' xorshift64 byte stream (testguest/src/virtio-blk.c).
+func pattern(seed uint64, n int) []byte {
+	b := make([]byte, (n+7)/8*8)
+	x := seed
+	for i := 0; i < len(b); i += 8 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		binary.LittleEndian.PutUint64(b[i:], x)
+	}
+	return b[:n]
+}
+
+// A running virtio-blk guest snapshotted without a pause of its own runs
+// on: its rings start again when its vCPUs resume.
+func TestSnapshotVirtioBlkRunsOn(t *testing.T) {
+	kernel := guestKernel(t, "virtio-blk")
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(img, make([]byte, 8<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	console := &syncBuffer{}
+	m, err := New(Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1, Console: console,
+		Cmdline: "bench=1 bench_mib=4 qd=16 ops=4000", Disks: []DiskConfig{{Path: img}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	wait := runAsync(t, m)
+	waitFor(t, console, "virtio-blk: bench seqread begin")
+	if err := m.Snapshot(filepath.Join(t.TempDir(), "snap")); err != nil {
+		t.Fatal(err)
+	}
+	if e := wait(); e.Kind != ExitPowerOff || !strings.Contains(console.String(), "virtio-blk: ok") {
+		t.Fatalf("VM ended with %v after its snapshot; console:\n%s", e, console)
+	}
+}
