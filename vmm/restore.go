@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -19,6 +20,18 @@ type RestoreConfig struct {
 	Console     io.Writer    // receives the guest's serial output; nil discards it
 	Log         *slog.Logger // nil uses slog.Default()
 	SeccompVCPU bool         // as Config.SeccompVCPU
+
+	// ForkID, when set, restores the snapshot as one of several forks: the
+	// VM gets its own copy of each disk's snapshot-time clone (in WorkDir),
+	// its vsock socket at the saved path + "." + ForkID and a MAC derived
+	// from the saved one and ForkID, so no two forks share writable state.
+	// Letters, digits, '.', '_' and '-'; at most MaxForkIDLen bytes.
+	ForkID string
+	// WorkDir holds a fork's disk copies; "" makes a new directory next to
+	// the snapshot directory. The copies outlive the VM: they are its disks.
+	WorkDir string
+	// VsockUDS, when set, replaces the saved vsock socket path.
+	VsockUDS string
 }
 
 // Restore rebuilds the VM saved in the snapshot directory dir, ready for
@@ -68,10 +81,25 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 		m.cfg.Console = io.Discard
 	}
 	m.cond = sync.NewCond(&m.mu)
-	if err := deviceConfig(&st.Machine, &m.cfg); err != nil {
+	if err := deviceConfig(&st.Machine, &m.cfg, cfg.ForkID != ""); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", dir, err)
 	}
+	if cfg.VsockUDS != "" && m.cfg.Vsock != nil {
+		m.cfg.Vsock.UDS = cfg.VsockUDS
+	}
+	var forkDisks []string
+	if cfg.ForkID != "" {
+		if forkDisks, err = forkDevices(dir, &st.Machine, &m.cfg, cfg, m); err != nil {
+			return nil, fmt.Errorf("restore %s: fork: %w", dir, err)
+		}
+	}
+	removeForkDisks := func() {
+		for _, p := range forkDisks {
+			os.Remove(p)
+		}
+	}
 	if n := m.cfg.virtioCount(); n > MaxVirtio {
+		removeForkDisks()
 		return nil, fmt.Errorf("restore %s: %d virtio devices, at most %d fit the interrupt lines", dir, n, MaxVirtio)
 	}
 	steps := []step{
@@ -91,6 +119,7 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 		ts := time.Now()
 		if err := s.run(); err != nil {
 			m.Close()
+			removeForkDisks()
 			return nil, fmt.Errorf("restore %s: %s: %w", dir, s.name, err)
 		}
 		m.log.Debug("restore step done", "step", s.name, "took", time.Since(ts))

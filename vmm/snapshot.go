@@ -30,8 +30,9 @@ var ErrSnapshotUnsupported = errors.New("not supported by snapshots yet")
 //
 // Virtio device processes stop with the vCPUs and start again with them.
 // Disk images are recorded by size and SHA-256, so a restore refuses a disk
-// written after the snapshot: stop the VM after its snapshot, or keep a
-// copy of the disk with it.
+// written after the snapshot (stop the VM after its snapshot), and cloned
+// into dir (copy-on-write where the file system can), so forks restored
+// with RestoreConfig.ForkID each start from their own copy of the clone.
 func (m *Machine) Snapshot(dir string) error {
 	t := time.Now()
 	release, err := m.quiesce()
@@ -54,7 +55,7 @@ func (m *Machine) Snapshot(dir string) error {
 		return fmt.Errorf("snapshot to %s: %w", dir, err)
 	}
 	st.Devices.Virtio = virt
-	if err := m.recordDevices(&st.Machine); err != nil {
+	if err := m.recordDevices(dir, &st.Machine); err != nil {
 		return fmt.Errorf("snapshot to %s: %w", dir, err)
 	}
 	tState := time.Since(t)

@@ -107,15 +107,19 @@ func (m *Machine) guestU16(gpa uint64) (uint16, error) {
 	return binary.LittleEndian.Uint16(b), nil
 }
 
-// recordDevices puts the device configuration into the snapshot: restore
-// starts the same devices, and refuses a disk whose content moved on.
-func (m *Machine) recordDevices(mc *snapshot.Machine) error {
+// recordDevices puts the device configuration into the snapshot dir:
+// restore starts the same devices and refuses a disk whose content moved
+// on; forks start from the disk clones written next to the state file.
+func (m *Machine) recordDevices(dir string, mc *snapshot.Machine) error {
 	for _, d := range m.cfg.Disks {
 		size, sum, err := hashDisk(d.Path)
 		if err != nil {
 			return err
 		}
 		mc.Disks = append(mc.Disks, snapshot.Disk{Path: d.Path, ReadOnly: d.ReadOnly, Size: size, SHA256: sum})
+	}
+	if err := m.cloneDisks(dir, mc.Disks); err != nil {
+		return err
 	}
 	mc.VhostUserBlk = append([]string(nil), m.cfg.VhostUserBlk...)
 	if n := m.cfg.Net; n != nil {
@@ -143,13 +147,18 @@ func hashDisk(path string) (int64, string, error) {
 	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// deviceConfig rebuilds the device part of Config from a snapshot, after
-// checking that each disk still holds what it held at snapshot time.
-func deviceConfig(mc *snapshot.Machine, cfg *Config) error {
+// deviceConfig rebuilds the device part of Config from a snapshot. Unless
+// the VM is a fork (which gets copies of the disk clones instead, see
+// forkDevices), each disk must still hold what it held at snapshot time.
+func deviceConfig(mc *snapshot.Machine, cfg *Config, fork bool) error {
 	var errs []error
 	for _, d := range mc.Disks {
-		if d.Clone != "" {
-			errs = append(errs, fmt.Errorf("disk %s: snapshots with disk clones are not supported by this vmm", d.Path))
+		cfg.Disks = append(cfg.Disks, DiskConfig{Path: d.Path, ReadOnly: d.ReadOnly})
+		if fork {
+			continue
+		}
+		if d.SHA256 == "" {
+			errs = append(errs, fmt.Errorf("disk %s: the snapshot records only a clone of it; restore it as a fork (--fork-id)", d.Path))
 			continue
 		}
 		size, sum, err := hashDisk(d.Path)
@@ -160,7 +169,6 @@ func deviceConfig(mc *snapshot.Machine, cfg *Config) error {
 			errs = append(errs, fmt.Errorf("disk %s changed since the snapshot (%d bytes, SHA-256 %s; now %d bytes, %s): restore it from a copy taken with the snapshot",
 				d.Path, d.Size, d.SHA256, size, sum))
 		}
-		cfg.Disks = append(cfg.Disks, DiskConfig{Path: d.Path, ReadOnly: d.ReadOnly})
 	}
 	cfg.VhostUserBlk = append([]string(nil), mc.VhostUserBlk...)
 	if n := mc.Net; n != nil {

@@ -177,7 +177,10 @@ func TestRestoreRefusesChangedDisk(t *testing.T) {
 func TestSnapshotRestoreVirtioRNG(t *testing.T) {
 	kernel := guestKernel(t, "virtio-rng")
 	dir := filepath.Join(t.TempDir(), "snap")
-	before := snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1, RNG: true}, "virtio-rng: start", dir)
+	// rounds: long enough (~1 s of requests) that the snapshot lands with
+	// the queue live, after the guest printed its slot line.
+	before := snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1, RNG: true,
+		Cmdline: "rounds=20000"}, "virtio-rng: slot", dir)
 	t.Logf("snapshot at: %s", ringPositions(t, dir))
 	after := restoreAndFinish(t, dir)
 	if out := before + after; !strings.Contains(out, "virtio-rng: ok") || strings.Contains(out, "FAIL") {

@@ -22,9 +22,12 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	from := fs.String("from", "", "snapshot `DIR` written by vmm snapshot (required)")
 	apiSock := fs.String("api-sock", "", "serve the control API (HTTP/JSON: info, pause, resume, stop, snapshot) on the unix socket `PATH`")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	forkID := fs.String("fork-id", "", "restore as the fork `ID` of the snapshot: its own copy of each disk clone, vsock socket at the saved path + \".ID\", a MAC derived from the saved one and ID")
+	workDir := fs.String("work-dir", "", "with --fork-id: put the fork's disk copies in `DIR` (default: a new directory next to the snapshot)")
+	vsockUDS := fs.String("vsock-uds", "", "listen for vsock connections on `PATH` instead of the snapshot's socket path")
 	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: vmm restore --from DIR [flags]\n\nFlags:\n%s", fs.FlagUsages())
+		fmt.Fprintf(stderr, "Usage: vmm restore --from DIR [--fork-id ID] [--work-dir DIR] [flags]\n\nFlags:\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -45,6 +48,14 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if *from == "" {
 		return bad("--from is required")
 	}
+	if *forkID != "" {
+		if err := vmm.CheckForkID(*forkID); err != nil {
+			return bad("--fork-id: %v", err)
+		}
+	}
+	if *workDir != "" && *forkID == "" {
+		return bad("--work-dir needs --fork-id: only forks get disk copies")
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return bad("--log-level: %v", err)
@@ -57,7 +68,8 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	defer ctl.close()
-	m, err := vmm.Restore(*from, vmm.RestoreConfig{Console: stdout, Log: log, SeccompVCPU: *seccompVCPU})
+	m, err := vmm.Restore(*from, vmm.RestoreConfig{Console: stdout, Log: log, SeccompVCPU: *seccompVCPU,
+		ForkID: *forkID, WorkDir: *workDir, VsockUDS: *vsockUDS})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
 		return exitError
