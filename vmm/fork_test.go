@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/sietch-vm/sietch/testguest"
 )
 
 func TestCheckForkID(t *testing.T) {
@@ -180,7 +182,7 @@ func TestForksOwnDisks(t *testing.T) {
 	kernel := guestKernel(t, "virtio-blk")
 	const sectors, seed, imageSize = 2048, 5, 2 << 20
 	img := filepath.Join(t.TempDir(), "disk.raw")
-	orig := pattern(77, imageSize)
+	orig := testguest.Pattern(77, imageSize)
 	if err := os.WriteFile(img, orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +217,7 @@ func TestForksOwnDisks(t *testing.T) {
 	if diskA == diskB || diskA == img || diskA == clone || diskB == img || diskB == clone {
 		t.Fatalf("fork disks %s and %s are not each their own (image %s, clone %s)", diskA, diskB, img, clone)
 	}
-	written := pattern(seed, sectors*512)
+	written := testguest.Pattern(seed, sectors*512)
 	// A fork's device may take the requests in flight as soon as it is
 	// restored, before its vCPUs run, so each fork's disk carries a mark:
 	// one the other guest would overwrite (inside its pattern) or one no

@@ -2,7 +2,6 @@ package vmm
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -106,8 +105,8 @@ func TestSnapshotRestoreVirtioBlk(t *testing.T) {
 
 	after := restoreAndFinish(t, dir)
 	out := before + after
-	want := pattern(seed, sectors*512)
-	for _, l := range []string{"virtio-blk: flushed", fmt.Sprintf("virtio-blk: checksum 0x%016x", fnv64a(fnvOffset, want)), "virtio-blk: ok"} {
+	want := testguest.Pattern(seed, sectors*512)
+	for _, l := range []string{"virtio-blk: flushed", fmt.Sprintf("virtio-blk: checksum 0x%016x", testguest.FNV1a(testguest.FNVOffset, want)), "virtio-blk: ok"} {
 		if !strings.Contains(out, l) {
 			t.Errorf("output lacks %q:\nbefore snapshot:\n%s\nafter restore:\n%s", l, before, after)
 		}
@@ -186,28 +185,6 @@ func TestSnapshotRestoreVirtioRNG(t *testing.T) {
 	if out := before + after; !strings.Contains(out, "virtio-rng: ok") || strings.Contains(out, "FAIL") {
 		t.Errorf("guest did not finish after the restore:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-}
-
-func fnv64a(h uint64, b []byte) uint64 {
-	for _, c := range b {
-		h = (h ^ uint64(c)) * 0x100000001b3
-	}
-	return h
-}
-
-const fnvOffset = 0xcbf29ce484222325
-
-// pattern mirrors the guests' xorshift64 byte stream (testguest/src/virtio-blk.c).
-func pattern(seed uint64, n int) []byte {
-	b := make([]byte, (n+7)/8*8)
-	x := seed
-	for i := 0; i < len(b); i += 8 {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		binary.LittleEndian.PutUint64(b[i:], x)
-	}
-	return b[:n]
 }
 
 // A running virtio-blk guest snapshotted without a pause of its own runs

@@ -303,14 +303,14 @@ func BenchmarkVirtioVsock(b *testing.B) {
 		}
 		rtt += time.Since(start) / rtts
 		c.Close()
-		data := pattern(9, bulk)
+		data := testguest.Pattern(9, bulk)
 		start = time.Now()
 		if err := vsockSink(vm, uds, 1235, data); err != nil {
 			b.Fatal(err)
 		}
 		r.wait(b, "virtio-vsock")
 		line, ok := r.out.find("virtio-vsock: sink 1235<-")
-		if !ok || !strings.HasSuffix(line.text, fmt.Sprintf(": %d bytes, checksum 0x%016x", bulk, fnv64a(fnvOffset, data))) {
+		if !ok || !strings.HasSuffix(line.text, fmt.Sprintf(": %d bytes, checksum 0x%016x", bulk, testguest.FNV1a(testguest.FNVOffset, data))) {
 			b.Fatalf("guest did not report the host's %d bytes:\n%s", bulk, r.out.String())
 		}
 		in += bulk / line.at.Sub(start).Seconds()

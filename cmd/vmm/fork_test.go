@@ -2,14 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sietch-vm/sietch/testguest"
 )
@@ -32,48 +28,11 @@ func TestSnapshotRestoreVirtioBlkInNewProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
-	defer cancel()
 	// The random-write phase runs for seconds here, so the pause lands
 	// while it keeps 16 requests posted.
-	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", testguest.Path(t, "virtio-blk"), "--mem", "64M",
-		"--disk", img, "--cmdline", "bench=1 bench_mib=4 qd=16 ops=60000", "--api-sock", sock)
-	var stdout, stderr syncOutput
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var runErr error
-	go func() {
-		runErr = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	waitOutput(t, &stdout, done, "virtio-blk: bench randwrite begin\n")
-	for _, args := range [][]string{
-		{"pause", "--api-sock", sock},
-		{"snapshot", "--api-sock", sock, "--dir", snap},
-		{"stop", "--api-sock", sock},
-	} {
-		if r := runVMM(t, args...); r.code != 0 {
-			t.Fatalf("vmm %s:\n%s", strings.Join(args, " "), r.dump())
-		}
-	}
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("vmm run did not exit after vmm stop")
-	}
-	var ee *exec.ExitError
-	if !errors.As(runErr, &ee) || ee.ExitCode() != exitStopped {
-		t.Fatalf("vmm run ended with %v, want exit status %d\nstderr:\n%s", runErr, exitStopped, &stderr)
-	}
-	before := strings.ReplaceAll(stdout.String(), "\r\n", "\n")
+	before := snapshotRunning(t, sock, snap, "virtio-blk: bench randwrite begin\n",
+		"--kernel", testguest.Path(t, "virtio-blk"), "--mem", "64M",
+		"--disk", img, "--cmdline", "bench=1 bench_mib=4 qd=16 ops=60000")
 	if strings.Contains(before, "randwrite end") {
 		t.Fatalf("the random writes ended before the snapshot; nothing in flight was tested:\n%s", before)
 	}

@@ -103,7 +103,7 @@ func checkPatternImage(t *testing.T, img string, seed uint64, sectors, imageSize
 	if len(got) != imageSize {
 		t.Fatalf("image is %d bytes after the run, want %d", len(got), imageSize)
 	}
-	want := pattern(seed, sectors*512)
+	want := testguest.Pattern(seed, sectors*512)
 	if !bytes.Equal(got[:len(want)], want) {
 		i := 0
 		for i < len(want) && got[i] == want[i] {
@@ -133,7 +133,7 @@ func TestInteropQSDBackend(t *testing.T) {
 
 	r := startGuest(t, "virtio-blk", "--vhost-user-blk", sock, "--cmdline", fmt.Sprintf("sectors=%d seed=%d", sectors, seed)).wait(t)
 	r.expectOK(t, "virtio-blk", fmt.Sprintf("virtio-blk: start sectors=%d seed=%d", sectors, seed),
-		"virtio-blk: flushed", fmt.Sprintf("virtio-blk: checksum 0x%016x", fnv64a(fnvOffset, pattern(seed, sectors*512))),
+		"virtio-blk: flushed", fmt.Sprintf("virtio-blk: checksum 0x%016x", testguest.FNV1a(testguest.FNVOffset, testguest.Pattern(seed, sectors*512))),
 		"virtio-blk: read past the end: IOERR", "virtio-blk: unknown request: UNSUPP")
 	if !strings.Contains(r.stdout, fmt.Sprintf("capacity %d sectors", imageSize/512)) {
 		t.Errorf("guest did not see the image's %d sectors through qemu-storage-daemon\n%s", imageSize/512, r.dump())
@@ -183,7 +183,7 @@ func TestInteropQEMUFrontend(t *testing.T) {
 	const imageSize = 2 << 20
 	dir := shortTempDir(t)
 	img, sock := filepath.Join(dir, "disk.raw"), filepath.Join(dir, "blk.sock")
-	if err := os.WriteFile(img, pattern(3, imageSize), 0o644); err != nil {
+	if err := os.WriteFile(img, testguest.Pattern(3, imageSize), 0o644); err != nil {
 		t.Fatal(err)
 	}
 

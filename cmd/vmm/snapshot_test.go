@@ -32,47 +32,8 @@ func TestSnapshotRestoreInNewProcess(t *testing.T) {
 	sock := filepath.Join(dir, "vm.sock")
 	snap := filepath.Join(dir, "snap")
 
-	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", testguest.Path(t, "counter"), "--mem", "64M",
-		"--cmdline", cmdline, "--api-sock", sock)
-	var stdout, stderr syncOutput
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	var runErr error
-	go func() {
-		runErr = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	waitOutput(t, &stdout, done, fmt.Sprintf("counter: %d\n", n/10))
-
-	for _, args := range [][]string{
-		{"pause", "--api-sock", sock},
-		{"snapshot", "--api-sock", sock, "--dir", snap},
-		{"stop", "--api-sock", sock},
-	} {
-		if r := runVMM(t, args...); r.code != 0 {
-			t.Fatalf("vmm %s:\n%s", strings.Join(args, " "), r.dump())
-		}
-	}
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("vmm run did not exit after vmm stop")
-	}
-	var ee *exec.ExitError
-	if !errors.As(runErr, &ee) || ee.ExitCode() != exitStopped {
-		t.Fatalf("vmm run ended with %v, want exit status %d\nstderr:\n%s", runErr, exitStopped, &stderr)
-	}
-	before := strings.ReplaceAll(stdout.String(), "\r\n", "\n")
+	before := snapshotRunning(t, sock, snap, fmt.Sprintf("counter: %d\n", n/10),
+		"--kernel", testguest.Path(t, "counter"), "--mem", "64M", "--cmdline", cmdline)
 
 	after := runVMM(t, "restore", "--from", snap)
 	if after.code != exitPowerOff {
@@ -106,4 +67,52 @@ func TestRestoreErrors(t *testing.T) {
 	if r := runVMM(t, "restore", "--from", dir); r.code != exitError || !strings.Contains(r.stderr, "truncated") {
 		t.Errorf("vmm restore of a truncated state file:\n%s", r.dump())
 	}
+}
+
+// snapshotRunning starts `vmm run ARGS… --api-sock SOCK` in the background,
+// waits for line on its console, then pauses it, snapshots it into snap and
+// stops it through the control socket (each client command must succeed,
+// and the run must end with the stopped status). It returns the console
+// output up to the snapshot.
+func snapshotRunning(t *testing.T, sock, snap, line string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	cmd := exec.CommandContext(ctx, vmmBin, append(append([]string{"run"}, args...), "--api-sock", sock)...)
+	var stdout, stderr syncOutput
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var runErr error
+	go func() {
+		runErr = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	waitOutput(t, &stdout, done, line)
+	for _, a := range [][]string{
+		{"pause", "--api-sock", sock},
+		{"snapshot", "--api-sock", sock, "--dir", snap},
+		{"stop", "--api-sock", sock},
+	} {
+		if r := runVMM(t, a...); r.code != 0 {
+			t.Fatalf("vmm %s:\n%s", strings.Join(a, " "), r.dump())
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("vmm run did not exit after vmm stop")
+	}
+	var ee *exec.ExitError
+	if !errors.As(runErr, &ee) || ee.ExitCode() != exitStopped {
+		t.Fatalf("vmm run ended with %v, want exit status %d\nstderr:\n%s", runErr, exitStopped, &stderr)
+	}
+	return strings.ReplaceAll(stdout.String(), "\r\n", "\n")
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -51,30 +50,6 @@ func skipUnknownFlag(t *testing.T, r result) {
 	}
 }
 
-// fnv64a mirrors fnv1a in testguest/src/virtio.h.
-func fnv64a(h uint64, b []byte) uint64 {
-	for _, c := range b {
-		h = (h ^ uint64(c)) * 0x100000001b3
-	}
-	return h
-}
-
-const fnvOffset = 0xcbf29ce484222325
-
-// pattern mirrors the guests' xorshift64 byte stream: words from seed,
-// little-endian bytes.
-func pattern(seed uint64, n int) []byte {
-	b := make([]byte, (n+7)/8*8)
-	x := seed
-	for i := 0; i < len(b); i += 8 {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		binary.LittleEndian.PutUint64(b[i:], x)
-	}
-	return b[:n]
-}
-
 // lineValue returns what follows prefix on the first serial line with it.
 func (r result) lineValue(prefix string) (string, bool) {
 	for _, l := range r.lines() {
@@ -100,8 +75,8 @@ func TestVirtioBlk(t *testing.T) {
 		}
 		r := startGuest(t, "virtio-blk", "--disk", img, "--cmdline", fmt.Sprintf("sectors=%d seed=%d", sectors, seed)).wait(t)
 		skipUnknownFlag(t, r)
-		want := pattern(seed, sectors*512)
-		sum := fmt.Sprintf("virtio-blk: checksum 0x%016x", fnv64a(fnvOffset, want))
+		want := testguest.Pattern(seed, sectors*512)
+		sum := fmt.Sprintf("virtio-blk: checksum 0x%016x", testguest.FNV1a(testguest.FNVOffset, want))
 		r.expectOK(t, "virtio-blk", "virtio-blk: start sectors=256 seed=7",
 			"virtio-blk: flushed", sum,
 			"virtio-blk: read past the end: IOERR", "virtio-blk: unknown request: UNSUPP")
@@ -136,7 +111,7 @@ func TestVirtioBlk(t *testing.T) {
 	t.Run("read-only", func(t *testing.T) {
 		t.Parallel()
 		img := filepath.Join(t.TempDir(), "disk.raw")
-		orig := pattern(99, imageSize)
+		orig := testguest.Pattern(99, imageSize)
 		if err := os.WriteFile(img, orig, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +119,7 @@ func TestVirtioBlk(t *testing.T) {
 		skipUnknownFlag(t, r)
 		r.expectOK(t, "virtio-blk", "virtio-blk: start sectors=256 seed=7",
 			fmt.Sprintf("virtio-blk: %d writes refused with IOERR", sectors/8),
-			fmt.Sprintf("virtio-blk: read checksum 0x%016x", fnv64a(fnvOffset, orig[:sectors*512])),
+			fmt.Sprintf("virtio-blk: read checksum 0x%016x", testguest.FNV1a(testguest.FNVOffset, orig[:sectors*512])),
 			"virtio-blk: read past the end: IOERR")
 		if !strings.Contains(r.stdout, "read-only") {
 			t.Errorf("the device did not offer VIRTIO_BLK_F_RO for a ,ro disk\n%s", r.dump())
@@ -374,7 +349,7 @@ func TestVirtioVsock(t *testing.T) {
 			return
 		}
 		in.data, in.err = io.ReadAll(br)
-		in.n, in.sum = len(in.data), fnv64a(fnvOffset, in.data)
+		in.n, in.sum = len(in.data), testguest.FNV1a(testguest.FNVOffset, in.data)
 	}()
 
 	vm := startGuest(t, "virtio-vsock", "--vsock", "3,"+uds, "--cmdline",
@@ -386,7 +361,7 @@ func TestVirtioVsock(t *testing.T) {
 		data := letters(t, n)
 		wg.Go(func() { errs[i] = vsockEcho(vm, uds, data) })
 	}
-	sinkData := pattern(seed+1, sinkBytes)
+	sinkData := testguest.Pattern(seed+1, sinkBytes)
 	var sinkErr error
 	wg.Go(func() { sinkErr = vsockSink(vm, uds, 1235, sinkData) })
 	wg.Wait()
@@ -400,13 +375,13 @@ func TestVirtioVsock(t *testing.T) {
 	if sinkErr != nil {
 		t.Errorf("stream to the guest's sink port: %v", sinkErr)
 	}
-	want := pattern(seed, bulk)
+	want := testguest.Pattern(seed, bulk)
 	r.expectOK(t, "virtio-vsock", "virtio-vsock: slot 0, cid 3", "virtio-vsock: host says: hi guest",
-		fmt.Sprintf("virtio-vsock: sent %d bytes, checksum 0x%016x", bulk, fnv64a(fnvOffset, want)))
+		fmt.Sprintf("virtio-vsock: sent %d bytes, checksum 0x%016x", bulk, testguest.FNV1a(testguest.FNVOffset, want)))
 	if got := strings.Count(r.stdout, "echoed\n"); got != len(sizes) {
 		t.Errorf("guest closed %d echo streams, want %d\n%s", got, len(sizes), r.dump())
 	}
-	sinkLine := fmt.Sprintf(": %d bytes, checksum 0x%016x", sinkBytes, fnv64a(fnvOffset, sinkData))
+	sinkLine := fmt.Sprintf(": %d bytes, checksum 0x%016x", sinkBytes, testguest.FNV1a(testguest.FNVOffset, sinkData))
 	if !regexp.MustCompile(`(?m)^virtio-vsock: sink 1235<-\d+ closed \(.*\)` + regexp.QuoteMeta(sinkLine) + `$`).MatchString(r.stdout) {
 		t.Errorf("guest did not report receiving the host's %d bytes on its sink port (want a line ending %q)\n%s",
 			sinkBytes, sinkLine, r.dump())
@@ -421,7 +396,7 @@ func TestVirtioVsock(t *testing.T) {
 		t.Errorf("guest greeted with %q, want %q", in.greeting, "hello from cid 3\n")
 	case in.n != bulk || !bytes.Equal(in.data, want):
 		t.Errorf("host received %d bytes (checksum %#x) from the guest, want the %d-byte pattern (checksum %#x)",
-			in.n, in.sum, bulk, fnv64a(fnvOffset, want))
+			in.n, in.sum, bulk, testguest.FNV1a(testguest.FNVOffset, want))
 	}
 }
 
