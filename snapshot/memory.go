@@ -25,31 +25,15 @@ var zeroPage [PageSize]byte
 // yet: unfilled pages are holes in the memfd and would be saved as zeros.
 // Take a diff against the snapshot it was restored from instead.
 func WriteFull(path string, mem *os.File, size uint64) (written uint64, err error) {
-	src, err := mapMemory(mem, size)
-	if err != nil {
-		return 0, fmt.Errorf("full memory snapshot: %w", err)
-	}
-	defer unix.Munmap(src)
-	out, err := createSparse(path, size)
-	if err != nil {
-		return 0, fmt.Errorf("full memory snapshot: %w", err)
-	}
-	err = dataRanges(mem, size, func(start, end uint64) error {
-		n, err := writeNonZero(out, src, start, end)
-		written += n
-		return err
+	return writeSparse(path, mem, size, "full", func(src []byte, out *os.File) (uint64, error) {
+		var written uint64
+		err := dataRanges(mem, size, func(start, end uint64) error {
+			n, err := writeNonZero(out, src, start, end)
+			written += n
+			return err
+		})
+		return written, err
 	})
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return 0, fmt.Errorf("full memory snapshot to %s: %w", path, err)
-	}
-	return written, nil
 }
 
 // WriteDiff writes a size-byte sparse file at path holding only the pages
@@ -61,20 +45,31 @@ func WriteDiff(path string, mem *os.File, size uint64, dirty []uint64) (written 
 	if want := BitmapWords(size); len(dirty) != want {
 		return 0, fmt.Errorf("diff memory snapshot: dirty bitmap has %d words, %d bytes of memory need %d", len(dirty), size, want)
 	}
+	return writeSparse(path, mem, size, "diff", func(src []byte, out *os.File) (uint64, error) {
+		var written uint64
+		err := Bitmap(dirty).runs(size/PageSize, func(first, n uint64) error {
+			w, err := writeNonZero(out, src, first*PageSize, (first+n)*PageSize)
+			written += w
+			return err
+		})
+		return written, err
+	})
+}
+
+// writeSparse maps mem, creates a size-byte sparse file at path, lets fill
+// write its pages, then fsyncs; on any error the file is removed. kind
+// names the snapshot in errors.
+func writeSparse(path string, mem *os.File, size uint64, kind string, fill func(src []byte, out *os.File) (uint64, error)) (uint64, error) {
 	src, err := mapMemory(mem, size)
 	if err != nil {
-		return 0, fmt.Errorf("diff memory snapshot: %w", err)
+		return 0, fmt.Errorf("%s memory snapshot: %w", kind, err)
 	}
 	defer unix.Munmap(src)
 	out, err := createSparse(path, size)
 	if err != nil {
-		return 0, fmt.Errorf("diff memory snapshot: %w", err)
+		return 0, fmt.Errorf("%s memory snapshot: %w", kind, err)
 	}
-	err = Bitmap(dirty).runs(size/PageSize, func(first, n uint64) error {
-		w, err := writeNonZero(out, src, first*PageSize, (first+n)*PageSize)
-		written += w
-		return err
-	})
+	written, err := fill(src, out)
 	if err == nil {
 		err = out.Sync()
 	}
@@ -83,7 +78,7 @@ func WriteDiff(path string, mem *os.File, size uint64, dirty []uint64) (written 
 	}
 	if err != nil {
 		os.Remove(path)
-		return 0, fmt.Errorf("diff memory snapshot to %s: %w", path, err)
+		return 0, fmt.Errorf("%s memory snapshot to %s: %w", kind, path, err)
 	}
 	return written, nil
 }
