@@ -187,9 +187,13 @@ func TestForksOwnDisks(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "snap")
-	before := snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1,
-		Cmdline: fmt.Sprintf("sectors=%d seed=%d", sectors, seed), Disks: []DiskConfig{{Path: img}}},
-		"virtio-blk: start", dir)
+	before := snapshotGuestMidRun(t, func() Config {
+		if err := os.WriteFile(img, orig, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1,
+			Cmdline: fmt.Sprintf("sectors=%d seed=%d", sectors, seed), Disks: []DiskConfig{{Path: img}}}
+	}, "virtio-blk: start", "virtio-blk: checksum", dir)
 	if strings.Contains(before, "virtio-blk: checksum") {
 		t.Fatalf("the guest finished its writes before the snapshot; nothing was tested:\n%s", before)
 	}

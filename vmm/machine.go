@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sietch-vm/sietch/boot"
@@ -45,10 +46,13 @@ type Machine struct {
 	stopped bool // vCPUs must return
 	parked  int  // vCPUs parked or finished
 	closing bool // Close has begun: device process exits are expected
-	exit    *Exit
-	runAt   time.Time     // when Run started (the control socket's uptime)
-	done    chan struct{} // closed when the first Exit is recorded
-	wg      sync.WaitGroup
+	// halt mirrors pausing || stopped for the vCPU exit path, which checks
+	// it after every exit without taking mu (see syncHaltLocked).
+	halt  atomic.Bool
+	exit  *Exit
+	runAt time.Time     // when Run started (the control socket's uptime)
+	done  chan struct{} // closed when the first Exit is recorded
+	wg    sync.WaitGroup
 }
 
 // step is one named stage of start-up. Steps run in order; the first error
@@ -305,6 +309,7 @@ func (m *Machine) finish(e Exit) {
 		close(m.done)
 	}
 	m.stopped = true
+	m.syncHaltLocked()
 	m.cond.Broadcast()
 	m.mu.Unlock()
 	m.kickAll()
@@ -318,6 +323,7 @@ func (m *Machine) Pause() error {
 		return errors.New("pause: the VM is not running")
 	}
 	m.pausing = true
+	m.syncHaltLocked()
 	m.mu.Unlock()
 	m.kickAll()
 	m.mu.Lock()
@@ -341,9 +347,13 @@ func (m *Machine) Resume() error {
 	// Rings a snapshot stopped run again before the vCPUs do.
 	m.releaseRings()
 	m.pausing = false
+	m.syncHaltLocked()
 	m.cond.Broadcast()
 	return nil
 }
+
+// syncHaltLocked updates halt after pausing or stopped changed (m.mu held).
+func (m *Machine) syncHaltLocked() { m.halt.Store(m.pausing || m.stopped) }
 
 func (m *Machine) kickAll() {
 	for _, v := range m.vcpus {

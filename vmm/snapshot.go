@@ -80,6 +80,7 @@ func (m *Machine) quiesce() (release func(), err error) {
 	case !m.started:
 		// A Run that starts now parks its vCPUs before they enter the guest.
 		m.pausing = true
+		m.syncHaltLocked()
 		m.mu.Unlock()
 		return func() { m.Resume() }, nil
 	case m.pausing:

@@ -17,19 +17,53 @@ import (
 // output up to the snapshot.
 func snapshotGuestAt(t *testing.T, cfg Config, line, dir string) string {
 	t.Helper()
+	before, ok := trySnapshotGuestAt(t, cfg, line, dir)
+	if !ok {
+		t.Fatalf("the guest finished before it could be paused:\n%s", before)
+	}
+	return before
+}
+
+// snapshotGuestMidRun is snapshotGuestAt for short guests whose run after
+// line may outpace the pause: it retries with a fresh configuration from
+// mk (which also resets any disk image) when the guest ended, or printed
+// done, before the pause.
+func snapshotGuestMidRun(t *testing.T, mk func() Config, line, done, dir string) string {
+	t.Helper()
+	var before string
+	for attempt := 0; attempt < 8; attempt++ {
+		var ok bool
+		if before, ok = trySnapshotGuestAt(t, mk(), line, dir); ok && !strings.Contains(before, done) {
+			return before
+		}
+		os.RemoveAll(dir)
+		t.Logf("attempt %d: the guest got past %q before the pause; trying again", attempt+1, done)
+	}
+	t.Fatalf("the guest always finished before it could be paused:\n%s", before)
+	return ""
+}
+
+// trySnapshotGuestAt runs cfg until its console shows line, pauses,
+// snapshots into dir and stops it. ok=false: the guest ended before the
+// pause (nothing written to dir).
+func trySnapshotGuestAt(t *testing.T, cfg Config, line, dir string) (before string, ok bool) {
+	t.Helper()
 	console := &syncBuffer{}
 	cfg.Console = console
 	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close() })
+	defer m.Close()
 	wait := runAsync(t, m)
 	waitFor(t, console, line)
 	if err := m.Pause(); err != nil {
+		if e := wait(); e.Kind == ExitPowerOff {
+			return console.String(), false
+		}
 		t.Fatal(err)
 	}
-	before := console.String()
+	before = console.String()
 	if err := m.Snapshot(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +74,7 @@ func snapshotGuestAt(t *testing.T, cfg Config, line, dir string) string {
 	if after := console.String(); after != before {
 		t.Fatalf("the original printed after its snapshot: %q", strings.TrimPrefix(after, before))
 	}
-	return before
+	return before, true
 }
 
 // restoreAndFinish restores dir in this process and runs it to power-off,
@@ -95,9 +129,13 @@ func TestSnapshotRestoreVirtioBlk(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "snap")
-	before := snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1,
-		Cmdline: fmt.Sprintf("sectors=%d seed=%d", sectors, seed), Disks: []DiskConfig{{Path: img}}},
-		"virtio-blk: slot", dir)
+	before := snapshotGuestMidRun(t, func() Config {
+		if err := os.WriteFile(img, make([]byte, imageSize), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1,
+			Cmdline: fmt.Sprintf("sectors=%d seed=%d", sectors, seed), Disks: []DiskConfig{{Path: img}}}
+	}, "virtio-blk: slot", "virtio-blk: checksum", dir)
 	if strings.Contains(before, "virtio-blk: ok") {
 		t.Fatalf("the guest finished before its snapshot; nothing was tested:\n%s", before)
 	}
@@ -143,12 +181,13 @@ func TestSnapshotRestoreVirtioBlkInFlight(t *testing.T) {
 func TestRestoreRefusesChangedDisk(t *testing.T) {
 	kernel := guestKernel(t, "virtio-blk")
 	img := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+	if err := os.WriteFile(img, make([]byte, 8<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "snap")
+	// Bench mode runs for seconds: the pause always lands mid-run.
 	snapshotGuestAt(t, Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1,
-		Cmdline: "sectors=2048", Disks: []DiskConfig{{Path: img}}}, "virtio-blk: start", dir)
+		Cmdline: "bench=1 bench_mib=4 qd=16 ops=60000", Disks: []DiskConfig{{Path: img}}}, "virtio-blk: start", dir)
 	f, err := os.OpenFile(img, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -143,12 +143,9 @@ func (v *vcpu) loop() {
 	}
 }
 
-// haltRequested reports whether vCPUs are asked to pause or stop.
-func (m *Machine) haltRequested() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.pausing || m.stopped
-}
+// haltRequested reports whether vCPUs are asked to pause or stop: a
+// lock-free read, as it runs after every exit.
+func (m *Machine) haltRequested() bool { return m.halt.Load() }
 
 // waitRunnable parks while the machine is paused; false means return.
 func (v *vcpu) waitRunnable() bool {
