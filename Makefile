@@ -62,7 +62,8 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := ./boot:FuzzParseImage ./boot:FuzzLoad ./kvm:FuzzIOData ./devices:FuzzDevices \
 	./virtio:FuzzQueuePop ./virtio:FuzzMMIO ./virtio/vhostuser:FuzzReadMessage ./virtio/vhostuser:FuzzServe \
 	./virtio/blk:FuzzBlkRequest ./virtio/net:FuzzHeaderCheck ./virtio/vsock:FuzzPacket ./virtio/vsock:FuzzParseConnect \
-	./jail:FuzzParseRlimits ./vmm:FuzzControlRequest ./guest-init/cmd/mkinitramfs:FuzzParseSpecs
+	./jail:FuzzParseRlimits ./vmm:FuzzControlRequest ./cmd/vmm:FuzzRunFlags ./guest-init/cmd/mkinitramfs:FuzzParseSpecs \
+	./snapshot:FuzzRead ./snapshot:FuzzPayload
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
