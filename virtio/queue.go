@@ -108,6 +108,9 @@ type Queue struct {
 	notify    bool   // device wants kicks (EnableNotify)
 	pushed    uint32 // used entries since the last NeedsNotify, saturating
 
+	usedGPA uint64    // the device area, for the dirty log
+	log     *DirtyLog // nil unless the front-end asked for dirty logging
+
 	barrier atomic.Uint32
 }
 
@@ -137,7 +140,7 @@ func NewQueue(mem GuestMemory, c QueueConfig) (*Queue, error) {
 		{"driver area (avail ring)", c.Avail, availRingSize(c.Size), 2, nil},
 		{"device area (used ring)", c.Used, usedRingSize(c.Size), 4, nil},
 	}
-	q := &Queue{mem: mem, index: c.Index, size: c.Size, eventIdx: c.EventIdx, notify: true}
+	q := &Queue{mem: mem, index: c.Index, size: c.Size, eventIdx: c.EventIdx, notify: true, usedGPA: c.Used}
 	areas[0].dst, areas[1].dst, areas[2].dst = &q.desc, &q.avail, &q.used
 	for _, a := range areas {
 		if a.gpa%a.align != 0 {
@@ -211,7 +214,30 @@ func (q *Queue) Pop() (*Chain, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
+	if q.log != nil {
+		// Marked when the device takes the buffers rather than when it
+		// returns them: the log is read only while the device is stopped
+		// with nothing in flight, and this needs no per-chain record.
+		for _, d := range c.Descs {
+			if d.Write {
+				q.log.Mark(d.Addr, uint64(d.Len))
+			}
+		}
+	}
 	return c, true, nil
+}
+
+// SetDirtyLog makes the queue record in log every guest page the device
+// may write through it: the device-writable buffers of each chain it pops
+// and the device area (vhost-user VHOST_F_LOG_ALL). nil stops recording.
+// Call it before the device starts using the queue.
+func (q *Queue) SetDirtyLog(log *DirtyLog) { q.log = log }
+
+// logUsed records a write to the device area.
+func (q *Queue) logUsed() {
+	if q.log != nil {
+		q.log.Mark(q.usedGPA, uint64(len(q.used)))
+	}
 }
 
 // walk follows the chain at head, flattening at most one indirect table
@@ -289,6 +315,7 @@ func (q *Queue) Push(head uint16, written uint32) error {
 	q.nextUsed++
 	q.fence() // release: the element is visible before the index that covers it
 	store16(q.used, 2, q.nextUsed)
+	q.logUsed()
 	if q.pushed < 1<<16 {
 		q.pushed++
 	}
@@ -336,6 +363,7 @@ func (q *Queue) EnableNotify() bool {
 	} else {
 		q.usedFlags &^= usedFNoNotify
 		store16(q.used, 0, q.usedFlags)
+		q.logUsed()
 		q.fence()
 	}
 	return q.availIdx() != q.nextAvail
@@ -349,6 +377,7 @@ func (q *Queue) DisableNotify() {
 	if !q.eventIdx {
 		q.usedFlags |= usedFNoNotify
 		store16(q.used, 0, q.usedFlags)
+		q.logUsed()
 	}
 }
 
@@ -356,6 +385,7 @@ func (q *Queue) DisableNotify() {
 // avail->idx happens after the driver can see it.
 func (q *Queue) setAvailEvent(v uint16) {
 	store16(q.used, 4+usedElemSize*uint64(q.size), v)
+	q.logUsed()
 	q.fence()
 }
 

@@ -463,3 +463,25 @@ func BenchmarkPopPush(b *testing.B) {
 		d.q.NeedsNotify()
 	}
 }
+
+// TestDirtyLogMark covers page ranges within a word, across words and past
+// the end of the log.
+func TestDirtyLogMark(t *testing.T) {
+	raw := make([]byte, 16) // 128 pages
+	l := NewDirtyLog(raw)
+	l.Mark(0x1fff, 2)            // pages 1 and 2
+	l.Mark(62*4096, 3*4096)      // pages 62, 63, 64
+	l.Mark(127*4096, 10*4096)    // page 127 and beyond the log
+	l.Mark(^uint64(0)-4095, 100) // far beyond: ignored
+	got := make([]uint64, 2)
+	l.Collect(got)
+	want := []uint64{1<<1 | 1<<2 | 1<<62 | 1<<63, 1<<0 | 1<<63}
+	if got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("log words %#x, want %#x", got, want)
+	}
+	again := make([]uint64, 2)
+	l.Collect(again)
+	if again[0] != 0 || again[1] != 0 {
+		t.Fatalf("Collect did not clear the log: %#x", again)
+	}
+}

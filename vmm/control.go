@@ -45,6 +45,7 @@ const (
 	CodeNotFound         = "not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeNotImplemented   = "not_implemented"
+	CodeNoDiffBase       = "no_diff_base"
 	CodeInternal         = "internal"
 )
 
@@ -178,10 +179,6 @@ func virtioKind(id uint32) string {
 	return fmt.Sprintf("virtio-%d", id)
 }
 
-// errDiffNotImplemented answers diff snapshots until dirty logging lands.
-var errDiffNotImplemented = &ControlError{Status: http.StatusNotImplemented, Code: CodeNotImplemented,
-	Message: `diff snapshots are not implemented yet (issue 4); take a "full" snapshot`}
-
 // ControlServer serves one Machine's control API over HTTP.
 type ControlServer struct {
 	m   *Machine
@@ -311,19 +308,22 @@ func (s *ControlServer) snapshot(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &ControlError{Status: http.StatusBadRequest, Code: CodeInvalidArgument, Message: err.Error()})
 		return
 	}
-	if req.Kind == SnapshotDiff {
-		writeError(w, errDiffNotImplemented)
-		return
-	}
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	if st := s.m.State(); st == StateStopped {
 		writeError(w, notApplicable(st))
 		return
 	}
-	if err := s.m.Snapshot(req.Dir); err != nil {
-		if errors.Is(err, ErrSnapshotUnsupported) {
+	take := s.m.Snapshot
+	if req.Kind == SnapshotDiff {
+		take = s.m.SnapshotDiff
+	}
+	if err := take(req.Dir); err != nil {
+		switch {
+		case errors.Is(err, ErrSnapshotUnsupported):
 			err = &ControlError{Status: http.StatusNotImplemented, Code: CodeNotImplemented, Message: err.Error()}
+		case errors.Is(err, ErrNoDiffBase):
+			err = &ControlError{Status: http.StatusConflict, Code: CodeNoDiffBase, Message: err.Error()}
 		}
 		s.failed(w, err)
 		return

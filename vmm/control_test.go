@@ -181,7 +181,7 @@ func TestControlBadRequests(t *testing.T) {
 		status                   int
 		code                     string
 	}{
-		{"diff snapshot, not implemented yet", "PUT", "/snapshot", `{"dir": "/tmp/snap", "kind": "diff"}`, 501, CodeNotImplemented},
+		{"diff snapshot before any snapshot", "PUT", "/snapshot", `{"dir": "/tmp/snap", "kind": "diff"}`, 409, CodeNoDiffBase},
 		{"snapshot into a directory that cannot exist", "PUT", "/snapshot", `{"dir": "/dev/null/snap"}`, 500, CodeInternal},
 		{"bad JSON", "PUT", "/snapshot", `{"dir": `, 400, CodeInvalidJSON},
 		{"not an object", "PUT", "/snapshot", `["/tmp/snap"]`, 400, CodeInvalidJSON},

@@ -51,6 +51,7 @@ func RunDevice(args []string, stderr io.Writer) int {
 	serial := fs.String("serial", "", "blk: the disk's serial (GET_ID)")
 	mac := fs.String("mac", "", "net: the guest's MAC address")
 	cid := fs.Uint64("cid", 0, "vsock: the guest's CID")
+	resetTransport := fs.Bool("reset-transport", false, "vsock: send the guest a transport reset once the event queue runs (after a restore)")
 	listen := fs.String("listen", "", "blk, rng: serve one front-end connecting to this unix socket instead of fd 3 (interop and debugging; needs --no-jail)")
 	diskPath := fs.String("disk-path", "", "blk with --listen: the disk image to open instead of fd 4")
 	forbidden := fs.Bool("test-forbidden-syscall", false, "tests only: make a system call outside the policy once confined")
@@ -112,6 +113,12 @@ func RunDevice(args []string, stderr io.Writer) int {
 		devFile = os.NewFile(fdDevice, map[string]string{"blk": "disk", "net": "tap", "vsock": "vsock-listener"}[kind])
 	}
 	dev, err := buildDevice(kind, devFile, *ro, *serial, *mac, *cid, log)
+	if v, ok := dev.(*vsock.Device); ok && *resetTransport {
+		// The restored guest's sockets were connected to host processes
+		// that are gone; the event makes it drop them (virtio 1.2
+		// §5.10.6.6), as Firecracker does after a restore.
+		v.ResetTransport()
+	}
 	if err != nil {
 		log.Error("create device", "err", err)
 		return 1

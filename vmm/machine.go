@@ -35,6 +35,10 @@ type Machine struct {
 
 	vsockPath string // the vsock host socket we bound, removed on Close
 
+	restoring bool          // built by Restore: devices resume a saved guest
+	dirty     *dirtyTracker // nil until the first snapshot or a restore
+	lastSnap  string        // absolute path of the snapshot a diff is based on
+
 	compat  bool
 	cmdline string
 	loaded  *boot.Loaded
@@ -373,6 +377,10 @@ func (m *Machine) Close() error {
 		d.close()
 	}
 	m.virtio = nil
+	if m.dirty != nil {
+		m.dirty.close()
+		m.dirty = nil
+	}
 	if m.vsockPath != "" {
 		os.Remove(m.vsockPath)
 		m.vsockPath = ""

@@ -69,10 +69,11 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 			Console:     cfg.Console,
 			Log:         cfg.Log,
 		},
-		log:     cfg.Log,
-		compat:  st.Machine.Compat,
-		cmdline: st.Machine.Cmdline,
-		done:    make(chan struct{}),
+		log:       cfg.Log,
+		restoring: true,
+		compat:    st.Machine.Compat,
+		cmdline:   st.Machine.Cmdline,
+		done:      make(chan struct{}),
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -113,6 +114,7 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 		{"create vCPUs", m.createBareVCPUs},
 		{"restore VM state", func() error { return m.restoreVM(&st.VM) }},
 		{"restore vCPU state", func() error { return m.restoreVCPUs(st.VCPUs) }},
+		{"start dirty page tracking", func() error { return m.trackRestored(dir, cfg.ForkID != "") }},
 		{"restore device state", func() error { return m.restoreDevices(&st.Devices) }},
 	}
 	for _, s := range steps {
@@ -132,9 +134,6 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 func restorable(st *snapshot.State) error {
 	mc := &st.Machine
 	var errs []error
-	if st.Memory.Kind != snapshot.KindFull {
-		errs = append(errs, fmt.Errorf("a %s memory file; merge it onto its base (snapshot.Merge) to restore", st.Memory.Kind))
-	}
 	if mc.MemSize < 16<<20 || mc.MemSize%(2<<20) != 0 {
 		errs = append(errs, fmt.Errorf("guest memory %d bytes is not a multiple of 2 MiB of at least 16 MiB", mc.MemSize))
 	}
@@ -153,19 +152,36 @@ func restorable(st *snapshot.State) error {
 	return errors.Join(errs...)
 }
 
-// fillMemory copies the snapshot's memory file into guest RAM.
+// fillMemory copies the snapshot's memory into guest RAM: the memory file
+// of a full snapshot, or a diff's chain of bases and diffs.
 func (m *Machine) fillMemory(dir string, st *snapshot.State) error {
-	f, err := snapshot.OpenMemory(filepath.Join(dir, st.Memory.File), st.Memory.Size)
+	chain, err := snapshot.Layers(dir, st)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	t := time.Now()
-	n, err := snapshot.Populate(m.mem.Mapping(), f)
+	n, err := snapshot.Fill(m.mem.Mapping(), chain)
 	if err != nil {
 		return err
 	}
-	m.log.Debug("guest memory filled", "bytes", n, "took", time.Since(t))
+	m.log.Debug("guest memory filled", "bytes", n, "layers", len(chain), "took", time.Since(t))
+	return nil
+}
+
+// trackRestored makes the restored snapshot the base of the VM's next diff.
+// A fork gets no base: its disks and identity differ from the snapshot's,
+// so its diffs would not restore as what it was; it can take a full one.
+func (m *Machine) trackRestored(dir string, fork bool) error {
+	if fork {
+		return nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := m.trackFrom(abs); err != nil {
+		m.log.Warn("diff snapshots will not be possible", "err", err)
+	}
 	return nil
 }
 

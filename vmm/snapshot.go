@@ -33,13 +33,43 @@ var ErrSnapshotUnsupported = errors.New("not supported by snapshots yet")
 // written after the snapshot (stop the VM after its snapshot), and cloned
 // into dir (copy-on-write where the file system can), so forks restored
 // with RestoreConfig.ForkID each start from their own copy of the clone.
-func (m *Machine) Snapshot(dir string) error {
+//
+// After the first snapshot the VM tracks the pages vCPUs and devices write,
+// so that SnapshotDiff can save only those.
+func (m *Machine) Snapshot(dir string) error { return m.snapshot(dir, false) }
+
+// SnapshotDiff is Snapshot writing only the guest pages written since the
+// VM's last snapshot (full or diff) or its restore: the state names that
+// snapshot as its base, and restoring the diff reads the chain of bases
+// back to a full snapshot (snapshot.Layers; snapshot.Flatten makes a diff
+// stand alone). Without an earlier snapshot it fails with ErrNoDiffBase.
+func (m *Machine) SnapshotDiff(dir string) error { return m.snapshot(dir, true) }
+
+func (m *Machine) snapshot(dir string, diff bool) error {
 	t := time.Now()
+	if diff {
+		m.mu.Lock()
+		tracked, unsupported := m.dirty != nil, ""
+		if tracked {
+			unsupported = m.dirty.unsupported
+		}
+		m.mu.Unlock()
+		if !tracked {
+			return fmt.Errorf("diff snapshot: %w", ErrNoDiffBase)
+		}
+		if unsupported != "" {
+			return fmt.Errorf("diff snapshot: device %s cannot log the pages it writes (its back-end lacks LOG_SHMFD): %w; take a full snapshot", unsupported, ErrSnapshotUnsupported)
+		}
+	}
 	release, err := m.quiesce()
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
 	defer release()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("snapshot: create directory: %w", err)
 	}
@@ -59,15 +89,54 @@ func (m *Machine) Snapshot(dir string) error {
 		return fmt.Errorf("snapshot to %s: %w", dir, err)
 	}
 	tState := time.Since(t)
-	written, err := m.writeMemory(filepath.Join(dir, MemoryFile))
-	if err != nil {
+	var written uint64
+	if diff {
+		if abs == m.lastSnap {
+			return fmt.Errorf("diff snapshot to %s: that is its own base; pick a new directory", dir)
+		}
+		dirty, err := m.collectDirty()
+		if err != nil {
+			return fmt.Errorf("diff snapshot to %s: %w", dir, err)
+		}
+		st.Memory.Kind, st.Memory.DirtyPages, st.Memory.Base = snapshot.KindDiff, dirty, baseRef(abs, m.lastSnap)
+		written, err = m.writeMemory(filepath.Join(dir, MemoryFile), dirty)
+		if err != nil {
+			// The pages are out of KVM's log now: the next diff must
+			// not pretend to follow this failed one.
+			m.lastSnap = ""
+			return fmt.Errorf("diff snapshot to %s: %w", dir, err)
+		}
+	} else if written, err = m.writeMemory(filepath.Join(dir, MemoryFile), nil); err != nil {
 		return fmt.Errorf("snapshot to %s: %w", dir, err)
 	}
 	if err := snapshot.Write(dir, st); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	m.log.Debug("snapshot written", "dir", dir, "state", tState, "memory_bytes", written, "took", time.Since(t))
+	if err := m.trackFrom(abs); err != nil {
+		m.log.Warn("diff snapshots will not be possible", "err", err)
+	}
+	m.log.Debug("snapshot written", "dir", dir, "diff", diff, "state", tState, "memory_bytes", written, "took", time.Since(t))
 	return nil
+}
+
+// trackFrom makes the snapshot at abs the base of the next diff, starting
+// dirty tracking (or clearing its logs) now, while vCPUs and rings stand.
+func (m *Machine) trackFrom(abs string) error {
+	m.lastSnap = ""
+	if err := m.startDirtyTracking(); err != nil {
+		return err
+	}
+	m.lastSnap = abs
+	return nil
+}
+
+// baseRef names base for a diff in dir: relative when both share a parent
+// directory tree, so the pair can move together; absolute otherwise.
+func baseRef(dir, base string) string {
+	if rel, err := filepath.Rel(dir, base); err == nil {
+		return rel
+	}
+	return base
 }
 
 // quiesce makes sure no vCPU runs guest code until release is called.
@@ -94,8 +163,9 @@ func (m *Machine) quiesce() (release func(), err error) {
 	return func() { m.Resume() }, nil
 }
 
-// writeMemory saves guest RAM to a sparse file at path.
-func (m *Machine) writeMemory(path string) (uint64, error) {
+// writeMemory saves guest RAM to a sparse file at path: all of it, or with
+// dirty set only those pages.
+func (m *Machine) writeMemory(path string, dirty snapshot.Bitmap) (uint64, error) {
 	// The memfd stays Memory's: hand WriteFile a duplicate to own and close.
 	fd, err := unix.FcntlInt(uintptr(m.mem.FD()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
@@ -103,6 +173,9 @@ func (m *Machine) writeMemory(path string) (uint64, error) {
 	}
 	f := os.NewFile(uintptr(fd), "guest-ram")
 	defer f.Close()
+	if dirty != nil {
+		return snapshot.WriteDiff(path, f, m.mem.Size(), dirty)
+	}
 	return snapshot.WriteFull(path, f, m.mem.Size())
 }
 

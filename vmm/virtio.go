@@ -39,6 +39,7 @@ type vhostDevice struct {
 	fe        *vhostuser.Frontend
 	features  uint64 // device features as offered, without PROTOCOL_FEATURES
 	protocol  bool   // PROTOCOL_FEATURES negotiated: rings need SET_VRING_ENABLE
+	canLog    bool   // LOG_SHMFD and VHOST_F_LOG_ALL offered: diff snapshots work
 	transport *virtio.MMIO
 	kicks     []*vhostuser.EventFD
 	call      *vhostuser.EventFD
@@ -46,11 +47,13 @@ type vhostDevice struct {
 	mu      sync.Mutex
 	started []bool
 	held    map[int]uint16 // rings a snapshot stopped, at their next available index
+	acked   uint64         // features the driver acked at activation; 0 before
+	logging bool           // the device logs its writes (dirty tracking is on)
 }
 
 // protocolFeaturesWanted are the vhost-user protocol features the frontend
 // uses: acknowledged messages, and config space access.
-const protocolFeaturesWanted = vhostuser.ProtocolReplyAck | vhostuser.ProtocolConfig
+const protocolFeaturesWanted = vhostuser.ProtocolReplyAck | vhostuser.ProtocolConfig | vhostuser.ProtocolLogSHMFD
 
 // attach negotiates with the device process behind fe and puts the
 // transport on the MMIO bus with its ioeventfds and irqfd registered.
@@ -74,8 +77,10 @@ func (d *vhostDevice) attach() error {
 			return err
 		}
 		d.protocol = true
+		d.canLog = pf&vhostuser.ProtocolLogSHMFD != 0 && f&vhostuser.FeatureLogAll != 0
 	}
-	d.features = f &^ vhostuser.FeatureProtocolFeatures
+	// VHOST_F_LOG_ALL is vhost-user's, not the guest's.
+	d.features = f &^ (vhostuser.FeatureProtocolFeatures | vhostuser.FeatureLogAll)
 	d.started = make([]bool, d.numQueues)
 	if d.call, err = vhostuser.NewEventFD(); err != nil {
 		return err
@@ -176,12 +181,10 @@ func (d *vhostDevice) Activate(features uint64, queues []virtio.QueueConfig) err
 func (d *vhostDevice) activate(features uint64, queues []virtio.QueueConfig, bases []uint16) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.protocol {
-		features |= vhostuser.FeatureProtocolFeatures
-	}
-	if err := d.fe.SetFeatures(features); err != nil {
+	if err := d.fe.SetFeatures(d.wireFeatures(features)); err != nil {
 		return err
 	}
+	d.acked = features
 	mem := d.m.mem
 	var regions []vhostuser.MemoryRegion
 	var fds []int

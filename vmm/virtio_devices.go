@@ -88,8 +88,12 @@ func (m *Machine) startDevices() error {
 			lf.Close()
 			return err
 		}
+		args := []string{"vsock", "--name", "vsock0", "--cid", strconv.FormatUint(v.CID, 10)}
+		if m.restoring {
+			args = append(args, "--reset-transport")
+		}
 		plans = append(plans, plan{kind: "vsock", name: "vsock0", id: virtio.DeviceVsock, queues: 3,
-			args:  []string{"vsock", "--name", "vsock0", "--cid", strconv.FormatUint(v.CID, 10)},
+			args:  args,
 			files: []*os.File{lf, brokerTheirs},
 			after: func(*deviceProcess) { go serveVsockDials(brokerOurs, v.UDS, m.log) },
 		})

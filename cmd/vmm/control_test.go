@@ -129,8 +129,8 @@ func TestControlCommands(t *testing.T) {
 	if r := ctl(1, "pause", "--api-sock", sock); !strings.Contains(r.stderr, "already paused") {
 		t.Errorf("second vmm pause says %q, want the server's \"already paused\"", r.stderr)
 	}
-	if r := ctl(1, "snapshot", "--api-sock", sock, "--dir", filepath.Join(dir, "snap"), "--kind", "diff"); !strings.Contains(r.stderr, "not_implemented") {
-		t.Errorf("vmm snapshot --kind diff says %q, want the server's not_implemented", r.stderr)
+	if r := ctl(1, "snapshot", "--api-sock", sock, "--dir", filepath.Join(dir, "snap"), "--kind", "diff"); !strings.Contains(r.stderr, "no_diff_base") {
+		t.Errorf("vmm snapshot --kind diff before any snapshot says %q, want the server's no_diff_base", r.stderr)
 	}
 	ctl(0, "resume", "--api-sock", sock)
 	if s := state(); s != "running" {

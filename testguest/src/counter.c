@@ -1,4 +1,8 @@
-/* counter.c: a deterministic CPU-bound loop at CPL3 (n= iterations). */
+/*
+ * counter.c: a deterministic CPU-bound loop at CPL3 (n= iterations). With
+ * touch=K it also writes K fresh 4 KiB pages from 16 MiB up just before
+ * each progress line, so diff snapshot tests know what changed.
+ */
 #include "guest.h"
 
 const char guest_name[] = "counter";
@@ -12,11 +16,16 @@ int main(void)
 {
 	u64 n = cmdline_u64("n", 50000000);
 	u64 step = n / 10 ? n / 10 : 1;
+	u64 touch = cmdline_u64("touch", 0);
+	volatile u64 *pages = (volatile u64 *)0x1000000UL;
+	u64 touched = 0;
 	printf("counter: start n=%lu\n", n);
 	u64 x = 0xcbf29ce484222325UL, next = step;
 	for (u64 i = 1; i <= n; i++) {
 		x = (x ^ i) * 0x100000001b3UL;
 		if (i == next) {
+			for (u64 k = 0; k < touch; k++, touched++)
+				pages[touched * 512] = i;
 			printf("counter: %lu\n", i);
 			next += step;
 		}

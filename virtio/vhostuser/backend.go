@@ -54,6 +54,7 @@ type Backend struct {
 	protocol uint64 // acked protocol features
 	mem      *guestMemory
 	vrings   []vring
+	logMem   *dirtyLog // SET_LOG_BASE; used while FeatureLogAll is acked
 }
 
 // vring is the back-end's record of one queue as the front-end set it up.
@@ -134,7 +135,7 @@ func (b *Backend) Serve(conn *net.UnixConn) error {
 }
 
 func (b *Backend) reset() {
-	b.features, b.protocol, b.mem = 0, 0, nil
+	b.features, b.protocol, b.mem, b.logMem = 0, 0, nil, nil
 	b.vrings = make([]vring, max(b.dev.NumQueues(), 0))
 	for i := range b.vrings {
 		b.vrings[i] = vring{kick: -1, call: -1, err: -1}
@@ -152,6 +153,8 @@ func (b *Backend) teardown() {
 	}
 	b.mem.unmap()
 	b.mem = nil
+	b.logMem.unmap()
+	b.logMem = nil
 }
 
 // handle runs one request. A non-nil reply is sent back as the request's
@@ -165,6 +168,16 @@ func (b *Backend) handle(req Request, p []byte, fds []int) ([]byte, error) {
 		return nil, b.setMemTable(p, fds)
 	case SetVringKick, SetVringCall, SetVringErr:
 		return nil, b.setVringFD(req, p, fds)
+	case SetLogBase:
+		// Front-ends wait for a reply whatever the REPLY_ACK setting
+		// (QEMU reads it and ignores its payload); ours carries a u64
+		// status like an acknowledgement: 0 when the log is in use.
+		err := b.setLogBase(p, fds)
+		var rej *rejectError
+		if errors.As(err, &rej) {
+			return marshalU64(1), err
+		}
+		return marshalU64(0), err
 	default:
 		closeFDs(fds)
 		return nil, fmt.Errorf("unsupported request")
@@ -178,7 +191,7 @@ func (b *Backend) handle(req Request, p []byte, fds []int) ([]byte, error) {
 		if err := noPayload(p); err != nil {
 			return nil, err
 		}
-		return marshalU64(b.dev.Features() | FeatureProtocolFeatures), nil
+		return marshalU64(b.dev.Features() | FeatureProtocolFeatures | FeatureLogAll), nil
 	case SetFeatures:
 		return nil, b.setFeatures(p)
 	case GetProtocolFeatures:
@@ -230,7 +243,7 @@ func noPayload(p []byte) error {
 }
 
 func (b *Backend) offeredProtocol() uint64 {
-	return b.dev.ProtocolFeatures() & backendProtocolFeatures
+	return (b.dev.ProtocolFeatures() | alwaysOffered) & backendProtocolFeatures
 }
 
 func (b *Backend) setFeatures(p []byte) error {
@@ -238,10 +251,15 @@ func (b *Backend) setFeatures(p []byte) error {
 	if err != nil {
 		return err
 	}
-	if extra := v &^ (b.dev.Features() | FeatureProtocolFeatures); extra != 0 {
+	if extra := v &^ (b.dev.Features() | FeatureProtocolFeatures | FeatureLogAll); extra != 0 {
 		return fmt.Errorf("features %#x were not offered", extra)
 	}
-	if err := b.dev.SetFeatures(v &^ FeatureProtocolFeatures); err != nil {
+	if b.features != 0 && v^b.features == FeatureLogAll {
+		// Only logging switches on or off (a front-end starting or ending
+		// dirty tracking): queues restart with or without the log.
+		return b.restartAll(func() { b.features = v })
+	}
+	if err := b.dev.SetFeatures(v &^ (FeatureProtocolFeatures | FeatureLogAll)); err != nil {
 		return reject("device refused features %#x: %w", v, err)
 	}
 	b.features = v
@@ -268,29 +286,73 @@ func (b *Backend) setMemTable(p []byte, fds []int) error {
 		return err
 	}
 	// Queues hold the old mapping: stop them, swap, restart.
+	var mapErr error
+	err := b.restartAll(func() {
+		mem, err := mapMemory(t.Regions, fds)
+		fds = nil
+		if err != nil {
+			mapErr = err
+			return
+		}
+		b.mem.unmap()
+		b.mem = mem
+	})
+	closeFDs(fds)
+	if mapErr != nil {
+		return mapErr
+	}
+	if err != nil {
+		return err
+	}
+	b.log.Info("vhost-user memory table set", "regions", len(t.Regions))
+	return nil
+}
+
+// restartAll stops the running queues, applies change, and starts them
+// again, so no device goroutine sees a half-made change.
+func (b *Backend) restartAll(change func()) error {
 	var running []int
 	for i := range b.vrings {
 		if b.vrings[i].started {
 			running = append(running, i)
 			if err := b.stop(i); err != nil {
-				closeFDs(fds)
 				return err
 			}
 		}
 	}
-	mem, err := mapMemory(t.Regions, fds)
-	if err != nil {
-		return err
-	}
-	b.mem.unmap()
-	b.mem = mem
+	change()
 	for _, i := range running {
 		if err := b.tryStart(i); err != nil {
 			return err
 		}
 	}
-	b.log.Info("vhost-user memory table set", "regions", len(t.Regions))
 	return nil
+}
+
+// setLogBase maps the dirty log the front-end shares (LOG_SHMFD).
+func (b *Backend) setLogBase(p []byte, fds []int) error {
+	if b.protocol&ProtocolLogSHMFD == 0 {
+		closeFDs(fds)
+		return fmt.Errorf("LOG_SHMFD protocol feature not negotiated")
+	}
+	var l LogBase
+	if err := l.Unmarshal(p); err != nil {
+		closeFDs(fds)
+		return err
+	}
+	if len(fds) != 1 {
+		closeFDs(fds)
+		return fmt.Errorf("want one log file descriptor, got %d", len(fds))
+	}
+	log, err := mapLog(fds[0], l)
+	if err != nil {
+		return reject("%w", err)
+	}
+	return b.restartAll(func() {
+		b.log.Info("vhost-user dirty log set", "bytes", l.Size)
+		b.logMem.unmap()
+		b.logMem = log
+	})
 }
 
 // vringState decodes a vring state payload and checks its index.
@@ -487,6 +549,9 @@ func (b *Backend) tryStart(i int) error {
 	})
 	if err != nil {
 		return reject("%w", err)
+	}
+	if b.features&FeatureLogAll != 0 && b.logMem != nil {
+		q.SetDirtyLog(b.logMem.log)
 	}
 	// NewQueue took the used index from guest memory (virtio 1.2 §2.7.8),
 	// where the last run left it; the available side resumes from the base.

@@ -42,9 +42,10 @@ func TestFrontendBackendEcho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if feat != echoFeatures|FeatureProtocolFeatures {
-		t.Fatalf("features %#x, want the device's %#x plus PROTOCOL_FEATURES", feat, echoFeatures)
+	if feat != echoFeatures|FeatureProtocolFeatures|FeatureLogAll {
+		t.Fatalf("features %#x, want the device's %#x plus PROTOCOL_FEATURES and LOG_ALL", feat, echoFeatures)
 	}
+	feat &^= FeatureLogAll
 	if err := f.SetFeatures(feat); err != nil {
 		t.Fatal(err)
 	}
@@ -58,8 +59,8 @@ func TestFrontendBackendEcho(t *testing.T) {
 	if acked != echoFeatures {
 		t.Errorf("device got acked features %#x, want %#x (without bit 30)", acked, echoFeatures)
 	}
-	if want := ProtocolMQ | ProtocolReplyAck | ProtocolConfig; pf != want {
-		t.Fatalf("protocol features %#x, want %#x (device wants all, library implements MQ, REPLY_ACK, CONFIG)", pf, want)
+	if want := ProtocolMQ | ProtocolReplyAck | ProtocolConfig | ProtocolLogSHMFD; pf != want {
+		t.Fatalf("protocol features %#x, want %#x (device wants all, library implements MQ, REPLY_ACK, CONFIG, LOG_SHMFD)", pf, want)
 	}
 	if err := f.SetProtocolFeatures(pf); err != nil {
 		t.Fatal(err)
@@ -280,7 +281,10 @@ func TestServeRejectsMalformed(t *testing.T) {
 		{name: "short vring state", msg: rawMsg(SetVringNum, FlagVersion, 4, []byte{0, 0, 0, 0}), want: "SET_VRING_NUM: vring state payload is 4 bytes"},
 		{name: "payload on GET_FEATURES", msg: rawMsg(GetFeatures, FlagVersion, 8, u64(0)), want: "GET_FEATURES: payload is 8 bytes"},
 		{name: "unknown request", msg: rawMsg(99, FlagVersion, 0, nil), want: "request(99): unsupported request"},
-		{name: "unsupported request", msg: rawMsg(SetLogBase, FlagVersion, 16, make([]byte, 16)), fds: []int{ram.fd}, want: "SET_LOG_BASE: unsupported"},
+		{name: "unsupported request", msg: rawMsg(SetLogFD, FlagVersion, 0, nil), fds: []int{ram.fd}, want: "SET_LOG_FD: unsupported"},
+		{name: "log base without LOG_SHMFD", msg: rawMsg(SetLogBase, FlagVersion, 16, make([]byte, 16)), fds: []int{ram.fd}, want: "LOG_SHMFD protocol feature not negotiated"},
+		{name: "log base payload size", setup: func(f *Frontend) error { return f.SetProtocolFeatures(ProtocolLogSHMFD) },
+			msg: rawMsg(SetLogBase, FlagVersion, 8, make([]byte, 8)), fds: []int{ram.fd}, want: "log base payload is 8 bytes"},
 		{name: "kick without fd", msg: rawMsg(SetVringKick, FlagVersion, 8, u64(0)), want: "SET_VRING_KICK: got 0 file descriptors, want 1"},
 		{name: "fd with no-fd flag", msg: rawMsg(SetVringCall, FlagVersion, 8, u64(vringNoFD)), fds: []int{ram.fd}, want: "got 1 file descriptors, want 0"},
 		{name: "fd on a request without", msg: rawMsg(SetOwner, FlagVersion, 0, nil), fds: []int{ram.fd}, want: "SET_OWNER: got 1 file descriptors, want 0"},
@@ -328,7 +332,7 @@ func TestServeRejectsMalformed(t *testing.T) {
 			return rawMsg(SetVringAddr, FlagVersion, 40, a.Marshal())
 		}(), want: "queue index 7 out of range"},
 		{name: "features not offered", msg: rawMsg(SetFeatures, FlagVersion, 8, u64(1<<5)), want: "features 0x20 were not offered"},
-		{name: "protocol features not offered", msg: rawMsg(SetProtocolFeatures, FlagVersion, 8, u64(ProtocolLogSHMFD)), want: "protocol features 0x2 were not offered"},
+		{name: "protocol features not offered", msg: rawMsg(SetProtocolFeatures, FlagVersion, 8, u64(ProtocolInflightSHMFD)), want: "protocol features 0x1000 were not offered"},
 		{name: "config without CONFIG", msg: func() []byte {
 			p := ConfigSpace{Payload: make([]byte, 4)}.Marshal()
 			return rawMsg(GetConfig, FlagVersion, uint32(len(p)), p)

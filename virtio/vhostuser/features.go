@@ -6,6 +6,9 @@ const (
 	// speaks GET/SET_PROTOCOL_FEATURES; once acked, rings start disabled
 	// until SET_VRING_ENABLE (vhost-user.rst "Ring states").
 	FeatureProtocolFeatures uint64 = 1 << 30
+	// FeatureLogAll (VHOST_F_LOG_ALL, bit 26): while acked, the back-end
+	// records every guest page it writes in the log SET_LOG_BASE shared.
+	FeatureLogAll uint64 = 1 << 26
 )
 
 // Protocol feature bits (vhost-user.rst "Protocol features").
@@ -18,5 +21,12 @@ const (
 	ProtocolConfigureMemSlots uint64 = 1 << 15
 
 	// backendProtocolFeatures are the ones Backend implements.
-	backendProtocolFeatures = ProtocolMQ | ProtocolReplyAck | ProtocolConfig
+	backendProtocolFeatures = ProtocolMQ | ProtocolReplyAck | ProtocolConfig | ProtocolLogSHMFD
+
+	// alwaysOffered are implemented by Backend for every device.
+	alwaysOffered = ProtocolLogSHMFD
+
+	// MaxLogSize bounds the dirty log a front-end may share: one bit per
+	// 4 KiB page, so 64 MiB covers 2 TiB of guest-physical space.
+	MaxLogSize = 64 << 20
 )
