@@ -73,6 +73,7 @@ static struct tx_slot {
 static int tx_by_head[VQ_MAX_SIZE];
 static int rx_by_head[VQ_MAX_SIZE];
 static u64 events[4];
+static u16 ev_head[4];	/* the event buffer each head id stands for */
 
 static struct conn conns[MAX_CONNS];
 static u8 rings[MAX_CONNS][BUF_ALLOC] NOINIT;
@@ -204,6 +205,34 @@ static void close_conn(struct conn *c, const char *how)
 		out_closed = 1;
 	}
 	c->state = C_FREE;
+}
+
+/*
+ * transport_event handles an event-queue buffer: TRANSPORT_RESET (id 0) is
+ * what a restored VM gets (§5.10.6.6): every stream is gone, and the CID
+ * may have changed. Streams the host had open are dropped without counting
+ * as done; an outbound stream cannot survive, so that fails the guest.
+ */
+static void transport_event(u16 id, u32 len)
+{
+	int i = 0;
+	while (i < 4 && ev_head[i] != id)
+		i++;
+	if (i == 4 || len < 4 || (u32)events[i] != 0)
+		fail("event queue: head %u, %u bytes, event id %u: not a transport reset", id, len,
+		     i < 4 ? (u32)events[i] : 0);
+	for (int c = 0; c < MAX_CONNS; c++) {
+		if (conns[c].state == C_FREE)
+			continue;
+		if (conns[c].outbound)
+			fail("transport reset while connected to host port %u", conns[c].pport);
+		conns[c].state = C_FREE;
+	}
+	cid = virtio_config64(&dev, 0) & 0xffffffff;
+	printf("virtio-vsock: transport reset, cid %lu\n", cid);
+	struct vbuf b = { &events[i], 8, 1 };
+	ev_head[i] = vq_add(&evq, &b, 1);
+	vq_kick(&evq);
 }
 
 static void consume(struct conn *c, const u8 *p, u32 n)
@@ -406,7 +435,7 @@ int main(void)
 		rx_add(i);
 	for (int i = 0; i < evq.size && i < 4; i++) {
 		struct vbuf b = { &events[i], 8, 1 };
-		vq_add(&evq, &b, 1);
+		ev_head[i] = vq_add(&evq, &b, 1);
 	}
 	virtio_ready(&dev);
 	vq_kick(&rxq);
@@ -443,7 +472,7 @@ int main(void)
 			last_progress = rdtsc();
 		}
 		if (vq_poll(&evq, &id, &len))
-			fail("transport reset event (id %u) from the device", (u32)events[0]);
+			transport_event(id, len);
 		tx_reclaim();
 		for (int i = 0; i < MAX_CONNS; i++)
 			while (conns[i].state != C_FREE && pump(&conns[i]))
