@@ -19,6 +19,15 @@ var vhostUserPolicy = Compose("vhost-user", BasePolicy,
 	allow("getsockopt", "net.FileConn: socket type; connection errors"),
 	allow("getsockname", "net.FileConn"),
 	allow("getpeername", "net.FileConn"),
+	allow("ioctl", "UFFDIO_REGISTER: lazily restored guest memory (postcopy LISTEN)", ArgEq(1, uffdioRegister)),
+	allow("ioctl", "UFFDIO_UNREGISTER: every page is in (postcopy END)", ArgEq(1, uffdioUnregister)),
+)
+
+// userfaultfd ioctls (include/uapi/linux/userfaultfd.h); package jail
+// stays below package uffd, so the numbers are repeated (a test checks).
+const (
+	uffdioRegister   = 0xc020aa00
+	uffdioUnregister = 0x8010aa01
 )
 
 // BlkPolicy confines the virtio-blk device: positioned I/O on its one

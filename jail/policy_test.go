@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sietch-vm/sietch/uffd"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the policies")
@@ -113,5 +115,13 @@ func TestActionString(t *testing.T) {
 		if got := a.String(); got != want {
 			t.Errorf("%d: %q, want %q", int(a), got, want)
 		}
+	}
+}
+
+// The device policies repeat the userfaultfd ioctl numbers package uffd uses.
+func TestUffdIoctlNumbersMatch(t *testing.T) {
+	if uffdioRegister != uffd.IoctlRegister || uffdioUnregister != uffd.IoctlUnregister {
+		t.Fatalf("jail allows ioctls %#x/%#x, package uffd issues %#x/%#x",
+			uffdioRegister, uffdioUnregister, uffd.IoctlRegister, uffd.IoctlUnregister)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/jail"
+	"github.com/sietch-vm/sietch/uffd"
 	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/blk"
 	vnet "github.com/sietch-vm/sietch/virtio/net"
@@ -52,6 +53,7 @@ func RunDevice(args []string, stderr io.Writer) int {
 	mac := fs.String("mac", "", "net: the guest's MAC address")
 	cid := fs.Uint64("cid", 0, "vsock: the guest's CID")
 	resetTransport := fs.Bool("reset-transport", false, "vsock: send the guest a transport reset once the event queue runs (after a restore)")
+	userfaultDev := fs.Int("userfault-dev-fd", 0, "lazily restored guest memory: the vmm's open /dev/userfaultfd at this fd; the device makes its userfaultfd through it and hands that to the vmm (vhost-user postcopy)")
 	listen := fs.String("listen", "", "blk, rng: serve one front-end connecting to this unix socket instead of fd 3 (interop and debugging; needs --no-jail)")
 	diskPath := fs.String("disk-path", "", "blk with --listen: the disk image to open instead of fd 4")
 	forbidden := fs.Bool("test-forbidden-syscall", false, "tests only: make a system call outside the policy once confined")
@@ -87,6 +89,21 @@ func RunDevice(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vmm device: unknown device %q (blk, net, vsock, rng)\n", kind)
 		return 2
 	}
+	var uf *uffd.FD
+	if *userfaultDev > 2 {
+		// Only a privileged process, or one holding /dev/userfaultfd,
+		// gets a userfaultfd that reports the kernel-mode accesses a
+		// device makes (pread into guest buffers).
+		dev := os.NewFile(uintptr(*userfaultDev), "userfaultfd-device")
+		var err error
+		uf, err = uffd.NewFromDevice(dev)
+		dev.Close()
+		if err != nil {
+			log.Error("lazily restored memory", "err", err)
+			return 1
+		}
+		keep = append(keep, uf.Fd())
+	}
 	if *noJail {
 		log.Warn("running without a jail: for debugging only, a guest that breaks this device owns a host process")
 	} else if err := jail.Enter(jail.ChildConfig{Policy: policy, KeepFDs: keep}); err != nil {
@@ -113,15 +130,15 @@ func RunDevice(args []string, stderr io.Writer) int {
 		devFile = os.NewFile(fdDevice, map[string]string{"blk": "disk", "net": "tap", "vsock": "vsock-listener"}[kind])
 	}
 	dev, err := buildDevice(kind, devFile, *ro, *serial, *mac, *cid, log)
+	if err != nil {
+		log.Error("create device", "err", err)
+		return 1
+	}
 	if v, ok := dev.(*vsock.Device); ok && *resetTransport {
 		// The restored guest's sockets were connected to host processes
 		// that are gone; the event makes it drop them (virtio 1.2
 		// §5.10.6.6), as Firecracker does after a restore.
 		v.ResetTransport()
-	}
-	if err != nil {
-		log.Error("create device", "err", err)
-		return 1
 	}
 	var conn *net.UnixConn
 	if *listen != "" {
@@ -134,7 +151,11 @@ func RunDevice(args []string, stderr io.Writer) int {
 		log.Error("vhost-user socket", "err", err)
 		return 1
 	}
-	if err := vhostuser.NewBackend(dev, log).Serve(conn); err != nil {
+	backend := vhostuser.NewBackend(dev, log)
+	if uf != nil {
+		backend.SetUserfault(uf)
+	}
+	if err := backend.Serve(conn); err != nil {
 		log.Error("vhost-user session ended", "err", err)
 		return 1
 	}

@@ -36,6 +36,8 @@ type Machine struct {
 	vsockPath string // the vsock host socket we bound, removed on Close
 
 	restoring bool          // built by Restore: devices resume a saved guest
+	pager     *pager        // lazily restored memory; nil when filled eagerly
+	uffdDev   *os.File      // /dev/userfaultfd for device processes, while they start
 	dirty     *dirtyTracker // nil until the first snapshot or a restore
 	lastSnap  string        // absolute path of the snapshot a diff is based on
 
@@ -371,6 +373,9 @@ func (m *Machine) Close() error {
 	m.closing = true
 	m.mu.Unlock()
 	var errs []error
+	if m.pager != nil {
+		m.pager.release()
+	}
 	stopDevices(m.procs)
 	m.procs = nil
 	for _, d := range m.virtio {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sietch-vm/sietch/kvm"
 	"github.com/sietch-vm/sietch/snapshot"
+	"github.com/sietch-vm/sietch/uffd"
 )
 
 // RestoreConfig is what a restored VM takes from the new process rather
@@ -32,6 +33,9 @@ type RestoreConfig struct {
 	WorkDir string
 	// VsockUDS, when set, replaces the saved vsock socket path.
 	VsockUDS string
+	// Memory is how guest memory is filled: MemoryAuto (""), MemoryLazy or
+	// MemoryEager.
+	Memory string
 }
 
 // Restore rebuilds the VM saved in the snapshot directory dir, ready for
@@ -39,12 +43,12 @@ type RestoreConfig struct {
 // checked first (errors wrap the snapshot package's Err* values); any later
 // failure closes everything built so far, so no VM is left behind.
 //
-// Guest memory is filled eagerly: the memory file's data regions
-// (SEEK_DATA/SEEK_HOLE) are copied into a fresh memfd before Restore
-// returns (snapshot.Populate, mechanism (b) of docs/SNAPSHOTS.md). It is
-// correct for device processes, which map the same memfd, and costs about
-// 6 ms for a sparse 256 MiB guest; the lazy userfaultfd mechanism the
-// document recommends for large dense guests is left for later.
+// Guest memory is filled lazily where this process can get a userfaultfd
+// (mechanism (a) of docs/SNAPSHOTS.md): the guest runs at once, each page
+// arrives on its first touch by a vCPU or a device process, and a
+// background filler copies the rest; Snapshot waits for the filler. Else,
+// or with RestoreConfig.Memory = MemoryEager, the memory file's data is
+// copied in before Restore returns (snapshot.Fill).
 func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 	t := time.Now()
 	st, err := snapshot.Read(dir)
@@ -107,10 +111,17 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 		{"open /dev/kvm", m.openKVM},
 		{"create VM", m.createVM},
 		{"allocate guest memory", m.allocateMemory},
-		{"fill guest memory from the snapshot", func() error { return m.fillMemory(dir, st) }},
+		{"fill guest memory from the snapshot", func() error { return m.fillMemory(dir, st, cfg.Memory) }},
 		{"create interrupt controllers", m.createIRQChip},
 		{"create platform devices", m.createDevices},
-		{"start virtio device processes", func() error { return m.startSavedDevices(st.Devices.Virtio) }},
+		{"start virtio device processes", func() error {
+			err := m.startSavedDevices(st.Devices.Virtio)
+			if m.uffdDev != nil {
+				m.uffdDev.Close()
+				m.uffdDev = nil
+			}
+			return err
+		}},
 		{"create vCPUs", m.createBareVCPUs},
 		{"restore VM state", func() error { return m.restoreVM(&st.VM) }},
 		{"restore vCPU state", func() error { return m.restoreVCPUs(st.VCPUs) }},
@@ -154,18 +165,52 @@ func restorable(st *snapshot.State) error {
 
 // fillMemory copies the snapshot's memory into guest RAM: the memory file
 // of a full snapshot, or a diff's chain of bases and diffs.
-func (m *Machine) fillMemory(dir string, st *snapshot.State) error {
+func (m *Machine) fillMemory(dir string, st *snapshot.State, mode string) error {
 	chain, err := snapshot.Layers(dir, st)
 	if err != nil {
 		return err
 	}
 	t := time.Now()
+	switch mode {
+	case "", MemoryAuto, MemoryLazy:
+		p, err := m.lazyMemory(chain)
+		if err == nil {
+			m.pager = p
+			m.log.Debug("guest memory restored lazily", "layers", len(chain), "took", time.Since(t))
+			return nil
+		}
+		if mode == MemoryLazy {
+			return fmt.Errorf("lazy restore: %w", err)
+		}
+		m.log.Info("restoring guest memory eagerly", "reason", err)
+	case MemoryEager:
+	default:
+		return fmt.Errorf("memory mode %q is not auto, lazy or eager", mode)
+	}
 	n, err := snapshot.Fill(m.mem.Mapping(), chain)
 	if err != nil {
 		return err
 	}
 	m.log.Debug("guest memory filled", "bytes", n, "layers", len(chain), "took", time.Since(t))
 	return nil
+}
+
+// lazyMemory starts a pager, and opens /dev/userfaultfd for the device
+// processes that will map guest memory.
+func (m *Machine) lazyMemory(chain []snapshot.Layer) (*pager, error) {
+	if m.cfg.virtioCount() > len(m.cfg.VhostUserBlk) {
+		dev, err := uffd.OpenDevice()
+		if err != nil {
+			return nil, err
+		}
+		m.uffdDev = dev
+	}
+	p, err := newPager(m.mem, chain, m.log)
+	if err != nil && m.uffdDev != nil {
+		m.uffdDev.Close()
+		m.uffdDev = nil
+	}
+	return p, err
 }
 
 // trackRestored makes the restored snapshot the base of the VM's next diff.

@@ -47,6 +47,10 @@ func (m *Machine) SnapshotDiff(dir string) error { return m.snapshot(dir, true) 
 
 func (m *Machine) snapshot(dir string, diff bool) error {
 	t := time.Now()
+	if m.pager != nil {
+		// Pages not yet in would read as zeros through the memfd.
+		m.pager.wait()
+	}
 	if diff {
 		m.mu.Lock()
 		tracked, unsupported := m.dirty != nil, ""

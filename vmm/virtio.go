@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/sietch-vm/sietch/kvm"
+	"github.com/sietch-vm/sietch/uffd"
 	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
 )
@@ -49,6 +50,7 @@ type vhostDevice struct {
 	held    map[int]uint16 // rings a snapshot stopped, at their next available index
 	acked   uint64         // features the driver acked at activation; 0 before
 	logging bool           // the device logs its writes (dirty tracking is on)
+	uffdFD  int            // the device's userfaultfd (postcopy); -1 or 0 when none
 }
 
 // protocolFeaturesWanted are the vhost-user protocol features the frontend
@@ -73,11 +75,27 @@ func (d *vhostDevice) attach() error {
 		if err != nil {
 			return err
 		}
-		if err := d.fe.SetProtocolFeatures(pf & protocolFeaturesWanted); err != nil {
+		want := protocolFeaturesWanted
+		if d.m.pager != nil {
+			want |= vhostuser.ProtocolPagefault
+		}
+		if err := d.fe.SetProtocolFeatures(pf & want); err != nil {
 			return err
 		}
 		d.protocol = true
 		d.canLog = pf&vhostuser.ProtocolLogSHMFD != 0 && f&vhostuser.FeatureLogAll != 0
+		if pf&want&vhostuser.ProtocolPagefault != 0 {
+			// Lazily restored memory: the device registers its mapping
+			// with its own userfaultfd, which the vmm's pager serves.
+			fd, err := d.fe.PostcopyAdvise()
+			if err != nil {
+				return err
+			}
+			d.uffdFD = fd
+			if err := d.fe.PostcopyListen(); err != nil {
+				return err
+			}
+		}
 	}
 	// VHOST_F_LOG_ALL is vhost-user's, not the guest's.
 	d.features = f &^ (vhostuser.FeatureProtocolFeatures | vhostuser.FeatureLogAll)
@@ -122,6 +140,10 @@ func (d *vhostDevice) failed(reason string) {
 func (d *vhostDevice) close() {
 	if d.fe != nil {
 		d.fe.Close()
+	}
+	if d.uffdFD > 0 {
+		uffd.FromFD(d.uffdFD).Close()
+		d.uffdFD = 0
 	}
 	for _, k := range d.kicks {
 		k.Close()
@@ -195,7 +217,7 @@ func (d *vhostDevice) activate(features uint64, queues []virtio.QueueConfig, bas
 		})
 		fds = append(fds, mem.FD())
 	}
-	if err := d.fe.SetMemTable(regions, fds); err != nil {
+	if err := d.setMemTable(regions, fds); err != nil {
 		return err
 	}
 	for i, q := range queues {
@@ -209,6 +231,32 @@ func (d *vhostDevice) activate(features uint64, queues []virtio.QueueConfig, bas
 		if err := d.startRing(i, q, base); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// setMemTable shares guest memory with the device process. While memory
+// is restored lazily, a device with a userfaultfd gets its faults served
+// by the pager; one without must wait until every page is in.
+func (d *vhostDevice) setMemTable(regions []vhostuser.MemoryRegion, fds []int) error {
+	p := d.m.pager
+	if p == nil {
+		return d.fe.SetMemTable(regions, fds)
+	}
+	if d.uffdFD <= 0 {
+		d.log.Info("device cannot take lazily restored memory; waiting for every page to be in")
+		p.wait()
+		return d.fe.SetMemTable(regions, fds)
+	}
+	theirs, err := d.fe.SetMemTablePostcopy(regions, fds)
+	if err != nil {
+		return err
+	}
+	u := uffd.FromFD(d.uffdFD)
+	d.uffdFD = 0
+	if !p.addDevice(&pagerDev{name: d.name, u: u, regions: theirs, end: d.fe.PostcopyEnd}) {
+		u.Close()
+		return d.fe.PostcopyEnd()
 	}
 	return nil
 }

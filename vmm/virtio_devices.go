@@ -124,7 +124,13 @@ func (m *Machine) startDevices() error {
 		if err != nil {
 			return err
 		}
-		proc, err := m.spawnDevice(p.name, p.args, append([]*os.File{theirs}, p.files...))
+		args, files := p.args, append([]*os.File{theirs}, p.files...)
+		if m.uffdDev != nil {
+			// ExtraFiles start at fd 3.
+			args = append(args, "--userfault-dev-fd", strconv.Itoa(3+len(files)))
+			files = append(files, m.uffdDev)
+		}
+		proc, err := m.spawnDevice(p.name, args, files)
 		theirs.Close()
 		if err != nil {
 			conn.Close()

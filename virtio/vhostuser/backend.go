@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net"
 
+	"github.com/sietch-vm/sietch/uffd"
 	"github.com/sietch-vm/sietch/virtio"
 )
 
@@ -55,7 +56,18 @@ type Backend struct {
 	mem      *guestMemory
 	vrings   []vring
 	logMem   *dirtyLog // SET_LOG_BASE; used while FeatureLogAll is acked
+
+	// Lazily restored memory (postcopy): the userfaultfd the process made
+	// while privileged, and whether the front-end asked for faults.
+	uffd      *uffd.FD
+	listening bool
+	replyFDs  []int // descriptors to attach to the next reply
 }
+
+// SetUserfault gives the back-end a userfaultfd for lazily restored guest
+// memory; it offers PAGEFAULT and serves the postcopy messages with it.
+// Call it before Serve. The Backend owns u.
+func (b *Backend) SetUserfault(u *uffd.FD) { b.uffd = u }
 
 // vring is the back-end's record of one queue as the front-end set it up.
 type vring struct {
@@ -119,7 +131,9 @@ func (b *Backend) Serve(conn *net.UnixConn) error {
 		}
 		switch {
 		case reply != nil:
-			if err := WriteMessage(conn, Header{Request: h.Request, Flags: FlagVersion | FlagReply}, reply, nil); err != nil {
+			fds := b.replyFDs
+			b.replyFDs = nil
+			if err := WriteMessage(conn, Header{Request: h.Request, Flags: FlagVersion | FlagReply}, reply, fds); err != nil {
 				return fmt.Errorf("vhost-user back-end: %w", err)
 			}
 		case h.Flags&FlagNeedReply != 0:
@@ -163,9 +177,17 @@ func (b *Backend) handle(req Request, p []byte, fds []int) ([]byte, error) {
 	switch req {
 	case GetFeatures, SetFeatures, GetProtocolFeatures, SetProtocolFeatures, SetOwner, ResetOwner,
 		SetVringNum, SetVringAddr, SetVringBase, GetVringBase, SetVringEnable,
-		GetConfig, SetConfig, GetQueueNum:
+		GetConfig, SetConfig, GetQueueNum, PostcopyAdvise, PostcopyListen, PostcopyEnd:
 	case SetMemTable:
-		return nil, b.setMemTable(p, fds)
+		if err := b.setMemTable(p, fds); err != nil {
+			return nil, err
+		}
+		if b.listening {
+			// Postcopy: the front-end needs our addresses of the regions
+			// to resolve our faults (vhost-user.rst, POSTCOPY_LISTEN).
+			return b.mem.table().Marshal(), nil
+		}
+		return nil, nil
 	case SetVringKick, SetVringCall, SetVringErr:
 		return nil, b.setVringFD(req, p, fds)
 	case SetLogBase:
@@ -231,6 +253,8 @@ func (b *Backend) handle(req Request, p []byte, fds []int) ([]byte, error) {
 			return nil, err
 		}
 		return marshalU64(uint64(len(b.vrings))), nil
+	case PostcopyAdvise, PostcopyListen, PostcopyEnd:
+		return b.postcopy(req, p)
 	}
 	return nil, fmt.Errorf("unsupported request") // unreachable: filtered above
 }
@@ -243,7 +267,47 @@ func noPayload(p []byte) error {
 }
 
 func (b *Backend) offeredProtocol() uint64 {
-	return (b.dev.ProtocolFeatures() | alwaysOffered) & backendProtocolFeatures
+	f := (b.dev.ProtocolFeatures() | alwaysOffered) & backendProtocolFeatures
+	if b.uffd == nil {
+		f &^= ProtocolPagefault
+	}
+	return f
+}
+
+// postcopy serves the three postcopy messages (vhost-user.rst "Migration"):
+// ADVISE hands the front-end our userfaultfd, LISTEN registers our guest
+// memory mappings with it (and makes SET_MEM_TABLE reply with their
+// addresses), END unregisters them once every page is in.
+func (b *Backend) postcopy(req Request, p []byte) ([]byte, error) {
+	if b.protocol&ProtocolPagefault == 0 || b.uffd == nil {
+		return nil, fmt.Errorf("PAGEFAULT protocol feature not negotiated")
+	}
+	if err := noPayload(p); err != nil {
+		return nil, err
+	}
+	switch req {
+	case PostcopyAdvise:
+		b.replyFDs = []int{b.uffd.Fd()} // sent as a copy; we keep ours
+		return []byte{}, nil
+	case PostcopyListen:
+		b.listening = true
+		if b.mem != nil {
+			return nil, b.mem.registerUserfault(b.uffd)
+		}
+		return nil, nil
+	default: // PostcopyEnd
+		var err error
+		if b.listening && b.mem != nil {
+			err = b.mem.unregisterUserfault(b.uffd)
+		}
+		b.listening = false
+		status := uint64(0)
+		if err != nil {
+			b.log.Warn("postcopy end", "err", err)
+			status = 1
+		}
+		return marshalU64(status), nil
+	}
 }
 
 func (b *Backend) setFeatures(p []byte) error {
@@ -296,6 +360,9 @@ func (b *Backend) setMemTable(p []byte, fds []int) error {
 		}
 		b.mem.unmap()
 		b.mem = mem
+		if b.listening {
+			mapErr = mem.registerUserfault(b.uffd)
+		}
 	})
 	closeFDs(fds)
 	if mapErr != nil {

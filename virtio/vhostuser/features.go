@@ -16,15 +16,16 @@ const (
 	ProtocolMQ                uint64 = 1 << 0
 	ProtocolLogSHMFD          uint64 = 1 << 1
 	ProtocolReplyAck          uint64 = 1 << 3
+	ProtocolPagefault         uint64 = 1 << 8
 	ProtocolConfig            uint64 = 1 << 9
 	ProtocolInflightSHMFD     uint64 = 1 << 12
 	ProtocolConfigureMemSlots uint64 = 1 << 15
 
 	// backendProtocolFeatures are the ones Backend implements.
-	backendProtocolFeatures = ProtocolMQ | ProtocolReplyAck | ProtocolConfig | ProtocolLogSHMFD
+	backendProtocolFeatures = ProtocolMQ | ProtocolReplyAck | ProtocolConfig | ProtocolLogSHMFD | ProtocolPagefault
 
 	// alwaysOffered are implemented by Backend for every device.
-	alwaysOffered = ProtocolLogSHMFD
+	alwaysOffered = ProtocolLogSHMFD | ProtocolPagefault
 
 	// MaxLogSize bounds the dirty log a front-end may share: one bit per
 	// 4 KiB page, so 64 MiB covers 2 TiB of guest-physical space.

@@ -45,47 +45,63 @@ func (f *Frontend) call(req Request, payload []byte, fds []int, withReply bool) 
 	if f.broken != nil {
 		return nil, fmt.Errorf("vhost-user %s: connection unusable after an earlier failure: %w", req, f.broken)
 	}
-	p, err := f.exchange(req, payload, fds, withReply)
+	p, _, err := f.exchange(req, payload, fds, withReply, 0)
 	if err != nil && !errors.Is(err, errRefused) {
 		f.broken = err
 	}
 	return p, err
 }
 
+// callFDs is call for a request whose reply carries up to maxFDs file
+// descriptors, which the caller then owns.
+func (f *Frontend) callFDs(req Request, payload []byte, maxFDs int) ([]byte, []int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.broken != nil {
+		return nil, nil, fmt.Errorf("vhost-user %s: connection unusable after an earlier failure: %w", req, f.broken)
+	}
+	p, fds, err := f.exchange(req, payload, nil, true, maxFDs)
+	if err != nil && !errors.Is(err, errRefused) {
+		f.broken = err
+	}
+	return p, fds, err
+}
+
 // errRefused marks a negative acknowledgement: the session stays in step.
 var errRefused = errors.New("back-end refused the request")
 
-func (f *Frontend) exchange(req Request, payload []byte, fds []int, withReply bool) ([]byte, error) {
+func (f *Frontend) exchange(req Request, payload []byte, fds []int, withReply bool, maxFDs int) ([]byte, []int, error) {
 	ack := !withReply && f.replyAck
 	flags := uint32(FlagVersion)
 	if ack {
 		flags |= FlagNeedReply
 	}
 	if err := WriteMessage(f.conn, Header{Request: req, Flags: flags}, payload, fds); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !withReply && !ack {
-		return nil, nil
+		return nil, nil, nil
 	}
-	h, p, rfds, err := ReadMessage(f.conn, 0)
+	h, p, rfds, err := ReadMessage(f.conn, maxFDs)
 	if err != nil {
-		return nil, fmt.Errorf("vhost-user %s: reply: %w", req, err)
+		return nil, nil, fmt.Errorf("vhost-user %s: reply: %w", req, err)
 	}
-	closeFDs(rfds)
 	if h.Request != req || !h.isReply() {
-		return nil, fmt.Errorf("vhost-user %s: back-end answered with %s (flags %#x)", req, h.Request, h.Flags)
+		closeFDs(rfds)
+		return nil, nil, fmt.Errorf("vhost-user %s: back-end answered with %s (flags %#x)", req, h.Request, h.Flags)
 	}
 	if ack {
 		status, err := unmarshalU64(p)
+		closeFDs(rfds)
 		if err != nil {
-			return nil, fmt.Errorf("vhost-user %s: acknowledgement: %w", req, err)
+			return nil, nil, fmt.Errorf("vhost-user %s: acknowledgement: %w", req, err)
 		}
 		if status != 0 {
-			return nil, fmt.Errorf("vhost-user %s: %w (status %d)", req, errRefused, status)
+			return nil, nil, fmt.Errorf("vhost-user %s: %w (status %d)", req, errRefused, status)
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
-	return p, nil
+	return p, rfds, nil
 }
 
 func (f *Frontend) getU64(req Request) (uint64, error) {
@@ -276,4 +292,58 @@ func (f *Frontend) SetConfig(off uint32, data []byte) error {
 	}
 	_, err := f.call(SetConfig, ConfigSpace{Offset: off, Flags: ConfigFlagWritable, Payload: data}.Marshal(), nil, false)
 	return err
+}
+
+// PostcopyAdvise asks the back-end for its userfaultfd (protocol feature
+// PAGEFAULT); the caller owns the returned descriptor.
+func (f *Frontend) PostcopyAdvise() (int, error) {
+	_, fds, err := f.callFDs(PostcopyAdvise, nil, 1)
+	if err != nil {
+		return -1, err
+	}
+	if len(fds) != 1 {
+		closeFDs(fds)
+		return -1, fmt.Errorf("vhost-user %s: reply carries %d descriptors, want the userfaultfd", PostcopyAdvise, len(fds))
+	}
+	return fds[0], nil
+}
+
+// PostcopyListen has the back-end register its guest memory mappings with
+// its userfaultfd; from now on SetMemTablePostcopy replaces SetMemTable.
+func (f *Frontend) PostcopyListen() error {
+	_, err := f.call(PostcopyListen, nil, nil, false)
+	return err
+}
+
+// SetMemTablePostcopy is SET_MEM_TABLE while the back-end listens for
+// faults: the reply is the table with the back-end's own address of each
+// region, which its fault messages name.
+func (f *Frontend) SetMemTablePostcopy(regions []MemoryRegion, fds []int) ([]MemoryRegion, error) {
+	if len(regions) == 0 || len(regions) > MaxRegions || len(fds) != len(regions) {
+		return nil, fmt.Errorf("vhost-user %s: %d regions with %d descriptors", SetMemTable, len(regions), len(fds))
+	}
+	p, err := f.call(SetMemTable, MemoryTable{Regions: regions}.Marshal(), fds, true)
+	if err != nil {
+		return nil, err
+	}
+	var t MemoryTable
+	if err := t.Unmarshal(p); err != nil {
+		return nil, fmt.Errorf("vhost-user %s postcopy reply: %w", SetMemTable, err)
+	}
+	if len(t.Regions) != len(regions) {
+		return nil, fmt.Errorf("vhost-user %s postcopy reply: %d regions, sent %d", SetMemTable, len(t.Regions), len(regions))
+	}
+	return t.Regions, nil
+}
+
+// PostcopyEnd has the back-end stop reporting faults: every page is in.
+func (f *Frontend) PostcopyEnd() error {
+	p, err := f.call(PostcopyEnd, nil, nil, true)
+	if err != nil {
+		return err
+	}
+	if status, err := unmarshalU64(p); err != nil || status != 0 {
+		return fmt.Errorf("vhost-user %s: status %d %v", PostcopyEnd, status, err)
+	}
+	return nil
 }

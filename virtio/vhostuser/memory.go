@@ -1,11 +1,14 @@
 package vhostuser
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sietch-vm/sietch/uffd"
 )
 
 // guestMemory is the back-end's view of guest RAM, built from a
@@ -144,4 +147,34 @@ func (m *guestMemory) unmap() {
 		unix.Munmap(r.mapping)
 	}
 	m.regions = nil
+}
+
+// table is the memory table with this process's addresses of each region,
+// the POSTCOPY SET_MEM_TABLE reply.
+func (m *guestMemory) table() MemoryTable {
+	var t MemoryTable
+	for _, r := range m.regions {
+		mr := r.MemoryRegion
+		mr.UserspaceAddr = uffd.Addr(r.data)
+		t.Regions = append(t.Regions, mr)
+	}
+	return t
+}
+
+// registerUserfault asks u for missing-page faults on every region.
+func (m *guestMemory) registerUserfault(u *uffd.FD) error {
+	for i, r := range m.regions {
+		if err := u.RegisterBytes(r.mapping); err != nil {
+			return fmt.Errorf("memory region %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (m *guestMemory) unregisterUserfault(u *uffd.FD) error {
+	var errs []error
+	for _, r := range m.regions {
+		errs = append(errs, u.Unregister(uffd.Addr(r.mapping), uint64(len(r.mapping))))
+	}
+	return errors.Join(errs...)
 }

@@ -229,10 +229,13 @@ const (
 )
 
 // expectedFDs says how many descriptors the protocol attaches to a message
-// (vhost-user.rst "Communication"). Replies never carry any here: this
-// package does not do postcopy.
+// (vhost-user.rst "Communication"). The only reply that carries one is
+// POSTCOPY_ADVISE's: the back-end's userfaultfd.
 func expectedFDs(h Header, payload []byte) (int, error) {
 	if h.isReply() {
+		if h.Request == PostcopyAdvise {
+			return 1, nil
+		}
 		return 0, nil
 	}
 	switch h.Request {

@@ -1,0 +1,353 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sietch-vm/sietch/snapshot"
+	"github.com/sietch-vm/sietch/uffd"
+	"github.com/sietch-vm/sietch/virtio/vhostuser"
+)
+
+// Restore memory modes (RestoreConfig.Memory).
+const (
+	MemoryAuto  = "auto"  // lazy where this process can get a userfaultfd, else eager
+	MemoryLazy  = "lazy"  // userfaultfd: pages arrive on first touch and from a background filler
+	MemoryEager = "eager" // copy every data page before the guest runs
+)
+
+// pager serves lazily restored guest memory (docs/SNAPSHOTS.md, mechanism
+// (a)). The vmm's mapping of the memfd and each device process's mapping
+// are registered with userfaultfds in MISSING mode; one handler thread
+// resolves every fault with UFFDIO_COPY from the snapshot's memory files,
+// mapped read-only. A page filled through any mapping is in the memfd's
+// page cache, seen by all: the next fault on it elsewhere finds it there
+// (EEXIST) and is only woken. A background filler copies the remaining data
+// pages; when it is done every registration is dropped and the pager ends.
+type pager struct {
+	log                *slog.Logger
+	mem                *Memory
+	layers             []pagerLayer
+	own                *uffd.FD
+	need               snapshot.Bitmap // pages some layer holds data for: the filler's work
+	filled             []atomic.Uint64 // pages in the memfd, one bit each
+	wake               int             // eventfd: device added, or stop
+	stop               atomic.Bool     // abandon filling (the VM is closing)
+	done               chan struct{}   // closed when the pager has ended
+	served, background atomic.Uint64
+	devServed          atomic.Uint64 // faults of device processes
+
+	mu    sync.Mutex
+	devs  []*pagerDev
+	ended bool
+}
+
+type pagerLayer struct {
+	data  []byte          // the memory file, mapped read-only
+	dirty snapshot.Bitmap // nil for the full base
+}
+
+// pagerDev is a device process's userfaultfd and where its mapping of
+// each region lies.
+type pagerDev struct {
+	name    string
+	u       *uffd.FD
+	regions []vhostuser.MemoryRegion // UserspaceAddr: the device's address
+	end     func() error             // POSTCOPY_END
+}
+
+// newPager maps the chain and registers the vmm's mapping of mem; the
+// guest must not run and no device may map mem before this.
+func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger) (p *pager, err error) {
+	own, err := uffd.New()
+	if err != nil {
+		return nil, err
+	}
+	p = &pager{log: log, mem: mem, own: own, wake: -1, done: make(chan struct{}),
+		filled: make([]atomic.Uint64, snapshot.BitmapWords(mem.Size()))}
+	defer func() {
+		if err != nil {
+			p.release()
+		}
+	}()
+	size := mem.Size()
+	for _, l := range chain {
+		data, err := mapReadOnly(l.Path, size)
+		if err != nil {
+			return nil, err
+		}
+		p.layers = append(p.layers, pagerLayer{data: data, dirty: l.Dirty})
+	}
+	if p.need, err = dataPages(chain[0].Path, size); err != nil {
+		return nil, err
+	}
+	for _, l := range chain[1:] {
+		for i, w := range l.Dirty {
+			if i < len(p.need) {
+				p.need[i] |= w
+			}
+		}
+	}
+	if p.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := own.RegisterBytes(mem.Mapping()); err != nil {
+		return nil, err
+	}
+	go p.serve()
+	go p.fill()
+	return p, nil
+}
+
+func mapReadOnly(path string, size uint64) ([]byte, error) {
+	f, err := snapshot.OpenMemory(path, size)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map memory file %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// dataPages is the set of pages of the file that are not holes.
+func dataPages(path string, size uint64) (snapshot.Bitmap, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make(snapshot.Bitmap, snapshot.BitmapWords(size))
+	for off := int64(0); uint64(off) < size; {
+		d, err := f.Seek(off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find data in %s: %w", path, err)
+		}
+		h, err := f.Seek(d, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("find hole in %s: %w", path, err)
+		}
+		for p := uint64(d) / pageSize; p < (uint64(h)+pageSize-1)/pageSize && p*pageSize < size; p++ {
+			b.Set(p)
+		}
+		if h <= off {
+			break
+		}
+		off = h
+	}
+	return b, nil
+}
+
+func (p *pager) isFilled(page uint64) bool {
+	return p.filled[page/64].Load()&(1<<(page%64)) != 0
+}
+
+func (p *pager) setFilled(page uint64) { p.filled[page/64].Or(1 << (page % 64)) }
+
+// source is the snapshot's content of page: from the newest diff that
+// holds it, else from the full base.
+func (p *pager) source(page uint64) []byte {
+	off := page * pageSize
+	for i := len(p.layers) - 1; i > 0; i-- {
+		if p.layers[i].dirty.Has(page) {
+			return p.layers[i].data[off : off+pageSize]
+		}
+	}
+	return p.layers[0].data[off : off+pageSize]
+}
+
+// resolve answers a fault at addr (in u's address space) on page.
+func (p *pager) resolve(u *uffd.FD, addr, page uint64) error {
+	if p.isFilled(page) {
+		return u.Wake(addr, pageSize)
+	}
+	if _, err := u.Copy(addr, p.source(page)); err != nil {
+		return err
+	}
+	p.setFilled(page)
+	p.served.Add(1)
+	return nil
+}
+
+// serve is the fault handler thread.
+func (p *pager) serve() {
+	runtime.LockOSThread() // it must never wait for a P held by a faulting goroutine
+	buf := make([]byte, 64*uffd.MsgSize)
+	var faults []uint64
+	for {
+		p.mu.Lock()
+		if p.ended {
+			p.mu.Unlock()
+			return
+		}
+		devs := append([]*pagerDev(nil), p.devs...)
+		p.mu.Unlock()
+		fds := []unix.PollFd{{Fd: int32(p.wake), Events: unix.POLLIN}, {Fd: int32(p.own.Fd()), Events: unix.POLLIN}}
+		for _, d := range devs {
+			fds = append(fds, unix.PollFd{Fd: int32(d.u.Fd()), Events: unix.POLLIN})
+		}
+		if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
+			p.log.Error("lazy memory: poll", "err", err)
+			return
+		}
+		if fds[0].Revents != 0 {
+			var b [8]byte
+			unix.Read(p.wake, b[:])
+		}
+		if fds[1].Revents != 0 {
+			faults, _ = p.own.ReadFaults(buf, faults[:0])
+			base := uffd.Addr(p.mem.Mapping())
+			for _, a := range faults {
+				if a < base || a-base >= p.mem.Size() {
+					p.log.Error("lazy memory: fault outside guest memory", "addr", a)
+					continue
+				}
+				if err := p.resolve(p.own, a, (a-base)/pageSize); err != nil {
+					p.log.Error("lazy memory: fill a page for the vmm", "err", err)
+				}
+			}
+		}
+		for i, d := range devs {
+			if fds[2+i].Revents == 0 {
+				continue
+			}
+			faults, _ = d.u.ReadFaults(buf, faults[:0])
+			for _, a := range faults {
+				off, ok := d.offset(a)
+				if !ok {
+					p.log.Error("lazy memory: device fault outside guest memory", "device", d.name, "addr", a)
+					continue
+				}
+				if err := p.resolve(d.u, a, off/pageSize); err != nil {
+					p.log.Error("lazy memory: fill a page for a device", "device", d.name, "err", err)
+				}
+				p.devServed.Add(1)
+			}
+		}
+	}
+}
+
+// offset is the memfd offset of the device's address a.
+func (d *pagerDev) offset(a uint64) (uint64, bool) {
+	for _, r := range d.regions {
+		if a >= r.UserspaceAddr && a-r.UserspaceAddr < r.MemorySize {
+			return r.MmapOffset + a - r.UserspaceAddr, true
+		}
+	}
+	return 0, false
+}
+
+// lazyFillHold, when set by a test, keeps the background filler from
+// starting, so that every page must come through a fault.
+var lazyFillHold atomic.Bool
+
+// fill copies every data page not yet in, then ends the pager.
+func (p *pager) fill() {
+	for lazyFillHold.Load() && !p.stop.Load() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	t := time.Now()
+	base := uffd.Addr(p.mem.Mapping())
+	pages := p.mem.Size() / pageSize
+	for page := uint64(0); page < pages; page++ {
+		if p.need[page/64] == 0 {
+			page |= 63
+			continue
+		}
+		if !p.need.Has(page) || p.isFilled(page) {
+			continue
+		}
+		if p.stop.Load() {
+			return
+		}
+		if _, err := p.own.Copy(base+page*pageSize, p.source(page)); err != nil {
+			p.log.Error("lazy memory: background fill", "err", err)
+			return
+		}
+		p.setFilled(page)
+		p.background.Add(1)
+	}
+	p.end()
+	p.log.Debug("lazy memory: every page is in", "took", time.Since(t),
+		"on_fault", p.served.Load(), "background", p.background.Load())
+}
+
+// end drops every registration once all data pages are in: holes read as
+// zeros without help.
+func (p *pager) end() {
+	p.mu.Lock()
+	p.ended = true
+	devs := p.devs
+	p.mu.Unlock()
+	for _, d := range devs {
+		if err := d.end(); err != nil {
+			p.log.Warn("lazy memory: end postcopy", "device", d.name, "err", err)
+		}
+	}
+	if err := p.own.Unregister(uffd.Addr(p.mem.Mapping()), p.mem.Size()); err != nil {
+		p.log.Warn("lazy memory: unregister", "err", err)
+	}
+	p.kick()
+	close(p.done)
+}
+
+func (p *pager) kick() {
+	var one [8]byte
+	one[0] = 1
+	unix.Write(p.wake, one[:])
+}
+
+// addDevice has faults of a device process's mapping served. It reports
+// false when the pager has ended: the device then needs nothing.
+func (p *pager) addDevice(d *pagerDev) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return false
+	}
+	p.devs = append(p.devs, d)
+	p.kick()
+	return true
+}
+
+// wait blocks until every page is in.
+func (p *pager) wait() { <-p.done }
+
+// release stops the pager and frees what it holds; the VM is going away.
+func (p *pager) release() {
+	p.stop.Store(true)
+	p.mu.Lock()
+	ended := p.ended
+	p.ended = true
+	devs := p.devs
+	p.devs = nil
+	p.mu.Unlock()
+	if p.wake >= 0 {
+		p.kick()
+	}
+	if !ended {
+		// Not every page is in: wake anything waiting and let it see
+		// zeros; the VM is being torn down.
+		p.own.Close()
+	}
+	for _, d := range devs {
+		d.u.Close()
+	}
+	for _, l := range p.layers {
+		unix.Munmap(l.data)
+	}
+	p.layers = nil
+}
