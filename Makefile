@@ -51,10 +51,10 @@ vet:
 # -p 1: packages benchmarked in parallel on 2 cores disturb each other.
 bench: vmm kernel smoke-initramfs
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_SMOKE_INITRAMFS=$(abspath $(SMOKE)) \
-		$(GO) test -p 1 -run '^$$' -bench . -skip 'SnapshotFull|Restore|Fork' -benchtime 20x -count 1 \
+		$(GO) test -p 1 -run '^$$' -bench . -skip 'SnapshotFull|SnapshotDiff|Restore|Fork' -benchtime 20x -count 1 \
 		./vmm ./cmd/vmm ./virtio/... | tee $(BUILD)/bench.txt
 	# Snapshot benchmarks move GiBs per iteration: fewer rounds.
-	$(GO) test -p 1 -run '^$$' -bench 'SnapshotFull|Restore|Fork|WriteFull' -benchtime 3x -count 1 ./vmm ./snapshot | tee -a $(BUILD)/bench.txt
+	$(GO) test -p 1 -run '^$$' -bench 'SnapshotFull|SnapshotDiff|Restore|Fork|WriteFull' -benchtime 3x -count 1 ./vmm ./snapshot | tee -a $(BUILD)/bench.txt
 	scripts/bench-boot.sh $(KERNEL) $(SMOKE) | tee -a $(BUILD)/bench.txt
 
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a time).

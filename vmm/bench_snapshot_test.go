@@ -3,6 +3,7 @@ package vmm
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -202,7 +203,8 @@ func dropCache(b *testing.B, path string) {
 // is about to enter KVM_RUN (ms-to-run: Restore, then Run starting the vCPU
 // goroutine). It compares guest RAM resident after the restore (the memfd's
 // allocated pages) with the memory the guest had touched (the memory file's
-// allocated blocks).
+// allocated blocks). Each case runs with lazy memory (userfaultfd; ms-all-in
+// is when the background filler has every page in) and eager memory.
 func BenchmarkRestore(b *testing.B) {
 	for _, c := range []struct {
 		name string
@@ -214,46 +216,53 @@ func BenchmarkRestore(b *testing.B) {
 		{"4GiB/sparse", 4 << 30, 0},
 		{"1GiB/dense", 1 << 30, 1},
 	} {
-		for _, cache := range []string{"warm", "cold"} {
-			b.Run(c.name+"/"+cache, func(b *testing.B) {
-				dir := snapshotCounter(b, c.mem, 1e13, c.step)
-				touched := fileMiB(b, filepath.Join(dir, MemoryFile))
-				var ready, toRun time.Duration
-				var resident float64
-				for i := 0; i < b.N; i++ {
-					if cache == "cold" {
-						dropCache(b, filepath.Join(dir, MemoryFile))
-					}
-					t := time.Now()
-					r, err := Restore(dir, RestoreConfig{Log: quiet})
-					if err != nil {
-						b.Fatal(err)
-					}
-					ready += time.Since(t)
-					done := make(chan struct{})
-					go func() {
-						defer close(done)
-						r.Run(context.Background())
-					}()
-					for r.vcpus[0].tid.Load() == 0 {
-						select {
-						case <-done:
-							b.Fatal("the restored VM ended before its vCPU started")
-						default:
-							runtime.Gosched()
+		for _, mode := range []string{MemoryLazy, MemoryEager} {
+			for _, cache := range []string{"warm", "cold"} {
+				b.Run(c.name+"/"+mode+"/"+cache, func(b *testing.B) {
+					dir := snapshotCounter(b, c.mem, 1e13, c.step)
+					touched := fileMiB(b, filepath.Join(dir, MemoryFile))
+					var ready, toRun, allIn time.Duration
+					var resident float64
+					for i := 0; i < b.N; i++ {
+						if cache == "cold" {
+							dropCache(b, filepath.Join(dir, MemoryFile))
 						}
+						t := time.Now()
+						r, err := Restore(dir, RestoreConfig{Log: benchLog(), Memory: mode})
+						if err != nil {
+							b.Fatal(err)
+						}
+						ready += time.Since(t)
+						done := make(chan struct{})
+						go func() {
+							defer close(done)
+							r.Run(context.Background())
+						}()
+						for r.vcpus[0].tid.Load() == 0 {
+							select {
+							case <-done:
+								b.Fatal("the restored VM ended before its vCPU started")
+							default:
+								runtime.Gosched()
+							}
+						}
+						toRun += time.Since(t)
+						resident = allocatedMiB(b, r.Memory().FD())
+						if r.pager != nil {
+							r.pager.wait()
+						}
+						allIn += time.Since(t)
+						r.Stop("measured")
+						<-done
+						r.Close()
 					}
-					toRun += time.Since(t)
-					resident = allocatedMiB(b, r.Memory().FD())
-					r.Stop("measured")
-					<-done
-					r.Close()
-				}
-				b.ReportMetric(float64(ready.Microseconds())/1e3/float64(b.N), "ms/restore")
-				b.ReportMetric(float64(toRun.Microseconds())/1e3/float64(b.N), "ms-to-run")
-				b.ReportMetric(resident, "resident-MiB")
-				b.ReportMetric(touched, "touched-MiB")
-			})
+					b.ReportMetric(float64(ready.Microseconds())/1e3/float64(b.N), "ms/restore")
+					b.ReportMetric(float64(toRun.Microseconds())/1e3/float64(b.N), "ms-to-run")
+					b.ReportMetric(float64(allIn.Microseconds())/1e3/float64(b.N), "ms-all-in")
+					b.ReportMetric(resident, "resident-MiB")
+					b.ReportMetric(touched, "touched-MiB")
+				})
+			}
 		}
 	}
 }
@@ -310,4 +319,72 @@ func BenchmarkFork(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/1e3/float64(b.N), "ms/fork10")
 	b.ReportMetric(float64(ready.Microseconds())/1e3/float64(b.N), "ms-all-ready")
+}
+
+// benchLog is quiet unless SIETCH_BENCH_DEBUG is set: then the restore
+// steps' times are logged.
+func benchLog() *slog.Logger {
+	if os.Getenv("SIETCH_BENCH_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return quiet
+}
+
+// BenchmarkSnapshotDiff times a diff snapshot of a 1 GiB counter guest
+// that wrote 1% of its pages (touch=) since a full snapshot one progress
+// step earlier, and reports the diff's size on disk next to the full one.
+func BenchmarkSnapshotDiff(b *testing.B) {
+	needKVM(b)
+	kernel, err := os.ReadFile(testguest.Path(b, "counter"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	const mem = 1 << 30
+	touch := mem / pageSize / 100
+	const n = 20000000000
+	var took time.Duration
+	var diffMiB, fullMiB float64
+	for i := 0; i < b.N; i++ {
+		console := &syncBuffer{}
+		m, err := New(Config{Kernel: kernel, Cmdline: fmt.Sprintf("n=%d touch=%d", n, touch), MemSize: mem, CPUs: 1, Console: console, Log: quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			m.Run(context.Background())
+		}()
+		waitLine := func(s string) {
+			deadline := time.Now().Add(2 * time.Minute)
+			for !strings.Contains(console.String(), s) {
+				if time.Now().After(deadline) {
+					b.Fatalf("guest never printed %q", s)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		root := b.TempDir()
+		waitLine(fmt.Sprintf("counter: %d\n", n/10))
+		if err := m.Snapshot(filepath.Join(root, "full")); err != nil {
+			b.Fatal(err)
+		}
+		waitLine(fmt.Sprintf("counter: %d\n", 2*n/10))
+		if err := m.Pause(); err != nil {
+			b.Fatal(err)
+		}
+		t := time.Now()
+		if err := m.SnapshotDiff(filepath.Join(root, "diff")); err != nil {
+			b.Fatal(err)
+		}
+		took += time.Since(t)
+		diffMiB = fileMiB(b, filepath.Join(root, "diff", MemoryFile))
+		fullMiB = fileMiB(b, filepath.Join(root, "full", MemoryFile))
+		m.Stop("measured")
+		<-done
+		m.Close()
+	}
+	b.ReportMetric(float64(took.Microseconds())/1e3/float64(b.N), "ms/diff")
+	b.ReportMetric(diffMiB, "diff-MiB")
+	b.ReportMetric(fullMiB, "full-MiB")
 }

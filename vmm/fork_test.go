@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/sietch-vm/sietch/snapshot"
 	"github.com/sietch-vm/sietch/testguest"
 )
 
@@ -275,5 +276,33 @@ func TestForksOwnDisks(t *testing.T) {
 	}
 	if !bytes.Equal(readFile(t, img), atSnapshot) {
 		t.Errorf("a fork wrote to the original image")
+	}
+}
+
+// A fork of a snapshot whose guest has virtio-net must get its own TAP:
+// without RestoreConfig.NetTap the restore is refused, naming the TAP,
+// before anything is built; a TAP for a guest without net is refused too.
+func TestForkNeedsItsOwnTap(t *testing.T) {
+	needKVM(t)
+	dir := filepath.Join(t.TempDir(), "snap")
+	snapshotMidRun(t, dir, 1)
+	st, err := snapshot.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Restore(dir, RestoreConfig{NetTap: "tap-x"}); err == nil || !strings.Contains(err.Error(), "no virtio-net device") {
+		t.Errorf("restore with a TAP for a guest without net: err = %v", err)
+	}
+	st.Machine.Net = &snapshot.Net{Tap: "sietch-tap0", MAC: "52:54:00:12:34:56"}
+	if err := snapshot.Write(dir, st); err != nil {
+		t.Fatal(err)
+	}
+	vms := kvmVMs(t)
+	_, err = Restore(dir, RestoreConfig{ForkID: "f1"})
+	if err == nil || !strings.Contains(err.Error(), "cannot share") || !strings.Contains(err.Error(), "sietch-tap0") {
+		t.Fatalf("fork of a net guest without its own TAP: err = %v, want a refusal naming sietch-tap0", err)
+	}
+	if n := kvmVMs(t); n != vms {
+		t.Errorf("the refused fork left %d VMs behind", n-vms)
 	}
 }

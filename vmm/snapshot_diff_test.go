@@ -118,7 +118,7 @@ func TestDiffSnapshotCounter(t *testing.T) {
 	// Restore the diff, snapshot one step later again (a chain of two
 	// diffs), and finish both ways.
 	after := &syncBuffer{}
-	r, err := Restore(d1, RestoreConfig{Console: after})
+	r, err := Restore(d1, RestoreConfig{Console: after, TrackDirty: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,9 +33,11 @@ Usage:
   vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
           [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--net TAP[,mac=M]]
           [--vsock CID,UDS] [--rng] [--no-jail] [--api-sock PATH]
-  vmm restore --from DIR [--api-sock PATH] [--log-level LEVEL]
+  vmm restore --from DIR [--fork-id ID] [--net-tap TAP] [--memory auto|lazy|eager]
+          [--track-dirty] [--api-sock PATH] [--log-level LEVEL]
   vmm info|pause|resume|stop --api-sock PATH
   vmm snapshot --api-sock PATH --dir DIR [--kind full|diff]
+  vmm flatten --dir DIR
   vmm check
   vmm help
 
@@ -46,12 +48,14 @@ Commands:
   pause     pause a running VM's vCPUs
   resume    resume a paused VM
   stop      stop a VM (its vmm run exits with status 5)
-  snapshot  write a full snapshot of a VM into DIR (diff: not implemented yet)
+  snapshot  write a snapshot of a VM into DIR: full, or diff (the pages written
+            since its last snapshot or its restore; the state names that base)
+  flatten   merge a diff snapshot's chain of bases into it, so it stands alone
   check     probe this host's KVM and say what will run here and how fast
 
 Exit status of run and restore: 0 guest powered off, 1 vmm error, 2 usage error,
 3 guest rebooted, 4 guest crashed, 5 stopped by a signal or the control socket.
-Exit status of info, pause, resume, stop, snapshot: 0 done, 1 refused or
+Exit status of info, pause, resume, stop, snapshot, flatten: 0 done, 1 refused or
 failed (the vmm's error is printed), 2 usage error.
 `
 
@@ -73,6 +77,8 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "info", "pause", "resume", "stop", "snapshot":
 		return cmdControl(args[0], args[1:], stdout, stderr)
+	case "flatten":
+		return cmdFlatten(args[1:], stderr)
 	case "device":
 		return vmm.RunDevice(args[1:], stderr)
 	case "help", "-h", "--help":

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sietch-vm/sietch/testguest"
 )
 
@@ -49,6 +51,58 @@ func TestSnapshotRestoreInNewProcess(t *testing.T) {
 	}
 }
 
+// Diff snapshots through the CLI: a full snapshot, a diff one progress
+// step later (its memory file far smaller), `vmm restore` of the diff, then
+// `vmm flatten` and a restore of the flattened diff with its base deleted:
+// both continue the count exactly.
+func TestDiffSnapshotFlattenRestore(t *testing.T) {
+	requireKVM(t)
+	const n = 1000000000
+	cmdline := fmt.Sprintf("n=%d", n)
+	ref := runGuest(t, "counter", "--cmdline", cmdline)
+	dir, err := os.MkdirTemp("", "vmmdiff-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock, full, diff := filepath.Join(dir, "vm.sock"), filepath.Join(dir, "full"), filepath.Join(dir, "diff")
+	before := controlRunning(t, sock, fmt.Sprintf("counter: %d\n", n/10), [][]string{
+		{"snapshot", "--api-sock", sock, "--dir", full},
+		{"wait", fmt.Sprintf("counter: %d\n", 2*n/10)},
+		{"pause", "--api-sock", sock},
+		{"snapshot", "--api-sock", sock, "--dir", diff, "--kind", "diff"},
+		{"stop", "--api-sock", sock},
+	}, "--kernel", testguest.Path(t, "counter"), "--mem", "64M", "--cmdline", cmdline)
+
+	var dst, fst unix.Stat_t
+	if unix.Stat(filepath.Join(diff, "memory"), &dst) != nil || unix.Stat(filepath.Join(full, "memory"), &fst) != nil {
+		t.Fatal("snapshot memory files missing")
+	}
+	t.Logf("full memory file %d KiB on disk, diff %d KiB", fst.Blocks/2, dst.Blocks/2)
+	if dst.Blocks*4 > fst.Blocks {
+		t.Errorf("diff memory file takes %d blocks, the full one %d: a diff of one step should be far smaller", dst.Blocks, fst.Blocks)
+	}
+	restore := func(what string) {
+		t.Helper()
+		r := runVMM(t, "restore", "--from", diff)
+		if r.code != exitPowerOff {
+			t.Fatalf("vmm restore --from %s (%s):\n%s", diff, what, r.dump())
+		}
+		if got := before + r.stdout; got != ref.stdout {
+			t.Errorf("output across a %s snapshot and restore differs from an uninterrupted run:\ngot  %q\nwant %q", what, got, ref.stdout)
+		}
+	}
+	restore("diff")
+	if r := runVMM(t, "flatten", "--dir", diff); r.code != 0 {
+		t.Fatalf("vmm flatten:\n%s", r.dump())
+	}
+	os.RemoveAll(full) // the flattened snapshot needs its base no more
+	restore("flattened diff")
+	if r := runVMM(t, "flatten"); r.code != exitUsage {
+		t.Errorf("vmm flatten without --dir:\n%s", r.dump())
+	}
+}
+
 func TestRestoreErrors(t *testing.T) {
 	if r := runVMM(t, "restore"); r.code != exitUsage || !strings.Contains(r.stderr, "--from is required") {
 		t.Errorf("vmm restore without --from:\n%s", r.dump())
@@ -76,6 +130,19 @@ func TestRestoreErrors(t *testing.T) {
 // output up to the snapshot.
 func snapshotRunning(t *testing.T, sock, snap, line string, args ...string) string {
 	t.Helper()
+	return controlRunning(t, sock, line, [][]string{
+		{"pause", "--api-sock", sock},
+		{"snapshot", "--api-sock", sock, "--dir", snap},
+		{"stop", "--api-sock", sock},
+	}, args...)
+}
+
+// controlRunning starts `vmm run args… --api-sock sock`, waits for line on
+// its console, then runs each step as a vmm client command; a step
+// {"wait", S} waits for S on the console instead. The last step must stop
+// the VM. It returns the console output.
+func controlRunning(t *testing.T, sock, line string, steps [][]string, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 	cmd := exec.CommandContext(ctx, vmmBin, append(append([]string{"run"}, args...), "--api-sock", sock)...)
 	var stdout, stderr syncOutput
@@ -96,11 +163,11 @@ func snapshotRunning(t *testing.T, sock, snap, line string, args ...string) stri
 		<-done
 	})
 	waitOutput(t, &stdout, done, line)
-	for _, a := range [][]string{
-		{"pause", "--api-sock", sock},
-		{"snapshot", "--api-sock", sock, "--dir", snap},
-		{"stop", "--api-sock", sock},
-	} {
+	for _, a := range steps {
+		if a[0] == "wait" {
+			waitOutput(t, &stdout, done, a[1])
+			continue
+		}
 		if r := runVMM(t, a...); r.code != 0 {
 			t.Fatalf("vmm %s:\n%s", strings.Join(a, " "), r.dump())
 		}
