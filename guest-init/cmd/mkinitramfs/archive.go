@@ -19,6 +19,12 @@ type fileSpec struct {
 	mode uint64 // permission bits, at most 07777
 }
 
+// dirSpec is one --dir PATH:MODE argument.
+type dirSpec struct {
+	name string // path in the archive, without a leading slash
+	mode uint64 // permission bits, at most 07777
+}
+
 // devSpec is one --dev NAME:TYPE:MAJOR:MINOR argument; NAME is under dev/.
 type devSpec struct {
 	name         string // path in the archive, e.g. "dev/console"
@@ -55,6 +61,24 @@ func parseFileSpec(s string) (fileSpec, error) {
 		return fileSpec{}, fmt.Errorf("--file %q: MODE %q is not octal permission bits such as 0755", s, modeStr)
 	}
 	return fileSpec{src: src, dest: dest, mode: mode}, nil
+}
+
+// parseDirSpec parses PATH:MODE, e.g. "proc:0555" or "/tmp:1777": an
+// empty directory, such as a mount point, that saves init a mkdir.
+func parseDirSpec(s string) (dirSpec, error) {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return dirSpec{}, fmt.Errorf("--dir %q: want PATH:MODE, e.g. proc:0555", s)
+	}
+	name, err := archivePath(s[:i])
+	if err != nil {
+		return dirSpec{}, fmt.Errorf("--dir %q: %w", s, err)
+	}
+	mode, err := strconv.ParseUint(s[i+1:], 8, 32)
+	if err != nil || mode > 0o7777 {
+		return dirSpec{}, fmt.Errorf("--dir %q: MODE %q is not octal permission bits such as 0755", s, s[i+1:])
+	}
+	return dirSpec{name: name, mode: mode}, nil
 }
 
 // parseDevSpec parses NAME:TYPE:MAJOR:MINOR, e.g. "console:c:5:1" for
@@ -105,11 +129,12 @@ func archivePath(p string) (string, error) {
 	return clean, nil
 }
 
-// records builds the archive contents: every file and device, their parent
-// directories (0755), dev/ and dev/console, sorted by name so parents come
-// first. Ownership is root, mtimes are zero and inode numbers follow the
-// order, so the same inputs always give the same bytes.
-func records(files []fileSpec, devs []devSpec) ([]cpio.Record, error) {
+// records builds the archive contents: every directory, file and device,
+// their parent directories (0755 unless given), dev/ and dev/console,
+// sorted by name so parents come first. Ownership is root, mtimes are zero
+// and inode numbers follow the order, so the same inputs always give the
+// same bytes.
+func records(dirs []dirSpec, files []fileSpec, devs []devSpec) ([]cpio.Record, error) {
 	byName := map[string]cpio.Record{}
 	addDirs := func(p string) {
 		for d := path.Dir(p); d != "."; d = path.Dir(d) {
@@ -119,10 +144,23 @@ func records(files []fileSpec, devs []devSpec) ([]cpio.Record, error) {
 		}
 	}
 
+	// Given directories first: their modes win over the default parents'.
+	givenDir := map[string]bool{}
+	for _, d := range dirs {
+		if givenDir[d.name] {
+			return nil, fmt.Errorf("--dir /%s is given twice", d.name)
+		}
+		givenDir[d.name] = true
+		byName[d.name] = cpio.Directory(d.name, d.mode)
+		addDirs(d.name)
+	}
 	for _, d := range append([]devSpec{consoleDev}, devs...) {
 		mode := uint64(cpio.S_IFCHR)
 		if d.block {
 			mode = cpio.S_IFBLK
+		}
+		if r, ok := byName[d.name]; ok && r.Mode&cpio.S_IFMT == cpio.S_IFDIR {
+			return nil, fmt.Errorf("device /%s is also given as a --dir", d.name)
 		}
 		// A later --dev with the same name replaces the default console.
 		byName[d.name] = cpio.Record{Info: cpio.Info{
@@ -147,13 +185,11 @@ func records(files []fileSpec, devs []devSpec) ([]cpio.Record, error) {
 		byName[f.dest] = cpio.StaticRecord(data, cpio.Info{Name: f.dest, Mode: cpio.S_IFREG | f.mode})
 		addDirs(f.dest)
 	}
-	for name, r := range byName {
-		if r.Mode&cpio.S_IFMT != cpio.S_IFDIR {
-			// A file's parent must be a directory, not another file.
-			for d := path.Dir(name); d != "."; d = path.Dir(d) {
-				if byName[d].Mode&cpio.S_IFMT != cpio.S_IFDIR {
-					return nil, fmt.Errorf("/%s needs /%s to be a directory, but it is a file or device", name, d)
-				}
+	for name := range byName {
+		// A parent must be a directory, not a file or device.
+		for d := path.Dir(name); d != "."; d = path.Dir(d) {
+			if byName[d].Mode&cpio.S_IFMT != cpio.S_IFDIR {
+				return nil, fmt.Errorf("/%s needs /%s to be a directory, but it is a file or device", name, d)
 			}
 		}
 	}

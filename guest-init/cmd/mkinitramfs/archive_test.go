@@ -215,7 +215,7 @@ func TestRunErrors(t *testing.T) {
 }
 
 func FuzzParseSpecs(f *testing.F) {
-	for _, s := range []string{"build/init:/init:0755", "a:b:c", "console:c:5:1", "vda:b:254:0", "::", ":::", "x:/../y:0644"} {
+	for _, s := range []string{"build/init:/init:0755", "a:b:c", "console:c:5:1", "vda:b:254:0", "::", ":::", "x:/../y:0644", "proc:0555", "/tmp:1777"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -224,10 +224,88 @@ func FuzzParseSpecs(f *testing.F) {
 				t.Errorf("parseFileSpec(%q) accepted a bad spec: %+v", s, fs)
 			}
 		}
+		if ds, err := parseDirSpec(s); err == nil {
+			if ds.name == "" || strings.HasPrefix(ds.name, "/") || strings.Contains("/"+ds.name+"/", "/../") || ds.mode > 0o7777 {
+				t.Errorf("parseDirSpec(%q) accepted a bad spec: %+v", s, ds)
+			}
+		}
 		if ds, err := parseDevSpec(s); err == nil {
 			if !strings.HasPrefix(ds.name, "dev/") || strings.Contains("/"+ds.name+"/", "/../") {
 				t.Errorf("parseDevSpec(%q) accepted a bad spec: %+v", s, ds)
 			}
 		}
 	})
+}
+
+func TestParseDirSpec(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    dirSpec
+		wantErr string
+	}{
+		{in: "proc:0555", want: dirSpec{name: "proc", mode: 0o555}},
+		{in: "/tmp:1777", want: dirSpec{name: "tmp", mode: 0o1777}},
+		{in: ".sietch/lower/:755", want: dirSpec{name: ".sietch/lower", mode: 0o755}},
+		{in: "proc", wantErr: "want PATH:MODE"},
+		{in: ":0755", wantErr: "empty archive path"},
+		{in: "/:0755", wantErr: "names the root"},
+		{in: "../x:0755", wantErr: "contains .."},
+		{in: "x:rwx", wantErr: "not octal"},
+		{in: "x:77777", wantErr: "not octal"},
+	}
+	for _, tt := range tests {
+		got, err := parseDirSpec(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("parseDirSpec(%q) error = %v, want it to mention %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("parseDirSpec(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestArchiveDirs(t *testing.T) {
+	dir := t.TempDir()
+	f := writeFile(t, dir, "f", "x", 0o644)
+	out := filepath.Join(dir, "d.cpio")
+	err := run([]string{"-o", out, "--dir", "a/b:0700", "--dir", "a:0711", "--dir", "tmp:1777", "--file", f + ":/a/b/f:0644"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(out)
+	want := []entry{
+		{name: "a", mode: cpio.S_IFDIR | 0o711},
+		{name: "a/b", mode: cpio.S_IFDIR | 0o700},
+		{name: "a/b/f", mode: cpio.S_IFREG | 0o644, content: "x"},
+		{name: "dev", mode: cpio.S_IFDIR | 0o755},
+		{name: "dev/console", mode: cpio.S_IFCHR | 0o600, rmajor: 5, rminor: 1},
+		{name: "tmp", mode: cpio.S_IFDIR | 0o1777},
+	}
+	got := list(t, a)
+	if len(got) != len(want) {
+		t.Fatalf("archive lists %+v, want %d entries", got, len(want))
+	}
+	for i := range want {
+		want[i].nlink = 1
+		if got[i] != want[i] {
+			t.Errorf("entry %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"--dir", "x:0755", "--dir", "/x/:0700"}, "given twice"},
+		{[]string{"--dir", "x:0755", "--file", f + ":/x:0644"}, "already a device or directory"},
+		{[]string{"--dir", "dev/console:0755"}, "also given as a --dir"},
+		{[]string{"--file", f + ":/x:0644", "--dir", "x/y:0755"}, "already a device or directory"},
+	} {
+		if err := run(append([]string{"-o", out}, tc.args...)); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("run %q: error %v, want it to mention %q", tc.args, err, tc.wantErr)
+		}
+	}
 }
