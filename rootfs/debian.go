@@ -1,0 +1,186 @@
+package rootfs
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Inputs of the default image; a change here changes its cache key.
+const (
+	DefaultSuite  = "bookworm"
+	DefaultMirror = "http://deb.debian.org/debian"
+	// defaultRecipe versions how Default turns its inputs into an image;
+	// bump it when that changes so cached images are rebuilt.
+	defaultRecipe = "sietch-default-rootfs-v1"
+)
+
+// DefaultPackages are what agents expect on top of Debian minbase.
+var DefaultPackages = []string{"python3", "git", "curl", "ca-certificates", "iproute2"}
+
+// FromDebian writes an ext4 image of a minimal Debian (debootstrap
+// --variant=minbase) with packages added. It needs root (debootstrap
+// chroots and makes device nodes) and a reachable mirror.
+func FromDebian(ctx context.Context, suite, mirror string, packages []string, out string, o Options) error {
+	if !validDebName(suite) {
+		return fmt.Errorf("%w: debian suite %q (want a name such as bookworm)", ErrBadSource, suite)
+	}
+	for _, p := range packages {
+		if !validDebName(p) {
+			return fmt.Errorf("%w: debian package name %q", ErrBadSource, p)
+		}
+	}
+	if mirror == "" {
+		mirror = DefaultMirror
+	}
+	debootstrap, err := findTool("debootstrap", "debootstrap")
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("debian image: debootstrap needs root (it chroots and creates device nodes): run as root, or build from a directory or OCI image instead")
+	}
+	stage, err := stagingDir(out)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(stage)
+	args := []string{"--variant=minbase"}
+	if len(packages) > 0 {
+		args = append(args, "--include="+strings.Join(packages, ","))
+	}
+	args = append(args, suite, stage, mirror)
+	progressf(o.Progress, "rootfs: %s %s\n", debootstrap, strings.Join(args, " "))
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, debootstrap, args...)
+	// A private mount namespace: the /proc and /sys debootstrap mounts in the
+	// target vanish with it, even if it is killed, so the staging tree can be
+	// removed safely.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: unix.CLONE_NEWNS, Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	var tail tailBuffer
+	cmd.Stdout, cmd.Stderr = &tail, &tail
+	if o.Progress != nil {
+		w := io.MultiWriter(&tail, o.Progress)
+		cmd.Stdout, cmd.Stderr = w, w
+	}
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("debootstrap: %w", ctx.Err())
+		}
+		return fmt.Errorf("debootstrap %s from %s: %w (check the suite, the package names and that the mirror is reachable; see %s/debootstrap/debootstrap.log):\n%s",
+			suite, mirror, err, stage, tail.String())
+	}
+	progressf(o.Progress, "rootfs: debootstrap took %s\n", time.Since(start).Round(time.Second))
+	if err := trimDebian(stage); err != nil {
+		return err
+	}
+	return build(ctx, stage, out, o)
+}
+
+// validDebName accepts Debian package and suite names (Debian Policy
+// §5.6.1: lower case letters, digits, + - . ; we also allow upper case for
+// suites and :arch qualifiers), so nothing reaches debootstrap as an option.
+func validDebName(s string) bool {
+	if s == "" || s[0] == '-' || s[0] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("+-.:_", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// trimDebian drops what debootstrap copies from the build host or leaves
+// behind: downloaded packages and lists (size), and the host's resolv.conf
+// and hostname (guest-init writes both from the kernel command line).
+func trimDebian(root string) error {
+	for _, glob := range []string{"var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*", "var/log/*.log"} {
+		matches, err := filepath.Glob(filepath.Join(root, glob))
+		if err != nil {
+			return err
+		}
+		for _, m := range matches {
+			if err := os.Remove(m); err != nil {
+				return fmt.Errorf("trim debian tree: %w", err)
+			}
+		}
+	}
+	for _, f := range []string{"etc/resolv.conf", "etc/hostname"} {
+		if err := os.Remove(filepath.Join(root, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("trim debian tree: %w", err)
+		}
+	}
+	return nil
+}
+
+// Default returns the path of the default image (Debian bookworm minbase
+// with DefaultPackages), building it into cacheDir first unless an image
+// built from the same inputs is already there.
+func Default(ctx context.Context, cacheDir string, o Options) (string, error) {
+	if cacheDir == "" {
+		return "", errors.New("default image: no cache directory given")
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("default image: create cache directory: %w", err)
+	}
+	out := filepath.Join(cacheDir, defaultKey(o)+".ext4")
+	if _, err := os.Stat(out); err == nil {
+		progressf(o.Progress, "rootfs: using cached %s\n", out)
+		return out, nil
+	}
+	// One builder per image: a second caller waits, then finds it built.
+	lock, err := os.OpenFile(out+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("default image: lock: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return "", fmt.Errorf("default image: lock: %w", err)
+	}
+	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	if err := FromDebian(ctx, DefaultSuite, DefaultMirror, DefaultPackages, out, o); err != nil {
+		return "", fmt.Errorf("default image: %w", err)
+	}
+	return out, nil
+}
+
+// defaultKey hashes every input of the default image.
+func defaultKey(o Options) string {
+	pkgs := slices.Clone(DefaultPackages)
+	slices.Sort(pkgs)
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%d\n%q\n", defaultRecipe, DefaultSuite, DefaultMirror, strings.Join(pkgs, ","), o.SizeBytes, o.Label)
+	return fmt.Sprintf("debian-%s-%x", DefaultSuite, h.Sum(nil)[:8])
+}
+
+// tailBuffer keeps the last 4 KiB written, for error messages.
+type tailBuffer struct{ b bytes.Buffer }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b.Write(p)
+	if n := t.b.Len(); n > 4096 {
+		t.b.Next(n - 4096)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return t.b.String() }
