@@ -1,0 +1,77 @@
+package client
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/sietch-vm/sietch/api/model"
+)
+
+// Create starts a sandbox from an image or a snapshot (exactly one of
+// req.Image, req.Snapshot).
+func (c *Client) Create(ctx context.Context, req model.CreateRequest) (model.Sandbox, error) {
+	var sb model.Sandbox
+	err := c.call(ctx, http.MethodPost, "/v1/sandboxes", req, &sb, http.StatusCreated)
+	return sb, err
+}
+
+// List returns every sandbox sietchd knows, in any state.
+func (c *Client) List(ctx context.Context) ([]model.Sandbox, error) {
+	var out struct {
+		Sandboxes []model.Sandbox `json:"sandboxes"`
+	}
+	err := c.call(ctx, http.MethodGet, "/v1/sandboxes", nil, &out, http.StatusOK)
+	return out.Sandboxes, err
+}
+
+// Get returns one sandbox.
+func (c *Client) Get(ctx context.Context, id string) (model.Sandbox, error) {
+	var sb model.Sandbox
+	err := c.call(ctx, http.MethodGet, sandboxPath(id, ""), nil, &sb, http.StatusOK)
+	return sb, err
+}
+
+// Delete stops a sandbox and removes it.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, sandboxPath(id, ""), nil, nil, http.StatusNoContent)
+}
+
+// Pause stops a running sandbox's vCPUs.
+func (c *Client) Pause(ctx context.Context, id string) (model.Sandbox, error) {
+	var sb model.Sandbox
+	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/pause"), nil, &sb, http.StatusOK)
+	return sb, err
+}
+
+// Resume restarts a paused sandbox's vCPUs.
+func (c *Client) Resume(ctx context.Context, id string) (model.Sandbox, error) {
+	var sb model.Sandbox
+	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/resume"), nil, &sb, http.StatusOK)
+	return sb, err
+}
+
+// Snapshot checkpoints a sandbox; req.Kind is "full" (default) or "diff".
+func (c *Client) Snapshot(ctx context.Context, id string, req model.SnapshotRequest) (model.Snapshot, error) {
+	var s model.Snapshot
+	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/snapshots"), req, &s, http.StatusCreated)
+	return s, err
+}
+
+// Snapshots lists a sandbox's snapshots.
+func (c *Client) Snapshots(ctx context.Context, id string) ([]model.Snapshot, error) {
+	var out struct {
+		Snapshots []model.Snapshot `json:"snapshots"`
+	}
+	err := c.call(ctx, http.MethodGet, sandboxPath(id, "/snapshots"), nil, &out, http.StatusOK)
+	return out.Snapshots, err
+}
+
+// Fork starts req.Count new sandboxes from one of the sandbox's snapshots
+// (req.Snapshot; empty: a full snapshot taken now).
+func (c *Client) Fork(ctx context.Context, id string, req model.ForkRequest) ([]model.Sandbox, error) {
+	var out struct {
+		Sandboxes []model.Sandbox `json:"sandboxes"`
+	}
+	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/fork"), req, &out, http.StatusCreated)
+	return out.Sandboxes, err
+}
