@@ -13,15 +13,18 @@ APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex
 	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2 \
 	debootstrap iputils-ping
 
-.PHONY: all vmm sietch deps hello test test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet clean
+.PHONY: all vmm sietch sietchd deps hello test test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet clean
 
-all: vmm
+all: vmm sietch sietchd
 
 vmm:
 	$(GO) build -o bin/vmm ./cmd/vmm
 
 sietch:
 	$(GO) build -o bin/sietch ./cmd/sietch
+
+sietchd: vmm
+	$(GO) build -o bin/sietchd ./cmd/sietchd
 
 # Debian packages the build and the tests need (see README, "Dependencies").
 deps:
@@ -85,7 +88,7 @@ FUZZ_TARGETS := ./boot:FuzzParseImage ./boot:FuzzLoad ./kvm:FuzzIOData ./devices
 	./virtio/blk:FuzzBlkRequest ./virtio/net:FuzzHeaderCheck ./virtio/vsock:FuzzPacket ./virtio/vsock:FuzzParseConnect \
 	./jail:FuzzParseRlimits ./vmm:FuzzControlRequest ./cmd/vmm:FuzzRunFlags ./guest-init/cmd/mkinitramfs:FuzzParseSpecs \
 	./guest-init/initrt:FuzzParseCmdline ./guest-init/agent:FuzzDecodeExecRequest ./guest-init/agent:FuzzParseFileQuery ./rootfs:FuzzExtract \
-	./api/client:FuzzExecStream ./api/client:FuzzParseMode ./cmd/sietch:FuzzParseCp \
+	./api/client:FuzzExecStream ./api/client:FuzzParseMode ./cmd/sietch:FuzzParseCp ./api:FuzzDecodeRequest \
 	./snapshot:FuzzRead ./snapshot:FuzzPayload
 
 fuzz:

@@ -65,6 +65,21 @@ func New() (*FD, error) {
 
 const uffdFlags = unix.O_CLOEXEC | unix.O_NONBLOCK
 
+// userModeOnly is userfaultfd(2)'s UFFD_USER_MODE_ONLY flag.
+const userModeOnly = 1
+
+// NewUserModeOnly opens a userfaultfd with UFFD_USER_MODE_ONLY, which an
+// unprivileged process may get when vm.unprivileged_userfaultfd is 0. Its
+// ranges fail kernel-mode accesses (KVM's, a read(2) into them) with
+// EFAULT instead of reporting a fault, so it cannot serve guest memory.
+func NewUserModeOnly() (*FD, error) {
+	fd, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, uintptr(uffdFlags|userModeOnly), 0, 0)
+	if errno != 0 {
+		return nil, fmt.Errorf("userfaultfd(UFFD_USER_MODE_ONLY): %w", errno)
+	}
+	return setUp(int(fd))
+}
+
 // DevicePath is the userfaultfd device (Linux 6.1+). Whoever may open it
 // gets full userfaultfds without privileges: a privileged parent opens it
 // and hands the open file to a confined child.

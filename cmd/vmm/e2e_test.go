@@ -74,34 +74,8 @@ func TestLinuxEndToEnd(t *testing.T) {
 	args := []string{"netns", "exec", tp.ns, vmmBin, "run", "--kernel", kernel, "--initrd", initrd, "--mem", "256M",
 		"--cpus", "2", "--cmdline", cmdline, "--disk", rootImg + ",ro", "--disk", upperImg,
 		"--net", tp.name + ",mac=52:54:00:e2:e2:01", "--vsock", "3," + uds, "--rng"}
-	cmd := exec.CommandContext(ctx, "ip", args...)
-	var stdout, stderr syncOutput
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start vmm: %v", err)
-	}
-	done := make(chan struct{})
-	var runErr error
-	go func() { runErr = cmd.Wait(); close(done) }()
-	defer func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("serial console:\n%s\nvmm stderr:\n%s", &stdout, &stderr)
-		}
-	}()
-	started := time.Now()
-	for !strings.Contains(stdout.String(), "sietch-init: agent ready on vsock port 1024") {
-		select {
-		case <-done:
-			t.Fatalf("vmm exited (%v) before the agent was ready", runErr)
-		case <-ctx.Done():
-			t.Fatalf("the agent was not ready within %v", e2eTimeout)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	t.Logf("agent ready %v after vmm start", time.Since(started).Round(time.Millisecond))
+	vm := startLinux(t, ctx, "ip", args...)
+	t.Logf("agent ready %v after vmm start", vm.waitReady(t, ctx).Round(time.Millisecond))
 	client := agent.NewClient(agent.DialUDS(uds, agent.Port))
 	if _, err := client.Health(ctx); err != nil {
 		t.Fatalf("agent health: %v", err)
@@ -193,11 +167,7 @@ func TestLinuxEndToEnd(t *testing.T) {
 	if err := client.Shutdown(ctx, true); err != nil {
 		t.Fatalf("agent shutdown: %v", err)
 	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.Fatal("the guest did not power off after the shutdown request")
-	}
+	runErr := vm.waitExit(t, ctx)
 	t.Logf("shutdown to vmm exit: %v", time.Since(t0).Round(time.Millisecond))
 	if runErr != nil {
 		t.Fatalf("vmm: %v, want exit status 0 (the guest powered off)", runErr)

@@ -16,7 +16,7 @@ import (
 
 // buildGuestInitramfs builds guest-init (static) and an initramfs with it
 // as /init into dir, as `make initramfs` does; it returns both paths.
-func buildGuestInitramfs(t *testing.T, dir string) (bin, cpio string) {
+func buildGuestInitramfs(t testing.TB, dir string) (bin, cpio string) {
 	t.Helper()
 	bin = filepath.Join(dir, "guest-init")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "../../guest-init/cmd/guest-init")
@@ -35,7 +35,7 @@ func buildGuestInitramfs(t *testing.T, dir string) (bin, cpio string) {
 // (if not "") as its contents, without mounting anything. Inode tables and
 // journal are zeroed here, so the guest kernel's ext4lazyinit thread has
 // nothing to do (its work is emulated, hence slow, on some hosts).
-func mkfsExt4(t *testing.T, img string, mib int, src string) {
+func mkfsExt4(t testing.TB, img string, mib int, src string) {
 	t.Helper()
 	args := []string{"-q", "-F", "-t", "ext4", "-L", filepath.Base(img), "-E", "lazy_itable_init=0,lazy_journal_init=0"}
 	if src != "" {
@@ -44,6 +44,65 @@ func mkfsExt4(t *testing.T, img string, mib int, src string) {
 	args = append(args, img, strconv.Itoa(mib)+"M")
 	if out, err := exec.Command("mkfs.ext4", args...).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4 %s: %v\n%s", img, err, out)
+	}
+}
+
+// linuxVM is a `vmm run` of a Linux guest with guest-init in the
+// background.
+type linuxVM struct {
+	stdout, stderr syncOutput
+	done           chan struct{}
+	err            error // cmd.Wait's, once done is closed
+	started        time.Time
+}
+
+// startLinux starts name args… (vmm run, possibly behind `ip netns exec`).
+// Cleanup waits for it after ctx ends and shows its console on failure.
+func startLinux(t testing.TB, ctx context.Context, name string, args ...string) *linuxVM {
+	t.Helper()
+	v := &linuxVM{done: make(chan struct{})}
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &v.stdout, &v.stderr
+	cmd.WaitDelay = 5 * time.Second
+	v.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start vmm: %v", err)
+	}
+	go func() { v.err = cmd.Wait(); close(v.done) }()
+	t.Cleanup(func() {
+		<-v.done
+		if t.Failed() {
+			t.Logf("serial console:\n%s\nvmm stderr:\n%s", &v.stdout, &v.stderr)
+		}
+	})
+	return v
+}
+
+// waitReady waits for guest-init's ready line and returns how long it took
+// from the start.
+func (v *linuxVM) waitReady(t testing.TB, ctx context.Context) time.Duration {
+	t.Helper()
+	for !strings.Contains(v.stdout.String(), "sietch-init: agent ready on vsock port 1024") {
+		select {
+		case <-v.done:
+			t.Fatalf("vmm exited (%v) before the agent was ready", v.err)
+		case <-ctx.Done():
+			t.Fatalf("the agent was not ready in time: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return time.Since(v.started)
+}
+
+// waitExit waits for the vmm to end after a shutdown request.
+func (v *linuxVM) waitExit(t testing.TB, ctx context.Context) error {
+	t.Helper()
+	select {
+	case <-v.done:
+		return v.err
+	case <-ctx.Done():
+		t.Fatal("the guest did not power off after the shutdown request")
+		return nil
 	}
 }
 
@@ -93,36 +152,10 @@ func TestGuestInitAgent(t *testing.T) {
 	defer cancel()
 	cmdline := "console=ttyS0 reboot=k panic=-1 quiet sietch.hostname=guest-test sietch.root=/dev/vda " +
 		"sietch.overlay=/dev/vdb sietch.ip=10.0.2.15/24 sietch.gw=10.0.2.2 sietch.dns=10.0.2.3"
-	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", kernel, "--initrd", initrd, "--mem", "128M", "--cpus", "2",
+	vm := startLinux(t, ctx, vmmBin, "run", "--kernel", kernel, "--initrd", initrd, "--mem", "128M", "--cpus", "2",
 		"--cmdline", cmdline, "--disk", rootImg+",ro", "--disk", upperImg, "--vsock", "3,"+uds, "--rng")
-	var stdout, stderr syncOutput
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start vmm: %v", err)
-	}
-	done := make(chan struct{})
-	var runErr error
-	go func() { runErr = cmd.Wait(); close(done) }()
-	defer func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("serial console:\n%s\nvmm stderr:\n%s", &stdout, &stderr)
-		}
-	}()
-
-	started := time.Now()
-	for !strings.Contains(stdout.String(), "sietch-init: agent ready on vsock port 1024") {
-		select {
-		case <-done:
-			t.Fatalf("vmm exited (%v) before guest-init's ready line", runErr)
-		case <-ctx.Done():
-			t.Fatalf("no ready line from guest-init within %v", guestInitTimeout)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	t.Logf("agent ready %v after vmm start", time.Since(started).Round(time.Millisecond))
+	t.Logf("agent ready %v after vmm start", vm.waitReady(t, ctx).Round(time.Millisecond))
+	stdout := &vm.stdout
 	if strings.Contains(stdout.String(), "FATAL") || strings.Contains(stdout.String(), "level=ERROR") {
 		t.Errorf("guest-init reported an error on the console")
 	}
@@ -174,11 +207,7 @@ func TestGuestInitAgent(t *testing.T) {
 	if err := client.Shutdown(ctx, true); err != nil {
 		t.Fatalf("agent shutdown: %v", err)
 	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.Fatalf("the guest did not power off after the shutdown request")
-	}
+	runErr := vm.waitExit(t, ctx)
 	t.Logf("shutdown to vmm exit took %v", time.Since(t0).Round(time.Millisecond))
 	if runErr != nil {
 		t.Fatalf("vmm: %v, want exit status 0 (the guest powered off)", runErr)
@@ -196,5 +225,5 @@ func TestGuestInitAgent(t *testing.T) {
 	if out, err := exec.Command("e2fsck", "-fn", upperImg).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck of the overlay disk after shutdown: %v\n%s", err, out)
 	}
-	t.Logf("serial console:\n%s", &stdout)
+	t.Logf("serial console:\n%s", stdout)
 }

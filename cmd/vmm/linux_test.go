@@ -9,7 +9,7 @@ import (
 
 // guestArtifact finds a build output for the Linux boot test: from the
 // environment (set by `make test`), else from the repository's build/ tree.
-func guestArtifact(t *testing.T, env, rel, makeTarget string) string {
+func guestArtifact(t testing.TB, env, rel, makeTarget string) string {
 	t.Helper()
 	p := os.Getenv(env)
 	if p == "" {

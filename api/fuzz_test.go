@@ -1,0 +1,39 @@
+package api
+
+import (
+	"bytes"
+	"net/http"
+	"testing"
+
+	"github.com/sietch-vm/sietch/api/model"
+)
+
+// Request decoding never panics, and every refusal is a 4xx with a
+// stable code.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"image":"counter","limits":{"cpus":2,"memory_mib":256,"timeout_s":60,"on_timeout":"snapshot"},"labels":{"a":"b"}}`,
+		`{"snapshot":"snap-1"}`, `{"cmd":"sh","args":["-c","echo"],"env":{"A":"1"},"stdin":"aGk=","timeout_ms":5}`,
+		`{"count":3,"snapshot":"s"}`, `{"guest_port":80,"host_port":0,"host_addr":"127.0.0.1"}`, `{"kind":"diff"}`,
+		``, `{`, `[]`, `{"x":1}`, `{"image":1}`, `{} {}`, `null`, `{"labels":{"a":null}}`, "\xff",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		targets := []any{&model.CreateRequest{}, &model.ExecRequest{}, &model.ForkRequest{}, &model.PortRequest{}, &model.SnapshotRequest{}}
+		for _, v := range targets {
+			for _, emptyOK := range []bool{false, true} {
+				rerr := decodeRequest(bytes.NewReader(b), v, emptyOK)
+				if rerr == nil {
+					continue
+				}
+				if rerr.status < 400 || rerr.status > 499 || rerr.body.Code == "" || rerr.body.Message == "" {
+					t.Fatalf("decode %q: %+v", b, rerr)
+				}
+				if rerr.status == http.StatusBadRequest && rerr.body.Code != model.CodeInvalidJSON && rerr.body.Code != model.CodeUnknownField {
+					t.Fatalf("decode %q: code %s", b, rerr.body.Code)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,166 @@
+package api
+
+import (
+	_ "embed"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/vmm"
+)
+
+// openapiDoc is the API's OpenAPI 3 document, served as is.
+//
+//go:embed openapi.yaml
+var openapiDoc []byte
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, model.Health{Status: "ok", Version: s.version, Sandboxes: len(s.m.List()), KVM: s.kvm()})
+}
+
+// describeKVM sums up `vmm check` in one line.
+func describeKVM() string {
+	rep := vmm.CheckHost()
+	switch {
+	case rep.OpenErr != nil:
+		return "unavailable: " + rep.OpenErr.Error()
+	case !rep.OK():
+		return "unusable: run `vmm check` for what is missing"
+	case rep.Modes.Emulated():
+		return "ok; guest kernel mode is instruction-emulated (nested, page-table-based KVM): Linux boots in seconds"
+	}
+	return "ok; guest kernel mode runs natively"
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(openapiDoc)
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	var req model.CreateRequest
+	if !decode(w, r, &req, false) {
+		return
+	}
+	sb, err := s.m.Create(r.Context(), req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, sb)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string][]model.Sandbox{"sandboxes": s.m.List()})
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.m.Get(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	if err := s.m.Delete(r.Context(), r.PathValue("id")); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.m.Pause(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.m.Resume(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb)
+}
+
+func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
+	var req model.SnapshotRequest
+	if !decode(w, r, &req, true) {
+		return
+	}
+	snap, err := s.m.Snapshot(r.Context(), r.PathValue("id"), req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, snap)
+}
+
+func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
+	snaps, err := s.m.Snapshots(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string][]model.Snapshot{"snapshots": snaps})
+}
+
+func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
+	var req model.ForkRequest
+	if !decode(w, r, &req, false) {
+		return
+	}
+	sbs, err := s.m.Fork(r.Context(), r.PathValue("id"), req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string][]model.Sandbox{"sandboxes": sbs})
+}
+
+func (s *Server) addPort(w http.ResponseWriter, r *http.Request) {
+	var req model.PortRequest
+	if !decode(w, r, &req, false) {
+		return
+	}
+	p, err := s.m.AddPort(r.Context(), r.PathValue("id"), req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, p)
+}
+
+func (s *Server) ports(w http.ResponseWriter, r *http.Request) {
+	ps, err := s.m.Ports(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string][]model.Port{"ports": ps})
+}
+
+func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
+	hp, err := strconv.Atoi(r.PathValue("host_port"))
+	if err != nil || hp < 1 || hp > 65535 {
+		writeError(w, http.StatusBadRequest, model.Error{Code: model.CodeBadRequest,
+			Message: fmt.Sprintf("host port %q is not a port number (1-65535)", r.PathValue("host_port"))})
+		return
+	}
+	if err := s.m.RemovePort(r.PathValue("id"), hp); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) images(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string][]model.Image{"images": s.m.Images()})
+}

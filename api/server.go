@@ -1,0 +1,201 @@
+// Package api is sietchd's HTTP API: routes, handlers, bearer-token auth and the OpenAPI document.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/sandbox"
+)
+
+// Config is what New needs.
+type Config struct {
+	Manager *sandbox.Manager
+	Token   string // every route but GET /v1/health wants "Authorization: Bearer <Token>"
+	Logger  *slog.Logger
+	Version string        // reported by GET /v1/health
+	KVM     func() string // what `vmm check` says; nil: asked of this host once
+}
+
+// Route is one registered method and path pattern.
+type Route struct {
+	Method, Path string
+}
+
+// Server answers the API.
+type Server struct {
+	m       *sandbox.Manager
+	token   []byte
+	log     *slog.Logger
+	version string
+	kvm     func() string
+	mux     *http.ServeMux
+	routes  []Route
+	srv     *http.Server
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Manager == nil {
+		return nil, errors.New("api: Config.Manager is nil")
+	}
+	if len(cfg.Token) < 16 {
+		return nil, errors.New("api: the token is missing or shorter than 16 characters; use LoadToken")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if cfg.KVM == nil {
+		cfg.KVM = sync.OnceValue(describeKVM)
+	}
+	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), log: cfg.Logger, version: cfg.Version, kvm: cfg.KVM, mux: http.NewServeMux()}
+	s.register()
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
+	return s, nil
+}
+
+// register builds the route table; every path also gets a JSON 405 for
+// the methods it lacks, and "/" a JSON 404.
+func (s *Server) register() {
+	handle := func(method, path string, h http.HandlerFunc) {
+		s.mux.HandleFunc(method+" "+path, h)
+		s.routes = append(s.routes, Route{method, path})
+	}
+	handle("GET", "/v1/health", s.health)
+	handle("GET", "/v1/openapi.yaml", s.openapi)
+	handle("GET", "/metrics", s.metrics)
+	handle("POST", "/v1/sandboxes", s.create)
+	handle("GET", "/v1/sandboxes", s.list)
+	handle("GET", "/v1/sandboxes/{id}", s.get)
+	handle("DELETE", "/v1/sandboxes/{id}", s.delete)
+	handle("POST", "/v1/sandboxes/{id}/pause", s.pause)
+	handle("POST", "/v1/sandboxes/{id}/resume", s.resume)
+	handle("POST", "/v1/sandboxes/{id}/snapshots", s.snapshot)
+	handle("GET", "/v1/sandboxes/{id}/snapshots", s.snapshots)
+	handle("POST", "/v1/sandboxes/{id}/fork", s.fork)
+	handle("POST", "/v1/sandboxes/{id}/exec", s.exec)
+	handle("PUT", "/v1/sandboxes/{id}/files", s.upload)
+	handle("GET", "/v1/sandboxes/{id}/files", s.download)
+	handle("POST", "/v1/sandboxes/{id}/ports", s.addPort)
+	handle("GET", "/v1/sandboxes/{id}/ports", s.ports)
+	handle("DELETE", "/v1/sandboxes/{id}/ports/{host_port}", s.removePort)
+	handle("GET", "/v1/sandboxes/{id}/console", s.console)
+	handle("GET", "/v1/images", s.images)
+
+	methods := map[string][]string{}
+	var paths []string
+	for _, r := range s.routes {
+		if methods[r.Path] == nil {
+			paths = append(paths, r.Path)
+		}
+		methods[r.Path] = append(methods[r.Path], r.Method)
+	}
+	for _, p := range paths {
+		allow := strings.Join(methods[p], ", ")
+		s.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, model.Error{Code: model.CodeMethodNotAllowed,
+				Message: fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)})
+		})
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, model.Error{Code: model.CodeNotFound,
+			Message: fmt.Sprintf("no route %s; GET /v1/openapi.yaml lists them", r.URL.Path)})
+	})
+}
+
+// Routes lists the registered routes, in registration order.
+func (s *Server) Routes() []Route { return slices.Clone(s.routes) }
+
+// ServeHTTP authenticates the request, serves it, and turns a panic in a
+// handler into a 500 with the stack in the log: no request may take
+// sietchd down.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &recorder{ResponseWriter: w}
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v) // net/http's way to cut a streamed response short
+			}
+			s.log.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+			if rw.status == 0 {
+				writeError(rw, http.StatusInternalServerError, model.Error{Code: model.CodeInternal, Message: "internal error; the server log has the details"})
+			}
+		}
+		level := slog.LevelDebug
+		if rw.status >= 500 {
+			level = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", rw.status, "ms", time.Since(start).Milliseconds())
+	}()
+	if !(r.Method == http.MethodGet && r.URL.Path == "/v1/health") && !s.authorized(r) {
+		rw.Header().Set("WWW-Authenticate", `Bearer realm="sietchd"`)
+		writeError(rw, http.StatusUnauthorized, model.Error{Code: model.CodeUnauthorized,
+			Message: "missing or wrong bearer token: send Authorization: Bearer <the token in sietchd's state directory, file token>"})
+		return
+	}
+	s.mux.ServeHTTP(rw, r)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), s.token) == 1
+}
+
+// Serve answers requests on ln until Shutdown; it returns nil after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve the API on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for requests in flight
+// until ctx ends; then it cuts the rest (followed consoles, long execs).
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	return err
+}
+
+// recorder remembers the status a handler wrote.
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,197 @@
+// Command sietchd is the sandbox manager: it runs one vmm per sandbox and serves the HTTP API.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sietch-vm/sietch/api"
+	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/sandbox"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// shutdownGrace is how long requests in flight get at SIGTERM.
+const shutdownGrace = 10 * time.Second
+
+const usage = `sietchd runs sandboxes (one vmm process each) and serves the sietch HTTP API.
+
+Usage:
+  sietchd [--state-dir DIR] [--listen ADDR] [--vmm PATH] [--image SPEC]... [limits]
+
+Example:
+  sietchd --image default:kind=linux,kernel=build/kernel/vmlinux,initrd=build/initramfs.cpio,rootfs=root.ext4,cmdline=console=ttyS0
+
+The API token is DIR/token (made at first start, mode 0600). SIGTERM or
+SIGINT stops serving and leaves the sandboxes' vmm processes running: the
+next sietchd on the same state directory takes them up again.
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("sietchd", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", "/var/lib/sietch", "directory for sandboxes, snapshots, the state database, the token and the socket")
+	listen := fs.String("listen", "", "API address: a unix socket path (default DIR/sietchd.sock), unix:///path or tcp://host:port")
+	vmmPath := fs.String("vmm", "", "the vmm binary (default: vmm next to sietchd, else in PATH)")
+	images := fs.StringArray("image", nil, "an image: NAME:kind=linux|testguest,kernel=PATH[,initrd=PATH][,rootfs=PATH][,mem=MiB][,cmdline=ARGS (last; may hold commas)] (repeatable)")
+	maxSandboxes := fs.Int("max-sandboxes", 64, "host limit: sandboxes with a vmm at once (0: none)")
+	maxMemory := fs.Int("max-memory-mib", 0, "host limit: guest memory of all sandboxes, MiB (0: none)")
+	maxCPUs := fs.Int("max-cpus", 0, "host limit: vCPUs of all sandboxes (0: none)")
+	defCPUs := fs.Int("default-cpus", 1, "vCPUs of a sandbox that asks for none")
+	defMemory := fs.Int("default-memory-mib", 128, "memory of a sandbox that asks for none (an image's mem= comes first)")
+	defDisk := fs.Int("default-disk-mib", 0, "writable disk of a Linux sandbox that asks for none (0: in memory)")
+	defTimeout := fs.Int("default-timeout-s", 0, "lifetime of a sandbox that asks for none (0: unlimited)")
+	perCPUs := fs.Int("sandbox-max-cpus", 0, "per-sandbox limit on vCPUs (0: none)")
+	perMemory := fs.Int("sandbox-max-memory-mib", 0, "per-sandbox limit on memory, MiB (0: none)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() { fmt.Fprintf(stderr, "%s%s", usage, fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "sietchd: %v\n", err)
+		return exitUsage
+	}
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "sietchd: "+format+"\n", a...)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		return bad("unexpected argument %q", fs.Arg(0))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return bad("--log-level: %v", err)
+	}
+	var specs []sandbox.ImageSpec
+	for _, s := range *images {
+		spec, err := parseImage(s)
+		if err != nil {
+			return bad("--image: %v", err)
+		}
+		specs = append(specs, spec)
+	}
+	for name, v := range map[string]int{"max-sandboxes": *maxSandboxes, "max-memory-mib": *maxMemory, "max-cpus": *maxCPUs,
+		"default-cpus": *defCPUs, "default-memory-mib": *defMemory, "default-disk-mib": *defDisk, "default-timeout-s": *defTimeout,
+		"sandbox-max-cpus": *perCPUs, "sandbox-max-memory-mib": *perMemory} {
+		if v < 0 {
+			return bad("--%s %d is negative", name, v)
+		}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	vmmBin, err := findVMM(*vmmPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "sietchd: %v\n", err)
+		return exitError
+	}
+
+	m, err := sandbox.Open(sandbox.Config{
+		StateDir: *stateDir,
+		VMMPath:  vmmBin,
+		Host:     sandbox.HostLimits{Sandboxes: *maxSandboxes, MemoryMiB: *maxMemory, CPUs: *maxCPUs},
+		Defaults: model.Limits{CPUs: *defCPUs, MemoryMiB: *defMemory, DiskMiB: *defDisk, TimeoutS: *defTimeout},
+		Max:      model.Limits{CPUs: *perCPUs, MemoryMiB: *perMemory},
+		Images:   specs,
+		Logger:   log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "sietchd: %v\n", err)
+		return exitError
+	}
+	defer m.Close()
+	token, err := api.LoadToken(filepath.Join(*stateDir, "token"))
+	if err != nil {
+		fmt.Fprintf(stderr, "sietchd: %v\n", err)
+		return exitError
+	}
+	srv, err := api.New(api.Config{Manager: m, Token: token, Logger: log, Version: version()})
+	if err != nil {
+		fmt.Fprintf(stderr, "sietchd: %v\n", err)
+		return exitError
+	}
+	ln, err := api.Listen(*listen, *stateDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "sietchd: %v\n", err)
+		return exitError
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("sietchd serving", "addr", ln.Addr().String(), "state_dir", *stateDir, "vmm", vmmBin, "images", len(specs), "sandboxes", len(m.List()))
+	select {
+	case err := <-served:
+		fmt.Fprintf(stderr, "sietchd: %v\n", err)
+		return exitError
+	case <-ctx.Done():
+	}
+	log.Info("shutting down; vmm processes keep running")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("requests still running at shutdown were cut", "err", err)
+	}
+	<-served
+	return exitOK
+}
+
+// findVMM resolves the vmm binary: the flag, else vmm beside this
+// executable, else vmm in PATH.
+func findVMM(flag string) (string, error) {
+	if flag != "" {
+		p, err := exec.LookPath(flag)
+		if err != nil {
+			return "", fmt.Errorf("--vmm %s: %w", flag, err)
+		}
+		return filepath.Abs(p)
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "vmm")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("vmm")
+	if err != nil {
+		return "", errors.New("no vmm binary beside sietchd or in PATH; build it (go build -o bin/vmm ./cmd/vmm) or give --vmm PATH")
+	}
+	return filepath.Abs(p)
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return s.Value[:12]
+			}
+		}
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			return bi.Main.Version
+		}
+	}
+	return "dev"
+}

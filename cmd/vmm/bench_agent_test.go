@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sietch-vm/sietch/guest-init/agent"
+)
+
+// BenchmarkAgent boots the project kernel with the guest-init initramfs on
+// the default root image (one boot per round; tens of seconds here) and
+// reports: seconds from `vmm run` to the agent's ready line (ready-s) and
+// to its first answer (health-s); the median round trip of an exec of
+// `true` over vsock (exec-true-ms); upload and download of 16 MiB through
+// the agent (MiB/s); and the initramfs size. docs/PERFORMANCE.md sets
+// ready-s beside QEMU microvm booting the same kernel to its init.
+func BenchmarkAgent(b *testing.B) {
+	requireKVM(b)
+	kernel := guestArtifact(b, "SIETCH_KERNEL", "build/kernel/vmlinux", "kernel")
+	rootImg := guestArtifact(b, "SIETCH_ROOTFS", "build/rootfs.ext4", "image")
+	dir := shortTempDir(b)
+	_, initrd := buildGuestInitramfs(b, dir)
+	fi, err := os.Stat(initrd)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ready, health, execTrue time.Duration
+	var up, down float64
+	for i := 0; i < b.N; i++ {
+		upper := filepath.Join(dir, "upper.img")
+		mkfsExt4(b, upper, 64, "")
+		uds := filepath.Join(dir, "v.sock")
+		ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+		cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", kernel, "--initrd", initrd, "--mem", "256M", "--cpus", "2",
+			"--cmdline", "console=ttyS0 reboot=k panic=-1 quiet sietch.root=/dev/vda sietch.overlay=/dev/vdb",
+			"--disk", rootImg+",ro", "--disk", upper, "--vsock", "3,"+uds, "--rng")
+		var stdout syncOutput
+		cmd.Stdout = &stdout
+		cmd.WaitDelay = 5 * time.Second
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		for !strings.Contains(stdout.String(), "agent ready on vsock port") {
+			if ctx.Err() != nil {
+				b.Fatalf("no agent within %v:\n%s", e2eTimeout, &stdout)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		ready += time.Since(start)
+		client := agent.NewClient(agent.DialUDS(uds, agent.Port))
+		if _, err := client.Health(ctx); err != nil {
+			b.Fatal(err)
+		}
+		health += time.Since(start)
+		var rounds []time.Duration
+		for range 10 {
+			t := time.Now()
+			if res, err := client.Exec(ctx, agent.ExecRequest{Cmd: "true"}, nil, nil, nil); err != nil || res.ExitCode != 0 {
+				b.Fatalf("exec true: %+v %v", res, err)
+			}
+			rounds = append(rounds, time.Since(t))
+		}
+		slices.Sort(rounds)
+		execTrue += rounds[len(rounds)/2]
+		data := make([]byte, 16<<20)
+		rand.Read(data)
+		t := time.Now()
+		if err := client.Upload(ctx, "/tmp/bench.bin", 0o644, bytes.NewReader(data)); err != nil {
+			b.Fatal(err)
+		}
+		up += 16 / time.Since(t).Seconds()
+		t = time.Now()
+		if _, err := client.Download(ctx, "/tmp/bench.bin", io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		down += 16 / time.Since(t).Seconds()
+		client.Shutdown(ctx, true)
+		cmd.Wait()
+		cancel()
+	}
+	n := float64(b.N)
+	b.ReportMetric(ready.Seconds()/n, "ready-s")
+	b.ReportMetric(health.Seconds()/n, "health-s")
+	b.ReportMetric(float64(execTrue.Microseconds())/1e3/n, "exec-true-ms")
+	b.ReportMetric(up/n, "upload-MiB/s")
+	b.ReportMetric(down/n, "download-MiB/s")
+	b.ReportMetric(float64(fi.Size())/(1<<20), "initramfs-MiB")
+}

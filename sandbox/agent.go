@@ -1,0 +1,200 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/guest-init/agent"
+)
+
+// agentConn is a guest agent client for one sandbox operation; unreachable
+// records whether a dial failed, which makes the operation's error
+// ErrAgentUnavailable.
+type agentConn struct {
+	*agent.Client
+	unreachable atomic.Bool
+}
+
+// agentFor returns a client of sb's guest agent whose every dial gives up
+// after agentTimeout: an agent that is not up yet answers nothing, and
+// the caller must hear so rather than wait.
+func (m *Manager) agentFor(sb *sandbox) *agentConn {
+	var dial func(ctx context.Context) (net.Conn, error)
+	if m.cfg.AgentDial != nil {
+		dial = m.cfg.AgentDial(sb.id)
+	} else {
+		dial = agent.DialUDS(filepath.Join(sb.dir, fileVsock), agent.Port)
+	}
+	ac := &agentConn{}
+	ac.Client = agent.NewClient(func(ctx context.Context) (net.Conn, error) {
+		dctx, cancel := context.WithTimeout(ctx, agentTimeout)
+		defer cancel()
+		c, err := dial(dctx)
+		if err != nil {
+			ac.unreachable.Store(true)
+			return nil, fmt.Errorf("%w: %v", ErrAgentUnavailable, err)
+		}
+		return c, nil
+	})
+	return ac
+}
+
+// runningAgent returns the agent of sandbox id, which must be running.
+func (m *Manager) runningAgent(id, action string) (*sandbox, *agentConn, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.mu.Lock()
+	st := sb.rec.State
+	m.mu.Unlock()
+	if st != model.StateRunning {
+		return nil, nil, fmt.Errorf("%w: sandbox %s is %s; it must be running to %s", ErrWrongState, id, st, action)
+	}
+	return sb, m.agentFor(sb), nil
+}
+
+// agentDone records whether the agent answered and turns its errors into
+// the manager's.
+func (m *Manager) agentDone(sb *sandbox, ac *agentConn, err error) error {
+	// A transport error (*url.Error) means no reply at all: the stream was
+	// refused or dropped before one, as a guest whose vsock transport is
+	// resetting after a restore does. Worth a retry, like a failed dial.
+	var ue *url.Error
+	reachable := !ac.unreachable.Load() && !errors.As(err, &ue)
+	m.mu.Lock()
+	if sb.rec.Agent != reachable {
+		sb.rec.Agent = reachable
+		m.save(sb)
+	}
+	m.mu.Unlock()
+	if err == nil {
+		return nil
+	}
+	if !reachable {
+		return fmt.Errorf("%w: the guest agent of sandbox %s does not answer (still booting?); retry in a few seconds: %v", ErrAgentUnavailable, sb.id, err)
+	}
+	var ae *agent.Error
+	if errors.As(err, &ae) {
+		switch {
+		case ae.Status == http.StatusNotFound:
+			return fmt.Errorf("%w: %s", ErrNotFound, ae.Message)
+		case ae.Status == http.StatusTooManyRequests:
+			return fmt.Errorf("%w: the guest agent: %s", ErrLimit, ae.Message)
+		case ae.Status >= 400 && ae.Status < 500:
+			return fmt.Errorf("%w: the guest agent: %s", ErrInvalid, ae.Message)
+		}
+	}
+	return fmt.Errorf("sandbox %s: %w", sb.id, err)
+}
+
+// Exec runs a command in the sandbox, copying its output to stdout and
+// stderr as it comes.
+func (m *Manager) Exec(ctx context.Context, id string, req model.ExecRequest, stdout, stderr io.Writer) (model.ExecExit, error) {
+	if req.Cmd == "" {
+		return model.ExecExit{}, fmt.Errorf("%w: cmd is empty; give the program to run", ErrInvalid)
+	}
+	if req.TimeoutMS < 0 {
+		return model.ExecExit{}, fmt.Errorf("%w: timeout_ms %d is negative", ErrInvalid, req.TimeoutMS)
+	}
+	var stdin io.Reader
+	if req.Stdin != "" {
+		b, err := base64.StdEncoding.DecodeString(req.Stdin)
+		if err != nil {
+			return model.ExecExit{}, fmt.Errorf("%w: stdin is not base64: %v", ErrInvalid, err)
+		}
+		stdin = bytes.NewReader(b)
+	}
+	sb, ac, err := m.runningAgent(id, "exec")
+	if err != nil {
+		return model.ExecExit{}, err
+	}
+	res, err := ac.Exec(ctx, agent.ExecRequest{Cmd: req.Cmd, Args: req.Args, Env: req.Env, Cwd: req.Cwd, TimeoutMS: int64(req.TimeoutMS)}, stdin, stdout, stderr)
+	if err := m.agentDone(sb, ac, err); err != nil {
+		return model.ExecExit{}, err
+	}
+	return model.ExecExit{Code: res.ExitCode, Signal: res.Signal, TimedOut: res.TimedOut}, nil
+}
+
+// Upload writes r to path in the sandbox (mode 0: keep the old file's, or 0644).
+func (m *Manager) Upload(ctx context.Context, id, path string, mode os.FileMode, r io.Reader) error {
+	sb, ac, err := m.runningAgent(id, "upload files")
+	if err != nil {
+		return err
+	}
+	return m.agentDone(sb, ac, ac.Upload(ctx, path, mode, r))
+}
+
+// Stat returns the mode of the regular file at path in the sandbox, so
+// that a download can announce it before the bytes.
+func (m *Manager) Stat(ctx context.Context, id, path string) (os.FileMode, error) {
+	sb, ac, err := m.runningAgent(id, "download files")
+	if err != nil {
+		return 0, err
+	}
+	fi, err := ac.Stat(ctx, path)
+	if err := m.agentDone(sb, ac, err); err != nil {
+		return 0, err
+	}
+	if fi.Type != "file" {
+		return 0, fmt.Errorf("%w: %s in sandbox %s is a %s, not a file", ErrInvalid, path, id, fi.Type)
+	}
+	return fi.Mode, nil
+}
+
+// Download copies the file at path in the sandbox to w.
+func (m *Manager) Download(ctx context.Context, id, path string, w io.Writer) error {
+	sb, ac, err := m.runningAgent(id, "download files")
+	if err != nil {
+		return err
+	}
+	_, err = ac.Download(ctx, path, w)
+	return m.agentDone(sb, ac, err)
+}
+
+// probeAgent asks a new sandbox's agent for its health until it answers,
+// so that Sandbox.Agent says when exec will work. The caller holds m.mu.
+func (m *Manager) probeAgent(sb *sandbox) {
+	if m.closed {
+		return
+	}
+	done := sb.done
+	ac := m.agentFor(sb)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), agentTimeout)
+			_, err := ac.Health(ctx)
+			cancel()
+			if err == nil {
+				m.mu.Lock()
+				if !sb.deleting && !sb.rec.Agent {
+					sb.rec.Agent = true
+					m.save(sb)
+				}
+				m.mu.Unlock()
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-m.quit:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+}

@@ -1,0 +1,289 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/vmm"
+)
+
+// Bounds on labels: they are stored with every record.
+const (
+	maxLabels     = 64
+	maxLabelBytes = 256
+)
+
+// Create starts a sandbox from an image or from a snapshot and returns it
+// running.
+func (m *Manager) Create(ctx context.Context, req model.CreateRequest) (model.Sandbox, error) {
+	if err := checkLabels(req.Labels); err != nil {
+		return model.Sandbox{}, err
+	}
+	switch {
+	case req.Image != "" && req.Snapshot != "":
+		return model.Sandbox{}, fmt.Errorf("%w: give an image or a snapshot, not both", ErrInvalid)
+	case req.Snapshot != "":
+		sbs, err := m.restoreN(ctx, req.Snapshot, 1, req.Limits, req.Labels)
+		if err != nil {
+			return model.Sandbox{}, err
+		}
+		return sbs[0], nil
+	case req.Image == "":
+		return model.Sandbox{}, fmt.Errorf("%w: give an image (GET /v1/images lists them) or a snapshot to create the sandbox from", ErrInvalid)
+	}
+	spec, ok := m.specs[req.Image]
+	if !ok {
+		return model.Sandbox{}, fmt.Errorf("%w: no image %q (GET /v1/images lists them)", ErrNotFound, req.Image)
+	}
+	def := m.cfg.Defaults
+	if spec.MemMiB > 0 {
+		def.MemoryMiB = spec.MemMiB
+	}
+	l := withDefaults(req.Limits, def)
+	if err := checkLimits(l, m.cfg.Max); err != nil {
+		return model.Sandbox{}, err
+	}
+	sb := m.newSandbox(spec.Kind, l, req.Labels)
+	sb.rec.Image = spec.Name
+	// Held until it runs: a delete of the new id waits for the create.
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	if err := m.reserve([]*sandbox{sb}, l); err != nil {
+		return model.Sandbox{}, err
+	}
+	err := m.launch(ctx, sb, func() ([]string, error) { return m.runArgs(sb, spec, l) }, &m.boot)
+	if err != nil {
+		m.remove(sb)
+		return model.Sandbox{}, fmt.Errorf("create a sandbox from image %s: %w", spec.Name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return sb.view(), nil
+}
+
+func checkLabels(labels map[string]string) error {
+	if len(labels) > maxLabels {
+		return fmt.Errorf("%w: %d labels; at most %d", ErrInvalid, len(labels), maxLabels)
+	}
+	for k, v := range labels {
+		if k == "" || len(k) > maxLabelBytes || len(v) > maxLabelBytes {
+			return fmt.Errorf("%w: label %.40q: keys must be 1 to %d bytes and values at most %d", ErrInvalid, k, maxLabelBytes, maxLabelBytes)
+		}
+	}
+	return nil
+}
+
+// newSandbox returns a sandbox record in state creating.
+func (m *Manager) newSandbox(kind string, l model.Limits, labels map[string]string) *sandbox {
+	id := newID("sb-")
+	sb := &sandbox{id: id, dir: filepath.Join(m.cfg.StateDir, "sandboxes", id), pidfd: -1, done: closedChan(), ports: map[int]*forward{}}
+	sb.ctl = vmm.NewControlClient(filepath.Join(sb.dir, fileAPISock))
+	sb.rec = record{Kind: kind, Sandbox: model.Sandbox{
+		ID: id, State: model.StateCreating, Limits: l, Labels: cloneMap(labels), CreatedAt: time.Now().UTC(),
+	}}
+	return sb
+}
+
+// reserve admits new sandboxes of limits l under the host limits and
+// records them, all or none.
+func (m *Manager) reserve(sbs []*sandbox, l model.Limits) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if err := m.checkHost(len(sbs), l); err != nil {
+		return err
+	}
+	for _, sb := range sbs {
+		if _, dup := m.sandboxes[sb.id]; dup {
+			return fmt.Errorf("sandbox id %s is taken; try again", sb.id)
+		}
+	}
+	for _, sb := range sbs {
+		m.sandboxes[sb.id] = sb
+		m.save(sb)
+	}
+	return nil
+}
+
+// launch makes sb's directory, starts its vmm with the arguments args
+// returns, supervises it and waits until it runs.
+func (m *Manager) launch(ctx context.Context, sb *sandbox, args func() ([]string, error), h *histogram) error {
+	start := time.Now()
+	if err := os.MkdirAll(filepath.Join(sb.dir, dirWork), 0o700); err != nil {
+		return fmt.Errorf("sandbox directory: %w", err)
+	}
+	a, err := args()
+	if err != nil {
+		return err
+	}
+	pid, pidfd, err := m.startVMM(sb, a)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		syscallKill(pidfd)
+		return ErrClosed
+	}
+	m.supervise(sb, pid, pidfd)
+	m.save(sb)
+	done := sb.done
+	m.mu.Unlock()
+	if err := m.waitRunning(ctx, sb, done); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.setState(sb, model.StateRunning, "") {
+		return fmt.Errorf("the vmm exited as it started: %s", sb.rec.Reason)
+	}
+	h.observe(time.Since(start).Seconds())
+	m.armTimeout(sb)
+	if sb.rec.Kind == KindLinux {
+		m.probeAgent(sb)
+	}
+	return nil
+}
+
+// Delete stops a sandbox's vmm (if it runs) and removes the sandbox with
+// its files. Its snapshots stay.
+func (m *Manager) Delete(ctx context.Context, id string) error {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	if _, err := m.lookup(id); err != nil {
+		return err // deleted while we waited
+	}
+	m.remove(sb)
+	return nil
+}
+
+// remove stops sb's vmm and deletes the sandbox; the caller holds sb.op or
+// owns sb alone (a create that failed).
+func (m *Manager) remove(sb *sandbox) {
+	m.mu.Lock()
+	sb.deleting = true
+	if sb.timer != nil {
+		sb.timer.Stop()
+	}
+	fwds := sb.takeForwards()
+	m.mu.Unlock()
+	for _, f := range fwds {
+		f.close()
+	}
+	m.stopVMM(sb)
+	if err := os.RemoveAll(sb.dir); err != nil {
+		m.log.Warn("remove sandbox directory", "sandbox", sb.id, "err", err)
+	}
+	if err := m.db.delete(bucketSandboxes, sb.id); err != nil {
+		m.log.Warn("remove sandbox record", "sandbox", sb.id, "err", err)
+	}
+	m.mu.Lock()
+	delete(m.sandboxes, sb.id)
+	m.mu.Unlock()
+	m.log.Info("sandbox deleted", "sandbox", sb.id)
+}
+
+// Pause parks the sandbox's vCPUs.
+func (m *Manager) Pause(ctx context.Context, id string) (model.Sandbox, error) {
+	return m.control(ctx, id, model.StatePaused, "pause", func(ctx context.Context, c *vmm.ControlClient) error { return c.Pause(ctx) })
+}
+
+// Resume lets a paused sandbox run again.
+func (m *Manager) Resume(ctx context.Context, id string) (model.Sandbox, error) {
+	return m.control(ctx, id, model.StateRunning, "resume", func(ctx context.Context, c *vmm.ControlClient) error { return c.Resume(ctx) })
+}
+
+// control moves sandbox id to state to through call on its control socket.
+func (m *Manager) control(ctx context.Context, id string, to model.State, action string, call func(context.Context, *vmm.ControlClient) error) (model.Sandbox, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return model.Sandbox{}, err
+	}
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	m.mu.Lock()
+	err = checkMove(id, sb.rec.State, to, action)
+	m.mu.Unlock()
+	if err != nil {
+		return model.Sandbox{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, controlTimeout)
+	defer cancel()
+	if err := call(ctx, sb.ctl); err != nil {
+		return model.Sandbox{}, controlError(id, action, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.setState(sb, to, "") {
+		return sb.view(), fmt.Errorf("%w: sandbox %s became %s during %s", ErrWrongState, id, sb.rec.State, action)
+	}
+	return sb.view(), nil
+}
+
+// controlError turns the vmm's refusal (409: it stopped, or is not in the
+// state we thought) into ErrWrongState.
+func controlError(id, action string, err error) error {
+	var ce *vmm.ControlError
+	if errors.As(err, &ce) && ce.Status == http.StatusConflict {
+		return fmt.Errorf("%w: sandbox %s: %s: %s", ErrWrongState, id, action, ce.Message)
+	}
+	return fmt.Errorf("sandbox %s: %s: %w", id, action, err)
+}
+
+// armTimeout starts sb's lifetime timer; the caller holds m.mu.
+func (m *Manager) armTimeout(sb *sandbox) {
+	l := sb.rec.Limits
+	if l.TimeoutS <= 0 || !active(sb.rec.State) {
+		return
+	}
+	if sb.rec.ExpiresAt.IsZero() {
+		sb.rec.ExpiresAt = sb.rec.CreatedAt.Add(time.Duration(l.TimeoutS) * time.Second)
+		m.save(sb)
+	}
+	if sb.timer != nil {
+		sb.timer.Stop()
+	}
+	sb.timer = time.AfterFunc(max(time.Until(sb.rec.ExpiresAt), 0), func() { m.expire(sb) })
+}
+
+// expire ends a sandbox whose lifetime is over, snapshotting it first if
+// its limits say so.
+func (m *Manager) expire(sb *sandbox) {
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	m.mu.Lock()
+	st, closed, deleting := sb.rec.State, m.closed, sb.deleting
+	l := sb.rec.Limits
+	m.mu.Unlock()
+	if closed || deleting || !active(st) {
+		return
+	}
+	reason := fmt.Sprintf("its lifetime of %d s ended", l.TimeoutS)
+	if l.OnTimeout == OnTimeoutSnapshot {
+		snap, err := m.snapshotLocked(context.Background(), sb, model.SnapshotRequest{Kind: vmm.SnapshotFull})
+		if err != nil {
+			m.log.Error("snapshot at the end of the lifetime", "sandbox", sb.id, "err", err)
+			reason += "; the snapshot failed: " + err.Error()
+		} else {
+			reason += "; snapshot " + snap.ID + " keeps it"
+		}
+	}
+	m.mu.Lock()
+	sb.stopReason = reason
+	m.mu.Unlock()
+	m.log.Info("sandbox lifetime ended", "sandbox", sb.id, "on_timeout", l.OnTimeout)
+	m.stopVMM(sb)
+}

@@ -1,0 +1,214 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/vmm"
+)
+
+// maxFork bounds one fork request.
+const maxFork = 64
+
+// Snapshot checkpoints a running or paused sandbox into
+// <state>/snapshots/<id>; the sandbox goes on in the state it was in.
+func (m *Manager) Snapshot(ctx context.Context, id string, req model.SnapshotRequest) (model.Snapshot, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	sb.op.Lock()
+	defer sb.op.Unlock()
+	return m.snapshotLocked(ctx, sb, req)
+}
+
+// snapshotLocked is Snapshot for a caller holding sb.op.
+func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.SnapshotRequest) (model.Snapshot, error) {
+	switch req.Kind {
+	case "":
+		req.Kind = vmm.SnapshotFull
+	case vmm.SnapshotFull, vmm.SnapshotDiff:
+	default:
+		return model.Snapshot{}, fmt.Errorf("%w: snapshot kind %q: want %q or %q", ErrInvalid, req.Kind, vmm.SnapshotFull, vmm.SnapshotDiff)
+	}
+	m.mu.Lock()
+	prev := sb.rec.State
+	base := sb.rec.LastSnapshot
+	err := checkMove(sb.id, prev, model.StateSnapshotting, "be snapshotted")
+	if err == nil && req.Kind == vmm.SnapshotDiff && base == "" {
+		err = fmt.Errorf("%w: sandbox %s has no earlier snapshot for a diff to build on; take a full one first", ErrWrongState, sb.id)
+	}
+	if err == nil {
+		sb.rec.Prev = prev
+		m.setState(sb, model.StateSnapshotting, "")
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	snap := &snapRecord{
+		Snapshot: model.Snapshot{ID: newID("snap-"), SandboxID: sb.id, Kind: req.Kind, CreatedAt: time.Now().UTC()},
+		Kind:     sb.rec.Kind,
+	}
+	if req.Kind == vmm.SnapshotDiff {
+		snap.Base = base
+	}
+	snap.Dir = filepath.Join(m.cfg.StateDir, "snapshots", snap.ID)
+	cctx, cancel := context.WithTimeout(ctx, controlTimeout)
+	err = sb.ctl.Snapshot(cctx, vmm.SnapshotRequest{Dir: snap.Dir, Kind: req.Kind})
+	cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sb.rec.Prev = ""
+	if sb.rec.State == model.StateSnapshotting {
+		m.setState(sb, prev, "")
+	}
+	if err != nil {
+		os.RemoveAll(snap.Dir)
+		return model.Snapshot{}, controlError(sb.id, "snapshot", err)
+	}
+	snap.Image, snap.Limits = sb.rec.Image, sb.rec.Limits
+	snap.Limits.TimeoutS, snap.Limits.OnTimeout = 0, ""
+	snap.SizeBytes = diskUsage(snap.Dir)
+	if err := m.db.put(bucketSnapshots, snap.ID, snap); err != nil {
+		os.RemoveAll(snap.Dir)
+		return model.Snapshot{}, err
+	}
+	m.snapshots[snap.ID] = snap
+	sb.rec.LastSnapshot = snap.ID
+	m.save(sb)
+	m.log.Info("snapshot taken", "sandbox", sb.id, "snapshot", snap.ID, "kind", req.Kind, "bytes", snap.SizeBytes)
+	return snap.Snapshot, nil
+}
+
+// diskUsage is the space the files under dir take (sparse files count
+// only their allocated blocks).
+func diskUsage(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				n += st.Blocks * 512
+			} else {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// Snapshots lists the snapshots taken of sandbox id, oldest first. A
+// deleted sandbox's snapshots stay usable by id but are listed under no
+// sandbox.
+func (m *Manager) Snapshots(id string) ([]model.Snapshot, error) {
+	if _, err := m.lookup(id); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []model.Snapshot{}
+	for _, s := range m.snapshots {
+		if s.SandboxID == id {
+			out = append(out, s.Snapshot)
+		}
+	}
+	slices.SortFunc(out, func(a, b model.Snapshot) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out, nil
+}
+
+// Fork starts req.Count new sandboxes from one of sandbox id's snapshots,
+// or from a full snapshot taken now when req.Snapshot is empty.
+func (m *Manager) Fork(ctx context.Context, id string, req model.ForkRequest) ([]model.Sandbox, error) {
+	if req.Count < 1 || req.Count > maxFork {
+		return nil, fmt.Errorf("%w: count %d: want 1 to %d", ErrInvalid, req.Count, maxFork)
+	}
+	sb, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	snapID := req.Snapshot
+	m.mu.Lock()
+	labels := cloneMap(sb.rec.Labels)
+	if snapID != "" {
+		if s, ok := m.snapshots[snapID]; !ok || s.SandboxID != id {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("%w: sandbox %s has no snapshot %q (GET /v1/sandboxes/%s/snapshots lists them)", ErrNotFound, id, snapID, id)
+		}
+	}
+	m.mu.Unlock()
+	if snapID == "" {
+		snap, err := m.Snapshot(ctx, id, model.SnapshotRequest{Kind: vmm.SnapshotFull})
+		if err != nil {
+			return nil, err
+		}
+		snapID = snap.ID
+	}
+	return m.restoreN(ctx, snapID, req.Count, model.Limits{}, labels)
+}
+
+// restoreN starts n sandboxes from snapshot snapID, all or none.
+func (m *Manager) restoreN(ctx context.Context, snapID string, n int, req model.Limits, labels map[string]string) ([]model.Sandbox, error) {
+	m.mu.Lock()
+	snap, ok := m.snapshots[snapID]
+	m.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: no snapshot %q", ErrNotFound, snapID)
+	}
+	if _, err := os.Stat(snap.Dir); err != nil {
+		return nil, fmt.Errorf("%w: snapshot %s: its files are gone: %v", ErrNotFound, snapID, err)
+	}
+	l := snap.Limits
+	if (req.CPUs != 0 && req.CPUs != l.CPUs) || (req.MemoryMiB != 0 && req.MemoryMiB != l.MemoryMiB) || (req.DiskMiB != 0 && req.DiskMiB != l.DiskMiB) {
+		return nil, fmt.Errorf("%w: a sandbox from snapshot %s has its cpus (%d), memory (%d MiB) and disk (%d MiB); leave those limits out", ErrInvalid, snapID, l.CPUs, l.MemoryMiB, l.DiskMiB)
+	}
+	l.TimeoutS, l.OnTimeout = req.TimeoutS, req.OnTimeout
+	l = withDefaults(l, m.cfg.Defaults)
+	if err := checkLimits(l, m.cfg.Max); err != nil {
+		return nil, err
+	}
+	sbs := make([]*sandbox, n)
+	for i := range sbs {
+		sbs[i] = m.newSandbox(snap.Kind, l, labels)
+		sbs[i].rec.Image, sbs[i].rec.Snapshot, sbs[i].rec.LastSnapshot = snap.Image, snap.ID, snap.ID
+	}
+	// Held until they run: a delete of a new id waits for the create.
+	for _, sb := range sbs {
+		sb.op.Lock()
+		defer sb.op.Unlock()
+	}
+	if err := m.reserve(sbs, l); err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, sb := range sbs {
+		if err := m.launch(ctx, sb, func() ([]string, error) { return restoreArgs(sb, snap.Dir), nil }, &m.restore); err != nil {
+			errs = append(errs, fmt.Errorf("restore snapshot %s as sandbox %s: %w", snapID, sb.id, err))
+			break
+		}
+	}
+	if len(errs) > 0 {
+		for _, sb := range sbs {
+			m.remove(sb)
+		}
+		return nil, errors.Join(errs...)
+	}
+	out := make([]model.Sandbox, n)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, sb := range sbs {
+		out[i] = sb.view()
+	}
+	return out, nil
+}

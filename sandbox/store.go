@@ -1,0 +1,100 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sietch-vm/sietch/api/model"
+)
+
+// The state database (<state>/sietch.db) is bbolt: pure Go (no cgo), one
+// file, ACID transactions, and a file lock that keeps a second sietchd off
+// the same state directory. Each bucket maps an id to a JSON record.
+var (
+	bucketSandboxes = []byte("sandboxes")
+	bucketSnapshots = []byte("snapshots")
+	bucketImages    = []byte("images")
+)
+
+// record is a sandbox as persisted: what the API shows plus what sietchd
+// needs to find its vmm again after a restart.
+type record struct {
+	model.Sandbox
+	Kind         string      `json:"kind"`                    // image kind: "linux" or "testguest"
+	Prev         model.State `json:"prev,omitempty"`          // state to return to after snapshotting
+	ExpiresAt    time.Time   `json:"expires_at,omitempty"`    // lifetime timeout; zero: none
+	LastSnapshot string      `json:"last_snapshot,omitempty"` // base of the next diff snapshot
+}
+
+// snapRecord is a snapshot as persisted: enough to create sandboxes from it.
+type snapRecord struct {
+	model.Snapshot
+	Dir    string       `json:"dir"`
+	Image  string       `json:"image,omitempty"`
+	Kind   string       `json:"image_kind"`
+	Limits model.Limits `json:"limits"`
+}
+
+type store struct{ db *bolt.DB }
+
+func openStore(path string) (*store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open state database %s: another sietchd holds it; stop that one or choose another --state-dir", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketSandboxes, bucketSnapshots, bucketImages} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialise state database %s: %w", path, err)
+	}
+	return &store{db: db}, nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+func (s *store) put(bucket []byte, id string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", bucket, id, err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(id), b) }); err != nil {
+		return fmt.Errorf("save %s %s: %w", bucket, id, err)
+	}
+	return nil
+}
+
+func (s *store) delete(bucket []byte, id string) error {
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(id)) }); err != nil {
+		return fmt.Errorf("delete %s %s: %w", bucket, id, err)
+	}
+	return nil
+}
+
+// each decodes every value of bucket with decode; a record that does not
+// decode is reported, not fatal, so one bad record cannot lock sietchd out.
+func (s *store) each(bucket []byte, decode func(id string, b []byte) error) []error {
+	var errs []error
+	s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			if err := decode(string(k), v); err != nil {
+				errs = append(errs, fmt.Errorf("%s %s: %w", bucket, k, err))
+			}
+			return nil
+		})
+	})
+	return errs
+}
