@@ -62,7 +62,7 @@ func setup(dir string) error {
 }
 
 // requireKVM skips a test that runs vmm processes when it cannot.
-func requireKVM(t *testing.T) {
+func requireKVM(t testing.TB) {
 	t.Helper()
 	if setupErr != nil {
 		if strings.Contains(setupErr.Error(), "/dev/kvm") || strings.Contains(setupErr.Error(), "gcc") {
@@ -75,7 +75,7 @@ func requireKVM(t *testing.T) {
 // env is a Manager and Server on a state directory, served over HTTP on
 // a unix socket, with a client.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	cfg   sandbox.Config
 	m     *sandbox.Manager
 	srv   *Server
@@ -87,7 +87,7 @@ type env struct {
 
 // newEnv starts sietchd's parts on a new state directory. The state path
 // is short: sandbox sockets must fit a unix socket path.
-func newEnv(t *testing.T, tweak func(*sandbox.Config)) *env {
+func newEnv(t testing.TB, tweak func(*sandbox.Config)) *env {
 	t.Helper()
 	requireKVM(t)
 	state, err := os.MkdirTemp("", "sd-")
@@ -255,7 +255,7 @@ func (e *env) waitFor(id string, what string, cond func(model.Sandbox) bool) mod
 }
 
 // apiError decodes an error body.
-func apiError(t *testing.T, b []byte) model.Error {
+func apiError(t testing.TB, b []byte) model.Error {
 	t.Helper()
 	var eb model.ErrorBody
 	if err := json.Unmarshal(b, &eb); err != nil || eb.Error.Code == "" {
@@ -314,7 +314,7 @@ func vmmProcesses() []int {
 }
 
 // killLeftovers kills vmm processes a failed test left on state.
-func killLeftovers(t *testing.T, state string) {
+func killLeftovers(t testing.TB, state string) {
 	for _, pid := range vmmProcesses() {
 		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if bytes.Contains(b, []byte(state)) {

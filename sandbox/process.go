@@ -80,7 +80,7 @@ func makeOverlay(path string, sizeMiB int) error {
 	if err != nil {
 		return fmt.Errorf("size the writable disk to %d MiB: %w", sizeMiB, err)
 	}
-	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "overlay", path).CombinedOutput()
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "overlay", "-E", "lazy_itable_init=0,lazy_journal_init=0", path).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("format the writable disk (mkfs.ext4, from e2fsprogs): %w: %s", err, strings.TrimSpace(string(out)))
 	}

@@ -40,7 +40,8 @@ func (w *stampedWriter) Write(p []byte) (int, error) {
 	return w.buf.Write(p)
 }
 
-// TestLinuxEndToEnd is the whole stack on the project kernel, in one boot:
+// TestLinuxEndToEnd is the whole stack on the project kernel, in one boot
+// (each costs tens of seconds here, so this one test does much):
 // guest-init from the initramfs switches to the default Debian image (read
 // only, with an ext4 overlay disk), with virtio-blk, virtio-net (a tap in a
 // network namespace of the test's), virtio-vsock and virtio-rng in their
@@ -91,7 +92,30 @@ func TestLinuxEndToEnd(t *testing.T) {
 		t.Logf("exec %s: exit %d in %v", name, res.ExitCode, time.Since(t0).Round(time.Millisecond))
 		return res
 	}
+	// guest-init's own view (PID 1's binary, reached through /proc): the
+	// hostname, the mount plan, the environment programs get.
 	var out, errOut bytes.Buffer
+	if res := run("guest-init info", agent.ExecRequest{Cmd: "/proc/1/exe", Args: []string{"info"}}, &out, &errOut); res.ExitCode != 0 {
+		t.Fatalf("guest-init info: exit %d\n%s%s", res.ExitCode, &out, &errOut)
+	}
+	info := "\n" + out.String()
+	want := []string{
+		"\nhostname sietch-e2e\n", "\nmount / overlay rw,",
+		"\nmount /proc proc ", "\nmount /sys sysfs ", "\nmount /dev devtmpfs ",
+		"\nmount /dev/pts devpts ", "\nmount /dev/shm tmpfs ", "\nmount /run tmpfs ", "\nmount /tmp tmpfs ",
+		"\nenv PATH=/usr/local/sbin:", "\nenv HOME=/root\n", "\nenv TERM=linux\n", "\nenv LANG=C.UTF-8\n",
+		"ptmxmode=666",
+	}
+	if strings.Contains(info, " sietch.compat") {
+		want = append(want, "\nenv GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,", "\nenv GODEBUG=cpu.avx=off,")
+	}
+	for _, w := range want {
+		if !strings.Contains(info, w) {
+			t.Errorf("guest-init info lacks %q:\n%s", strings.TrimSpace(w), info)
+		}
+	}
+	out.Reset()
+	errOut.Reset()
 	if res := run("uname -a", agent.ExecRequest{Cmd: "uname", Args: []string{"-a"}}, &out, &errOut); res.ExitCode != 0 ||
 		!strings.HasPrefix(out.String(), "Linux sietch-e2e ") {
 		t.Errorf("uname -a: exit %d, stdout %q, stderr %q; want Linux sietch-e2e …", res.ExitCode, &out, &errOut)
@@ -171,6 +195,14 @@ func TestLinuxEndToEnd(t *testing.T) {
 	t.Logf("shutdown to vmm exit: %v", time.Since(t0).Round(time.Millisecond))
 	if runErr != nil {
 		t.Fatalf("vmm: %v, want exit status 0 (the guest powered off)", runErr)
+	}
+	if !strings.Contains(vm.stdout.String(), `sietch-init: level=INFO msg="shutting down" then="power off"`) {
+		t.Errorf("the console does not show guest-init's shutdown")
+	}
+	// What init wrote went through the overlay onto the disk.
+	if got, err := exec.Command("debugfs", "-R", "cat /upper/etc/resolv.conf", upperImg).Output(); err != nil ||
+		!strings.Contains(string(got), "nameserver "+tp.hostIP.String()+"\n") {
+		t.Errorf("upper layer's /etc/resolv.conf = %q, %v; want a nameserver %s line", got, err, tp.hostIP)
 	}
 	dump := filepath.Join(dir, "hello.dump")
 	if out, err := exec.Command("debugfs", "-R", "dump /upper/root/hello.bin "+dump, upperImg).CombinedOutput(); err != nil {
