@@ -66,7 +66,7 @@ func BenchmarkCreateFromSnapshot(b *testing.B) {
 	}
 	wg.Wait()
 	rate := float64(len(made)) / time.Since(start).Seconds()
-	for _, id := range made {
+	for _, id := range append(made, src.ID) {
 		e.call("DELETE", "/v1/sandboxes/"+id, nil, http.StatusNoContent, nil)
 	}
 
