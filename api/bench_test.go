@@ -12,18 +12,23 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/sandbox"
 )
 
 // BenchmarkCreateFromSnapshot measures, over real HTTP against real vmm
-// processes (counter test guest, 64 MiB), the latency of
+// processes (the counter test guest halted after its count: idle, 64 MiB),
+// the latency of
 // POST /v1/sandboxes {"snapshot": …} until the 201 answer with a running
 // sandbox (p50, p99 over the rounds), the rate of creates with 4 clients at
 // once, and sietchd's memory per idle sandbox (Go heap and RSS growth of
 // this process, which is the server, per sandbox held).
 func BenchmarkCreateFromSnapshot(b *testing.B) {
-	e := newEnv(b, nil)
-	src := e.create(model.CreateRequest{Image: "counter"})
+	e := newEnv(b, func(c *sandbox.Config) {
+		c.Images = append(c.Images, sandbox.ImageSpec{Name: "idle", Kind: sandbox.KindTestguest, Kernel: counterELF, Cmdline: "n=1000 idle=1", MemMiB: 64})
+	})
+	src := e.create(model.CreateRequest{Image: "idle"})
 	e.waitFor(src.ID, "running", func(sb model.Sandbox) bool { return sb.State == model.StateRunning })
+	time.Sleep(200 * time.Millisecond) // let it count and halt
 	var snap model.Snapshot
 	e.call("POST", "/v1/sandboxes/"+src.ID+"/snapshots", "", http.StatusCreated, &snap)
 

@@ -1,7 +1,9 @@
 /*
  * counter.c: a deterministic CPU-bound loop at CPL3 (n= iterations). With
  * touch=K it also writes K fresh 4 KiB pages from 16 MiB up just before
- * each progress line, so diff snapshot tests know what changed.
+ * each progress line, so diff snapshot tests know what changed. With
+ * idle=1 it halts after its checksum instead of powering off: an idle
+ * sandbox for benchmarks that must not burn host CPU.
  */
 #include "guest.h"
 
@@ -31,6 +33,10 @@ int main(void)
 		}
 	}
 	printf("counter: checksum 0x%016lx\n", x);
+	if (cmdline_u64("idle", 0)) {
+		print("counter: idle\n");
+		halt_forever();
+	}
 	print("counter: ok\n");
 	return 0;
 }

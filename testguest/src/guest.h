@@ -27,6 +27,7 @@ enum {
 	SYS_APIC_WRITE,	/* (register offset, value): local APIC (xAPIC MMIO) */
 	SYS_APIC_READ,	/* (register offset) -> value */
 	SYS_DROP_IDT,	/* loads an IDT with limit 0: the next exception triple-faults */
+	SYS_HALT,	/* cli; hlt for good: the vCPU sleeps in KVM, costing no host CPU */
 };
 
 /* Every guest program defines its name (prefix of its output lines) and main. */
@@ -43,6 +44,7 @@ void apic_write(u32 reg, u32 value);
 u32 apic_read(u32 reg);
 __attribute__((noreturn)) void power_off(void);
 __attribute__((noreturn)) void reset(void);
+__attribute__((noreturn)) void halt_forever(void);
 
 /* Output: formatting happens at CPL3, then one write trap per call. */
 int vformat(char *buf, size_t cap, const char *fmt, va_list ap);

@@ -189,6 +189,8 @@ static void service(struct frame *f)
 		power(0x00);
 	case SYS_RESET:
 		power(0x01);
+	case SYS_HALT:
+		halt();
 	case SYS_APIC_WRITE:
 		if (f->rdi >= 0x400 || (f->rdi & 15)) {
 			f->rax = -1;

@@ -35,6 +35,13 @@ u32 apic_read(u32 reg)
 	return svc(SYS_APIC_READ, reg, 0, 0);
 }
 
+void halt_forever(void)
+{
+	svc(SYS_HALT, 0, 0, 0);
+	for (;;)
+		cpu_relax();
+}
+
 void power_off(void)
 {
 	svc(SYS_POWEROFF, 0, 0, 0);
