@@ -85,6 +85,12 @@ func TestLifecycle(t *testing.T) {
 	if restored.State != model.StateRunning || restored.Image != "counter" || restored.Snapshot != snap.ID {
 		t.Errorf("create from snapshot: %+v", restored)
 	}
+	// Its first snapshot can be a diff on the snapshot it came from.
+	var diff model.Snapshot
+	e.call("POST", "/v1/sandboxes/"+restored.ID+"/snapshots", model.SnapshotRequest{Kind: "diff"}, http.StatusCreated, &diff)
+	if diff.Kind != "diff" || diff.Base != snap.ID || diff.SizeBytes >= snap.SizeBytes {
+		t.Errorf("diff snapshot of the restored sandbox: %+v; want a diff on %s smaller than its %d bytes", diff, snap.ID, snap.SizeBytes)
+	}
 
 	_, metrics := e.do("GET", "/metrics", nil)
 	for _, want := range []string{

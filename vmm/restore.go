@@ -34,11 +34,12 @@ type RestoreConfig struct {
 	// VsockUDS, when set, replaces the saved vsock socket path.
 	VsockUDS string
 	// TrackDirty starts dirty page tracking at the restore, so that the
-	// VM's first diff snapshot can be based on the snapshot it came from.
-	// It costs about 2 ms per GiB of guest memory on a kvm_pvm host (KVM
-	// write-protects the slots), so it is off unless asked for; without
-	// it the first snapshot of the restored VM must be full. Forks never
-	// track (see trackRestored).
+	// VM's first diff snapshot can be based on the snapshot it came from
+	// (a fork's too: the diff's state records the fork's own disks and
+	// identity, its memory is the base's plus the diff). It costs about
+	// 2 ms per GiB of guest memory on a kvm_pvm host (KVM write-protects
+	// the slots), so it is off unless asked for; without it the first
+	// snapshot of the restored VM must be full.
 	TrackDirty bool
 	// NetTap, when set, replaces the saved TAP device name. A fork of a
 	// snapshot with virtio-net needs one: two guests cannot share a TAP.
@@ -145,7 +146,7 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 		{"create vCPUs", m.createBareVCPUs},
 		{"restore VM state", func() error { return m.restoreVM(&st.VM) }},
 		{"restore vCPU state", func() error { return m.restoreVCPUs(st.VCPUs) }},
-		{"start dirty page tracking", func() error { return m.trackRestored(dir, cfg.TrackDirty && cfg.ForkID == "") }},
+		{"start dirty page tracking", func() error { return m.trackRestored(dir, cfg.TrackDirty) }},
 		{"restore device state", func() error { return m.restoreDevices(&st.Devices) }},
 	}
 	for _, s := range steps {
@@ -234,8 +235,7 @@ func (m *Machine) lazyMemory(chain []snapshot.Layer) (*pager, error) {
 }
 
 // trackRestored makes the restored snapshot the base of the VM's next diff
-// when track is set. A fork never tracks: its disks and identity differ
-// from the snapshot's, so it takes a full snapshot before its diffs.
+// when track is set.
 func (m *Machine) trackRestored(dir string, track bool) error {
 	if !track {
 		return nil
