@@ -91,6 +91,11 @@ func (m *Mounter) mount(mt Mount) error {
 		}
 		err = unix.Mount(mt.Source, mt.Target, mt.FSType, mt.Flags, mt.Data)
 	}
+	if errors.Is(err, unix.EBUSY) && mt.FSType == "devtmpfs" {
+		// Booted from a disk root: the kernel mounted devtmpfs on /dev
+		// itself (CONFIG_DEVTMPFS_MOUNT).
+		return nil
+	}
 	if err != nil {
 		return mountError(mt, err)
 	}
