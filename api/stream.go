@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 // modeHeader carries a downloaded file's mode, as octal Unix bits.
@@ -111,7 +112,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	var mode os.FileMode
 	if m := r.URL.Query().Get("mode"); m != "" {
 		var err error
-		if mode, err = parseMode(m); err != nil {
+		if mode, err = unixmode.Parse(m); err != nil {
 			writeError(w, http.StatusBadRequest, model.Error{Code: model.CodeBadRequest, Message: err.Error()})
 			return
 		}
@@ -135,7 +136,7 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	w.Header().Set(modeHeader, formatMode(mode))
+	w.Header().Set(modeHeader, unixmode.Format(mode))
 	l := newLazyWriter(w, "application/octet-stream")
 	s.end(l, s.m.Download(r.Context(), id, path, l))
 }
@@ -151,38 +152,4 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 	}
 	l := newLazyWriter(w, "text/plain; charset=utf-8")
 	s.end(l, s.m.Console(r.Context(), r.PathValue("id"), follow, l))
-}
-
-// parseMode reads octal Unix mode bits ("0644", "4755").
-func parseMode(s string) (os.FileMode, error) {
-	v, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || v > 0o7777 {
-		return 0, fmt.Errorf("mode %q: want octal permission bits such as 0644", s)
-	}
-	m := os.FileMode(v & 0o777)
-	if v&0o4000 != 0 {
-		m |= os.ModeSetuid
-	}
-	if v&0o2000 != 0 {
-		m |= os.ModeSetgid
-	}
-	if v&0o1000 != 0 {
-		m |= os.ModeSticky
-	}
-	return m, nil
-}
-
-// formatMode writes what parseMode reads.
-func formatMode(m os.FileMode) string {
-	v := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		v |= 0o4000
-	}
-	if m&os.ModeSetgid != 0 {
-		v |= 0o2000
-	}
-	if m&os.ModeSticky != 0 {
-		v |= 0o1000
-	}
-	return fmt.Sprintf("%04o", v)
 }

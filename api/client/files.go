@@ -7,8 +7,9 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
+
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 // ModeHeader carries a downloaded file's permission bits, in octal.
@@ -84,9 +85,9 @@ func parseMode(s string) (fs.FileMode, error) {
 	if s == "" {
 		return 0o644, nil
 	}
-	m, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || m > 0o7777 {
-		return 0, fmt.Errorf("bad %s header %q (want octal like 0644)", ModeHeader, s)
+	m, err := unixmode.Parse(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad %s header: %w", ModeHeader, err)
 	}
-	return fs.FileMode(m).Perm(), nil
+	return m.Perm(), nil
 }

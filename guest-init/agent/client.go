@@ -14,6 +14,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 const (
@@ -251,7 +253,7 @@ func (c *Client) Resize(ctx context.Context, execID string, rows, cols uint16) e
 func (c *Client) Upload(ctx context.Context, path string, mode os.FileMode, r io.Reader) error {
 	q := url.Values{"path": {path}}
 	if mode != 0 {
-		q.Set("mode", formatMode(mode))
+		q.Set("mode", unixmode.Format(mode))
 	}
 	resp, err := c.do(ctx, http.MethodPut, "/v1/files", q, noClose(r))
 	if err != nil {
@@ -268,7 +270,7 @@ func (c *Client) Download(ctx context.Context, path string, w io.Writer) (os.Fil
 		return 0, err
 	}
 	defer resp.Body.Close()
-	mode, err := parseMode(resp.Header.Get(modeHeader))
+	mode, err := unixmode.Parse(resp.Header.Get(modeHeader))
 	if err != nil {
 		return 0, fmt.Errorf("agent download %s: header %s: %w", path, modeHeader, err)
 	}
@@ -296,7 +298,7 @@ func (c *Client) List(ctx context.Context, path string) ([]FileInfo, error) {
 func (c *Client) Mkdir(ctx context.Context, path string, mode os.FileMode, parents bool) error {
 	q := url.Values{"path": {path}, "parents": {strconv.FormatBool(parents)}}
 	if mode != 0 {
-		q.Set("mode", formatMode(mode))
+		q.Set("mode", unixmode.Format(mode))
 	}
 	return c.doJSON(ctx, http.MethodPost, "/v1/mkdir", q, nil, nil)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 func TestResolvePath(t *testing.T) {
@@ -42,43 +44,6 @@ func TestResolvePath(t *testing.T) {
 		if rel != tt.rel || status != tt.status {
 			t.Errorf("resolvePath(%q, %q) = %q, %v; want %q, %d", tt.root, tt.path, rel, e, tt.rel, tt.status)
 		}
-	}
-}
-
-func TestParseMode(t *testing.T) {
-	tests := []struct {
-		in   string
-		want os.FileMode
-		ok   bool
-	}{
-		{"0644", 0o644, true},
-		{"644", 0o644, true},
-		{"0", 0, true},
-		{"4755", 0o755 | os.ModeSetuid, true},
-		{"2750", 0o750 | os.ModeSetgid, true},
-		{"1777", 0o777 | os.ModeSticky, true},
-		{"07777", 0o777 | os.ModeSetuid | os.ModeSetgid | os.ModeSticky, true},
-		{"", 0, false},
-		{"8", 0, false},
-		{"10000", 0, false},
-		{"-1", 0, false},
-		{"0x1ff", 0, false},
-		{"000644", 0, false},
-		{"rwx", 0, false},
-	}
-	for _, tt := range tests {
-		got, err := parseMode(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("parseMode(%q) = %v, %v; want %v ok=%v", tt.in, got, err, tt.want, tt.ok)
-		}
-		if tt.ok {
-			if back, _ := parseMode(formatMode(got)); back != got {
-				t.Errorf("formatMode(%v) = %q does not parse back", got, formatMode(got))
-			}
-		}
-	}
-	if formatMode(0o4755) != "4755" {
-		t.Errorf("formatMode(0o4755) = %q; Unix special bits should count", formatMode(0o4755))
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 // mergeEnv returns base with extra's variables set, later ones winning;
@@ -88,7 +90,7 @@ func checkExecutable(p string) *Error {
 	case fi.IsDir():
 		return badRequest("command %s: is a directory", p)
 	case fi.Mode().Perm()&0o111 == 0:
-		return apiErr(codeForbidden, "command %s: not executable (mode %s)", p, formatMode(fi.Mode()))
+		return apiErr(codeForbidden, "command %s: not executable (mode %s)", p, unixmode.Format(fi.Mode()))
 	}
 	return nil
 }

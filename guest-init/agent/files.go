@@ -11,6 +11,8 @@ import (
 	"path"
 	"sort"
 	"strconv"
+
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 // modeHeader carries a downloaded file's mode, as octal Unix bits.
@@ -57,7 +59,7 @@ func (a *Agent) handleDownload(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
-	h.Set(modeHeader, formatMode(fi.Mode()))
+	h.Set(modeHeader, unixmode.Format(fi.Mode()))
 	h.Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {

@@ -7,6 +7,8 @@ import (
 	"path"
 	"strconv"
 	"strings"
+
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 const maxPathLen = 4096 // PATH_MAX
@@ -41,7 +43,7 @@ func parseFileQuery(q url.Values, root string) (fileParams, *Error) {
 	}
 	p.Rel = rel
 	if s := q.Get("mode"); s != "" {
-		m, err := parseMode(s)
+		m, err := unixmode.Parse(s)
 		if err != nil {
 			return fileParams{}, badRequest("%v", err)
 		}

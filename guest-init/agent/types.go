@@ -2,10 +2,10 @@ package agent
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
-	"strconv"
 	"time"
+
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 // Port is the vsock port the agent listens on in the guest.
@@ -95,7 +95,7 @@ type fileInfoJSON struct {
 
 // MarshalJSON writes the mode as octal Unix bits ("0755").
 func (fi FileInfo) MarshalJSON() ([]byte, error) {
-	return json.Marshal(fileInfoJSON{fi.Name, fi.Type, fi.Size, formatMode(fi.Mode), fi.ModTime, fi.Target})
+	return json.Marshal(fileInfoJSON{fi.Name, fi.Type, fi.Size, unixmode.Format(fi.Mode), fi.ModTime, fi.Target})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -104,51 +104,12 @@ func (fi *FileInfo) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	m, err := parseMode(j.Mode)
+	m, err := unixmode.Parse(j.Mode)
 	if err != nil {
 		return err
 	}
 	*fi = FileInfo{j.Name, j.Type, j.Size, m, j.ModTime, j.Target}
 	return nil
-}
-
-// formatMode renders permission and special bits as octal Unix mode bits.
-// Unix's own special bits (0o7000, which os.FileMode does not use) count
-// too, so that a caller's 0o4755 means what it would to chmod.
-func formatMode(m os.FileMode) string {
-	u := uint32(m) & 0o7777
-	if m&os.ModeSetuid != 0 {
-		u |= 0o4000
-	}
-	if m&os.ModeSetgid != 0 {
-		u |= 0o2000
-	}
-	if m&os.ModeSticky != 0 {
-		u |= 0o1000
-	}
-	return fmt.Sprintf("%04o", u)
-}
-
-// parseMode parses octal Unix mode bits (at most 07777).
-func parseMode(s string) (os.FileMode, error) {
-	if s == "" || len(s) > 5 {
-		return 0, fmt.Errorf("mode %q: want octal permission bits such as 0644", s)
-	}
-	u, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || u > 0o7777 {
-		return 0, fmt.Errorf("mode %q: want octal permission bits such as 0644, at most 07777", s)
-	}
-	m := os.FileMode(u & 0o777)
-	if u&0o4000 != 0 {
-		m |= os.ModeSetuid
-	}
-	if u&0o2000 != 0 {
-		m |= os.ModeSetgid
-	}
-	if u&0o1000 != 0 {
-		m |= os.ModeSticky
-	}
-	return m, nil
 }
 
 // modeBits keeps the parts of an os.FileMode that chmod sets.
