@@ -2,13 +2,10 @@ package agent
 
 import (
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 func TestResolvePath(t *testing.T) {
