@@ -13,70 +13,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/guest-init/agent"
+	"github.com/sietch-vm/sietch/guest-init/agent/agenttest"
 	"github.com/sietch-vm/sietch/sandbox"
 )
-
-// vsockShim stands in for a vsock device's host socket in front of an
-// agent running as a host process: it reads "CONNECT <port>\n", answers
-// "OK <n>\n" for the agent's port (and closes others, as the device does
-// when nothing listens), then hands the stream to the agent.
-type vsockShim struct {
-	ln    net.Listener
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (s *vsockShim) serve() {
-	for n := 1; ; n++ {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			var line []byte
-			b := make([]byte, 1)
-			for len(line) < 64 {
-				if _, err := io.ReadFull(c, b); err != nil || b[0] == '\n' {
-					break
-				}
-				line = append(line, b[0])
-			}
-			if string(line) != "CONNECT "+strconv.Itoa(agent.Port) {
-				c.Close()
-				return
-			}
-			fmt.Fprintf(c, "OK %d\n", 1<<20+n)
-			select {
-			case s.conns <- c:
-			case <-s.done:
-				c.Close()
-			}
-		}()
-	}
-}
-
-func (s *vsockShim) Accept() (net.Conn, error) {
-	select {
-	case c := <-s.conns:
-		return c, nil
-	case <-s.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (s *vsockShim) Close() error {
-	s.once.Do(func() { close(s.done) })
-	return s.ln.Close()
-}
-
-func (s *vsockShim) Addr() net.Addr { return s.ln.Addr() }
 
 // startAgent runs a guest agent on the host, rooted at a new directory,
 // behind a vsockShim; it returns the root and the shim's socket.
@@ -88,12 +32,10 @@ func startAgent(t *testing.T) (root, sock string) {
 		t.Fatal(err)
 	}
 	sock = filepath.Join(t.TempDir(), "v.sock")
-	ln, err := net.Listen("unix", sock)
+	shim, err := agenttest.Listen(sock, agent.Port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	shim := &vsockShim{ln: ln, conns: make(chan net.Conn), done: make(chan struct{})}
-	go shim.serve()
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(shim) }()
 	t.Cleanup(func() {

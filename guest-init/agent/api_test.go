@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sietch-vm/sietch/guest-init/agent/agenttest"
 )
 
 // raw sends one request as curl through socat would and returns the
@@ -232,7 +234,7 @@ func TestDialUDSErrors(t *testing.T) {
 		if err != nil {
 			return
 		}
-		readConnect(c)
+		agenttest.ReadConnect(c)
 		io.WriteString(c, "NOPE busy\n")
 		c.Close()
 	}()
