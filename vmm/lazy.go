@@ -227,7 +227,7 @@ func (p *pager) serve() {
 			faults, _ = d.u.ReadFaults(buf, faults[:0])
 			for _, a := range faults {
 				off, ok := d.offset(a)
-				if !ok {
+				if !ok || off >= p.mem.Size() {
 					p.log.Error("lazy memory: device fault outside guest memory", "device", d.name, "addr", a)
 					continue
 				}

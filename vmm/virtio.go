@@ -252,6 +252,13 @@ func (d *vhostDevice) setMemTable(regions []vhostuser.MemoryRegion, fds []int) e
 	if err != nil {
 		return err
 	}
+	// The reply may differ from our table only in the device's addresses:
+	// the pager trusts its offsets and sizes to find pages.
+	for i, r := range theirs {
+		if r.GuestPhysAddr != regions[i].GuestPhysAddr || r.MemorySize != regions[i].MemorySize || r.MmapOffset != regions[i].MmapOffset {
+			return fmt.Errorf("postcopy SET_MEM_TABLE reply region %d is %+v, we sent %+v", i, r, regions[i])
+		}
+	}
 	u := uffd.FromFD(d.uffdFD)
 	d.uffdFD = 0
 	if !p.addDevice(&pagerDev{name: d.name, u: u, regions: theirs, end: d.fe.PostcopyEnd}) {
