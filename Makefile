@@ -73,12 +73,15 @@ vet:
 	$(GO) vet ./...
 
 # -p 1: packages benchmarked in parallel on 2 cores disturb each other.
-bench: vmm kernel smoke-initramfs
+bench: vmm kernel smoke-initramfs image
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_SMOKE_INITRAMFS=$(abspath $(SMOKE)) \
-		$(GO) test -p 1 -run '^$$' -bench . -skip 'SnapshotFull|SnapshotDiff|Restore|Fork' -benchtime 20x -count 1 \
+		$(GO) test -p 1 -run '^$$' -bench . -skip 'SnapshotFull|SnapshotDiff|Restore|Fork|Agent' -benchtime 20x -count 1 \
 		./vmm ./cmd/vmm ./virtio/... | tee $(BUILD)/bench.txt
 	# Snapshot benchmarks move GiBs per iteration: fewer rounds.
 	$(GO) test -p 1 -run '^$$' -bench 'SnapshotFull|SnapshotDiff|Restore|Fork|WriteFull' -benchtime 3x -count 1 ./vmm ./snapshot | tee -a $(BUILD)/bench.txt
+	# One Linux boot to the agent; sietchd's create-from-snapshot.
+	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_ROOTFS=$(abspath $(ROOTFS)) \
+		$(GO) test -p 1 -run '^$$' -bench 'Agent|CreateFromSnapshot' -benchtime 1x -count 1 ./cmd/vmm ./api | tee -a $(BUILD)/bench.txt
 	scripts/bench-boot.sh $(KERNEL) $(SMOKE) | tee -a $(BUILD)/bench.txt
 
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a time).
