@@ -132,19 +132,38 @@ var (
 // ioctl issues a request whose argument is a plain integer and returns the
 // kernel's non-negative result.
 func ioctl(fd int, req, arg uintptr) (int, error) {
-	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
-	if errno != 0 {
-		return int(r), errno
+	for tries := 0; ; tries++ {
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+		if retryable(req, errno, tries) {
+			continue
+		}
+		if errno != 0 {
+			return int(r), errno
+		}
+		return int(r), nil
 	}
-	return int(r), nil
+}
+
+// retryable says whether a request that failed with errno should be issued
+// again: EINTR means a signal (the Go runtime's preemption SIGURG among
+// them) interrupted the kernel's work, not that the request was refused.
+// Seen here: KVM_CREATE_VM under load on a nested host. KVM_RUN is never
+// retried: its EINTR is how immediate_exit and kicks stop a vCPU.
+func retryable(req uintptr, errno unix.Errno, tries int) bool {
+	return errno == unix.EINTR && req != uintptr(reqRun) && tries < 100
 }
 
 // ioctlPtr issues a request whose argument is a pointer. Taking an
 // unsafe.Pointer (not a uintptr) keeps the pointee alive for the call.
 func ioctlPtr(fd int, req uintptr, arg unsafe.Pointer) (int, error) {
-	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
-	if errno != 0 {
-		return int(r), errno
+	for tries := 0; ; tries++ {
+		r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
+		if retryable(req, errno, tries) {
+			continue
+		}
+		if errno != 0 {
+			return int(r), errno
+		}
+		return int(r), nil
 	}
-	return int(r), nil
 }

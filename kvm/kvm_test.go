@@ -335,3 +335,25 @@ func TestGetMSRsNamesUnreadable(t *testing.T) {
 		t.Fatalf("GetMSRs with a bogus MSR: %v; want an error naming 0xdeadbeef", err)
 	}
 }
+
+// An interrupted request is issued again, except KVM_RUN, whose EINTR is
+// how a vCPU is stopped, and except forever.
+func TestRetryable(t *testing.T) {
+	for _, tt := range []struct {
+		req   uintptr
+		errno unix.Errno
+		tries int
+		want  bool
+	}{
+		{uintptr(reqCreateVM), unix.EINTR, 0, true},
+		{uintptr(reqSetUserMemoryRegion), unix.EINTR, 5, true},
+		{uintptr(reqRun), unix.EINTR, 0, false},
+		{uintptr(reqCreateVM), unix.EINTR, 100, false},
+		{uintptr(reqCreateVM), unix.EAGAIN, 0, false},
+		{uintptr(reqCreateVM), 0, 0, false},
+	} {
+		if got := retryable(tt.req, tt.errno, tt.tries); got != tt.want {
+			t.Errorf("retryable(%#x, %v, %d) = %v, want %v", tt.req, tt.errno, tt.tries, got, tt.want)
+		}
+	}
+}
