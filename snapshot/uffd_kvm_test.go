@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/sietch-vm/sietch/kvm"
 )
@@ -77,6 +78,11 @@ func TestUserfaultKVM(t *testing.T) {
 	addr, got, write := run.MMIO()
 	if addr != mmioAddr || !write || len(got) != 1 || got[0] != 0x5a {
 		t.Fatalf("guest wrote %x to %#x (write=%v); want 5a to %#x: it did not see the snapshot's page", got, addr, write, mmioAddr)
+	}
+	// UFFDIO_COPY wakes the vCPU before the handler counts the page: give
+	// the handler a moment to finish its bookkeeping.
+	for deadline := time.Now().Add(5 * time.Second); r.u.filled.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
 	}
 	if n := r.u.filled.Load(); n < 2 {
 		t.Fatalf("userfaultfd filled %d pages; the guest's code and data pages should have come through it", n)
