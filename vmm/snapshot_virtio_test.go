@@ -10,6 +10,7 @@ import (
 
 	"github.com/sietch-vm/sietch/snapshot"
 	"github.com/sietch-vm/sietch/testguest"
+	"github.com/sietch-vm/sietch/uffd"
 )
 
 // snapshotGuestAt runs a guest built from cfg until its console shows line,
@@ -258,6 +259,16 @@ func TestSnapshotVirtioBlkRunsOn(t *testing.T) {
 // exactly the guest's pattern.
 func TestLazyRestoreServesDeviceFaults(t *testing.T) {
 	kernel := guestKernel(t, "virtio-blk")
+	if u, err := uffd.New(); err != nil {
+		t.Skipf("no userfaultfd for the vmm: %v", err)
+	} else {
+		u.Close()
+	}
+	if f, err := uffd.OpenDevice(); err != nil {
+		t.Skipf("device processes get their userfaultfd through %s: %v", uffd.DevicePath, err)
+	} else {
+		f.Close()
+	}
 	const sectors, seed, imageSize = 2048, 12, 2 << 20
 	img := filepath.Join(t.TempDir(), "disk.raw")
 	dir := filepath.Join(t.TempDir(), "snap")
