@@ -6,10 +6,8 @@ import (
 	"crypto/rand"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -40,23 +38,11 @@ func BenchmarkAgent(b *testing.B) {
 		mkfsExt4(b, upper, 64, "")
 		uds := filepath.Join(dir, "v.sock")
 		ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
-		cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", kernel, "--initrd", initrd, "--mem", "256M", "--cpus", "2",
+		vm := startLinux(b, ctx, vmmBin, "run", "--kernel", kernel, "--initrd", initrd, "--mem", "256M", "--cpus", "2",
 			"--cmdline", "console=ttyS0 reboot=k panic=-1 quiet sietch.root=/dev/vda sietch.overlay=/dev/vdb",
 			"--disk", rootImg+",ro", "--disk", upper, "--vsock", "3,"+uds, "--rng")
-		var stdout syncOutput
-		cmd.Stdout = &stdout
-		cmd.WaitDelay = 5 * time.Second
-		start := time.Now()
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		for !strings.Contains(stdout.String(), "agent ready on vsock port") {
-			if ctx.Err() != nil {
-				b.Fatalf("no agent within %v:\n%s", e2eTimeout, &stdout)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		ready += time.Since(start)
+		ready += vm.waitReady(b, ctx)
+		start := vm.started
 		client := agent.NewClient(agent.DialUDS(uds, agent.Port))
 		if _, err := client.Health(ctx); err != nil {
 			b.Fatal(err)
@@ -85,7 +71,7 @@ func BenchmarkAgent(b *testing.B) {
 		}
 		down += 16 / time.Since(t).Seconds()
 		client.Shutdown(ctx, true)
-		cmd.Wait()
+		vm.waitExit(b, ctx)
 		cancel()
 	}
 	n := float64(b.N)
