@@ -5,8 +5,9 @@
 #
 # Environment: RUNS (default 3) boots of each; MEM (default 128M);
 # COMPAT (default auto) the vmm's --compat; VMM (default bin/vmm of this
-# repository); QEMU (default qemu-system-x86_64); TIMEOUT (default 180)
-# seconds per boot.
+# repository); QEMU (default qemu-system-x86_64); QEMU_CPU (default: the
+# first model QEMU accepts here, see internal/qemupeer); TIMEOUT (default
+# 180) seconds per boot.
 set -euo pipefail
 export LC_ALL=C
 
@@ -38,6 +39,12 @@ timeout=${TIMEOUT:-180}
 [ -x "$vmm" ] || die "vmm binary $vmm not found; build it with 'make vmm' or set VMM"
 command -v "$qemu" >/dev/null || die "$qemu not found; install qemu-system-x86 or set QEMU"
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "RUNS=$runs is not a positive number"
+# The CPU model QEMU accepts differs between host kinds ("-cpu host" aborts
+# on the AMD hosts, which refuse IA32_ARCH_CAPABILITIES); QEMU_CPU overrides.
+if [ -z "${QEMU_CPU:-}" ]; then
+	QEMU_CPU=$(cd "$here" && go run ./internal/qemupeer/cmd/qemu-cpu "$(command -v "$qemu")") ||
+		die "QEMU cannot start a KVM vCPU on this host (see above); set QEMU_CPU to a model that works"
+fi
 
 tmp=$(mktemp -d)
 pid=
@@ -99,7 +106,7 @@ boot() {
 }
 
 echo "bench-boot: $(date -u +%Y-%m-%dT%H:%M:%SZ) nproc=$(nproc) mem=$mem runs=$runs"
-echo "bench-boot: kernel=$kernel initramfs=$initrd"
+echo "bench-boot: kernel=$kernel initramfs=$initrd qemu-cpu=$QEMU_CPU"
 
 vmm_cmd=("$vmm" run --kernel "$kernel" --initrd "$initrd" --mem "$mem" --compat "$compat" --log-level debug)
 declare -a vmm_t qemu_t
@@ -113,7 +120,7 @@ for i in $(seq "$runs"); do
 	[ -n "$cmdline" ] || die "vmm did not log its kernel command line; stderr: $(head -c 2000 "$tmp/vmm.stderr")"
 	cmdline=${cmdline//\\\"/\"}
 	echo "bench-boot: cmdline=$cmdline"
-	boot qemu 1 "$qemu" -accel kvm -M microvm -cpu host -smp 1 -m "$mem" \
+	boot qemu 1 "$qemu" -accel kvm -M microvm -cpu "$QEMU_CPU" -smp 1 -m "$mem" \
 		-nodefaults -no-user-config -display none -serial stdio -no-reboot \
 		-kernel "$kernel" -initrd "$initrd" -append "$cmdline"
 	qemu_t+=("$result")

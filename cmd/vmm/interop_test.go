@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sietch-vm/sietch/internal/qemupeer"
 	"github.com/sietch-vm/sietch/testguest"
 )
 
@@ -209,9 +210,17 @@ func TestInteropQEMUFrontend(t *testing.T) {
 	// microvm without ACPI appends virtio_mmio.device= for each device to
 	// the command line itself. force-legacy=false: a virtio 1.x transport
 	// (libvhost-user and our back-end refuse legacy virtio).
+	// The CPU model QEMU accepts differs between host kinds (-cpu host
+	// aborts on the AMD hosts); a host that accepts none fails the test
+	// with QEMU's own words, since the peer is part of what is tested.
+	cpu, err := qemupeer.CPUModel(ctx, qemu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("QEMU peer: -cpu %s", cpu)
 	qemuOut := &lockedBuffer{}
 	vm := exec.CommandContext(ctx, qemu,
-		"-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", "128",
+		"-accel", "kvm", "-cpu", cpu, "-smp", "1", "-m", "128",
 		"-M", "microvm,acpi=off", "-global", "virtio-mmio.force-legacy=false",
 		"-object", "memory-backend-memfd,id=mem,size=128M,share=on", "-machine", "memory-backend=mem",
 		"-chardev", "socket,id=c,path="+sock, "-device", "vhost-user-blk,chardev=c,num-queues=1",
