@@ -13,7 +13,7 @@ APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex
 	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2 \
 	debootstrap iputils-ping
 
-.PHONY: all vmm sietch sietchd deps hello test test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet clean
+.PHONY: all vmm sietch sietchd deps hello test test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet lint-openapi clean
 
 all: vmm sietch sietchd
 
@@ -31,6 +31,8 @@ deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
 	$(GO) mod download
+	@command -v npm >/dev/null || { echo "make deps: npm (Node.js 20.19 or later) is needed for the OpenAPI lint; install Node.js" >&2; exit 1; }
+	cd tools/openapi-lint && npm ci --no-audit --no-fund
 
 testguests:
 	$(GO) run ./testguest/cmd/testguest -o $(GUESTS)
@@ -60,7 +62,7 @@ image:
 # Everything, including the KVM tests and the Linux end-to-end tests. The
 # root image needs the Debian mirror: if it cannot be built, the end-to-end
 # test says so and skips (the rest still runs).
-test: kernel smoke-initramfs vet
+test: kernel smoke-initramfs vet lint-openapi
 	$(MAKE) image || echo "*** make image failed: TestLinuxEndToEnd will skip (see above) ***"
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_SMOKE_INITRAMFS=$(abspath $(SMOKE)) SIETCH_ROOTFS=$(abspath $(ROOTFS)) \
 		$(GO) test -count=1 -timeout 25m ./...
@@ -71,6 +73,11 @@ test-short:
 
 vet:
 	$(GO) vet ./...
+
+# api/openapi.yaml against Redocly CLI's recommended rules (pinned in
+# tools/openapi-lint; warnings fail too).
+lint-openapi:
+	tools/openapi-lint/lint.sh
 
 # -p 1: packages benchmarked in parallel on 2 cores disturb each other.
 bench: vmm kernel smoke-initramfs image
