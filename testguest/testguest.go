@@ -31,6 +31,7 @@ var guests = map[string][]string{
 	"poweroff":     {"poweroff.c"},
 	"reset":        {"reset.c"},
 	"fault":        {"fault.c"},
+	"silent":       {"silent.c"},
 	"virtio-blk":   {"virtio-blk.c", "virtio.c"},
 	"virtio-rng":   {"virtio-rng.c", "virtio.c"},
 	"virtio-vsock": {"virtio-vsock.c", "virtio.c"},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"github.com/sietch-vm/sietch/boot"
 )
@@ -56,8 +57,12 @@ type Config struct {
 
 	testDeviceArgs []string // extra flags for every device process (tests)
 
-	Console io.Writer    // receives the guest's serial output; nil discards it
-	Log     *slog.Logger // nil uses slog.Default()
+	Console io.Writer // receives the guest's serial output; nil discards it
+	// QuietHint: on a host that emulates guest kernel mode, a guest that has
+	// printed nothing on its console this long after Run is told about once
+	// on the log (slow boot or stuck kernel; see quiet.go). 0: never.
+	QuietHint time.Duration
+	Log       *slog.Logger // nil uses slog.Default()
 }
 
 // DiskConfig is one virtio-blk disk: a raw image file.

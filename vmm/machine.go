@@ -57,6 +57,9 @@ type Machine struct {
 	halt  atomic.Bool
 	exit  *Exit
 	runAt time.Time     // when Run started (the control socket's uptime)
+	// console wraps Config.Console of a booted VM to tell whether the guest
+	// has printed anything (watchQuiet); nil for a restored VM.
+	console *consoleWatch
 	done  chan struct{} // closed when the first Exit is recorded
 	wg    sync.WaitGroup
 }
@@ -81,6 +84,8 @@ func New(cfg Config) (*Machine, error) {
 	if m.cfg.Console == nil {
 		m.cfg.Console = io.Discard
 	}
+	m.console = &consoleWatch{w: m.cfg.Console}
+	m.cfg.Console = m.console
 	m.cond = sync.NewCond(&m.mu)
 	steps := []step{
 		{"open /dev/kvm", m.openKVM},
@@ -290,6 +295,7 @@ func (m *Machine) Run(ctx context.Context) (Exit, error) {
 		m.wg.Add(1)
 		go v.loop()
 	}
+	go m.watchQuiet()
 	select {
 	case <-m.done:
 	case <-ctx.Done():

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -333,5 +334,59 @@ func TestTruncatedKernel(t *testing.T) {
 				t.Errorf("stderr does not say the kernel is truncated:\n%s", r.stderr)
 			}
 		})
+	}
+}
+
+// TestQuietGuestHint: a guest that prints nothing (halted at CPL0, as a
+// kernel that never speaks) gets the quiet-console hint once on stderr,
+// and the VM keeps running until it is stopped. --compat on makes the
+// hint due on any host, native or emulated.
+func TestQuietGuestHint(t *testing.T) {
+	t.Parallel()
+	requireKVM(t)
+	kernel := testguest.Path(t, "silent")
+	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", kernel, "--mem", "64M", "--compat", "on", "--quiet-hint", "1s")
+	var stdout bytes.Buffer
+	stderr := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = &stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start vmm: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	const hint = "the guest has printed nothing on its console for 1s"
+	for !strings.Contains(stderr.String(), hint) {
+		select {
+		case err := <-exited:
+			t.Fatalf("vmm exited (%v) before the hint; stderr:\n%s", err, stderr)
+		case <-ctx.Done():
+			t.Fatalf("no quiet-console hint within %v; stderr:\n%s", runTimeout, stderr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// Not a timeout: the VM is still running a second after the hint.
+	select {
+	case err := <-exited:
+		t.Fatalf("vmm exited (%v) after the hint; it must keep running; stderr:\n%s", err, stderr)
+	case <-time.After(time.Second):
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := <-exited
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitStopped {
+		t.Errorf("vmm after SIGTERM: %v, want exit status %d", err, exitStopped)
+	}
+	if n := strings.Count(stderr.String(), "printed nothing"); n != 1 {
+		t.Errorf("hint logged %d times, want once; stderr:\n%s", n, stderr)
+	}
+	for _, want := range []string{"emulates guest kernel mode", "make kernel", "keeps running"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("hint does not say %q; stderr:\n%s", want, stderr)
+		}
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("the silent guest printed %q", stdout.String())
 	}
 }

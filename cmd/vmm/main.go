@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -108,6 +109,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	rng := fs.Bool("rng", false, "virtio-rng: entropy from the host's getrandom")
 	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
 	apiSock := fs.String("api-sock", "", "serve the control API (HTTP/JSON: info, pause, resume, stop, snapshot) on the unix socket `PATH`")
+	quietHint := fs.Duration("quiet-hint", 10*time.Second, "on a host that emulates guest kernel mode, say once what is going on when the guest has printed nothing for this long (0: never)")
 	noJail := fs.Bool("no-jail", false, "run device processes unconfined: DEBUGGING ONLY, a guest that breaks a device then owns a host process")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
@@ -135,7 +137,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return bad("--mem: %v", err)
 	}
-	cfg := vmm.Config{Cmdline: *cmdline, MemSize: memSize, CPUs: *cpus, Console: stdout}
+	cfg := vmm.Config{Cmdline: *cmdline, MemSize: memSize, CPUs: *cpus, Console: stdout, QuietHint: *quietHint}
 	switch *compat {
 	case "auto":
 		cfg.Compat = vmm.CompatAuto
