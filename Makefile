@@ -13,7 +13,7 @@ APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex
 	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2 \
 	debootstrap iputils-ping
 
-.PHONY: all vmm sietch sietchd deps hello test test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet lint-openapi clean
+.PHONY: all vmm sietch sietchd deps quickstart hello test test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet lint-openapi clean
 
 all: vmm sietch sietchd
 
@@ -26,13 +26,16 @@ sietch:
 sietchd: vmm
 	$(GO) build -o bin/sietchd ./cmd/sietchd
 
-# Debian packages the build and the tests need (see README, "Dependencies").
+# What the build and the tests need and is missing: Debian packages (see
+# README, "Dependencies"), Go modules, the pinned npm packages.
 deps:
-	apt-get update -q
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
-	$(GO) mod download
-	@command -v npm >/dev/null || { echo "make deps: npm (Node.js 20.19 or later) is needed for the OpenAPI lint; install Node.js" >&2; exit 1; }
-	cd tools/openapi-lint && npm ci --no-audit --no-fund
+	GO=$(GO) scripts/deps.sh $(APT_PACKAGES)
+
+# From a fresh machine to a running sandbox: deps, the kernel, initramfs,
+# default image and binaries (cached), sietchd on build/state, a sandbox,
+# python3 in it, and what to try next.
+quickstart:
+	GO=$(GO) scripts/quickstart.sh
 
 testguests:
 	$(GO) run ./testguest/cmd/testguest -o $(GUESTS)

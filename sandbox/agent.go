@@ -164,7 +164,48 @@ func (m *Manager) Download(ctx context.Context, id, path string, w io.Writer) er
 	return m.agentDone(sb, ac, err)
 }
 
-// probeAgent asks a new sandbox's agent for its health until it answers,
+// waitAgent asks a new Linux sandbox's agent for its health until it
+// answers (then records so), the vmm exits, ctx ends or the boot timeout
+// passes. Restored guests answer at once; a cold boot takes seconds to
+// minutes where guest kernel mode is emulated.
+func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.BootTimeout)
+	defer cancel()
+	ac := m.agentFor(sb)
+	delay := time.Millisecond
+	for {
+		hctx, hcancel := context.WithTimeout(ctx, agentTimeout)
+		_, err := ac.Health(hctx)
+		hcancel()
+		if err == nil {
+			m.mu.Lock()
+			sb.rec.Agent = true
+			m.save(sb)
+			m.mu.Unlock()
+			return nil
+		}
+		select {
+		case <-done:
+			m.mu.Lock()
+			reason := sb.rec.Reason
+			m.mu.Unlock()
+			return fmt.Errorf("the vmm exited before the guest agent answered: %s", reason)
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				msg := fmt.Sprintf("the guest agent did not answer within %v (sietchd --boot-timeout); last try: %v", m.cfg.BootTimeout, err)
+				if tail := consoleTail(sb.dir); tail != "" {
+					msg += "; console ends: " + tail
+				}
+				return errors.New(msg)
+			}
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 250*time.Millisecond)
+	}
+}
+
+// probeAgent asks a re-attached sandbox's agent for its health until it answers,
 // so that Sandbox.Agent says when exec will work. The caller holds m.mu.
 func (m *Manager) probeAgent(sb *sandbox) {
 	if m.closed {

@@ -20,7 +20,7 @@ const (
 )
 
 // Create starts a sandbox from an image or from a snapshot and returns it
-// running.
+// running: for a Linux sandbox, once its guest agent answers.
 func (m *Manager) Create(ctx context.Context, req model.CreateRequest) (model.Sandbox, error) {
 	if err := checkLabels(req.Labels); err != nil {
 		return model.Sandbox{}, err
@@ -114,7 +114,8 @@ func (m *Manager) reserve(sbs []*sandbox, l model.Limits) error {
 }
 
 // launch makes sb's directory, starts its vmm with the arguments args
-// returns, supervises it and waits until it runs.
+// returns, supervises it and waits until it runs (a Linux guest: until its
+// agent answers).
 func (m *Manager) launch(ctx context.Context, sb *sandbox, args func() ([]string, error), h *histogram) error {
 	start := time.Now()
 	if err := os.MkdirAll(filepath.Join(sb.dir, dirWork), 0o700); err != nil {
@@ -141,6 +142,13 @@ func (m *Manager) launch(ctx context.Context, sb *sandbox, args func() ([]string
 	if err := m.waitRunning(ctx, sb, done); err != nil {
 		return err
 	}
+	if sb.rec.Kind == KindLinux {
+		// Running means exec works: a Linux sandbox is still creating
+		// until its guest agent answers.
+		if err := m.waitAgent(ctx, sb, done); err != nil {
+			return err
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.setState(sb, model.StateRunning, "") {
@@ -148,9 +156,6 @@ func (m *Manager) launch(ctx context.Context, sb *sandbox, args func() ([]string
 	}
 	h.observe(time.Since(start).Seconds())
 	m.armTimeout(sb)
-	if sb.rec.Kind == KindLinux {
-		m.probeAgent(sb)
-	}
 	return nil
 }
 

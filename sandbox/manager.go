@@ -54,11 +54,18 @@ type Config struct {
 	Max      model.Limits // per-sandbox ceilings; 0 fields: only the host limits
 	Images   []ImageSpec
 	Logger   *slog.Logger
+	// BootTimeout bounds a Linux sandbox's create: its guest agent must
+	// answer by then (0: DefaultBootTimeout).
+	BootTimeout time.Duration
 	// AgentDial returns the dialer of a sandbox's guest agent; nil dials the
 	// sandbox's vsock socket (agent.DialUDS). Tests reach an agent running
 	// as a host process this way.
 	AgentDial func(sandboxID string) func(ctx context.Context) (net.Conn, error)
 }
+
+// DefaultBootTimeout is how long a cold boot may take to reach the guest
+// agent: about a minute on hosts that emulate guest kernel mode.
+const DefaultBootTimeout = 5 * time.Minute
 
 // Timeouts of the manager's own calls.
 const (
@@ -134,6 +141,9 @@ func Open(cfg Config) (*Manager, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.BootTimeout <= 0 {
+		cfg.BootTimeout = DefaultBootTimeout
 	}
 	cfg.Defaults = withDefaults(cfg.Defaults, model.Limits{CPUs: 1, MemoryMiB: 128, OnTimeout: OnTimeoutStop})
 	db, err := openStore(filepath.Join(state, "sietch.db"))

@@ -56,12 +56,12 @@ type Machine struct {
 	// it after every exit without taking mu (see syncHaltLocked).
 	halt  atomic.Bool
 	exit  *Exit
-	runAt time.Time     // when Run started (the control socket's uptime)
+	runAt time.Time // when Run started (the control socket's uptime)
 	// console wraps Config.Console of a booted VM to tell whether the guest
 	// has printed anything (watchQuiet); nil for a restored VM.
 	console *consoleWatch
-	done  chan struct{} // closed when the first Exit is recorded
-	wg    sync.WaitGroup
+	done    chan struct{} // closed when the first Exit is recorded
+	wg      sync.WaitGroup
 }
 
 // step is one named stage of start-up. Steps run in order; the first error

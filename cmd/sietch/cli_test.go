@@ -493,3 +493,22 @@ func FuzzParseCp(f *testing.F) {
 		}
 	})
 }
+
+// SIETCH_STATE_DIR names a local sietchd's socket and token at once;
+// SIETCH_ADDR and SIETCH_TOKEN_FILE still win.
+func TestStateDirEnv(t *testing.T) {
+	r := newRunner(t)
+	state := t.TempDir()
+	r.env = map[string]string{"SIETCH_STATE_DIR": state}
+	if _, stderr, code := r.run("", "ls"); code != exitError || !strings.Contains(stderr, filepath.Join(state, "token")) {
+		t.Errorf("no token in the state directory: exit %d, stderr %q; want it named", code, stderr)
+	}
+	os.WriteFile(filepath.Join(state, "token"), []byte(clienttest.Token), 0o600)
+	if _, stderr, code := r.run("", "ls"); code != exitError || !strings.Contains(stderr, filepath.Join(state, "sietchd.sock")) {
+		t.Errorf("no sietchd on the state directory's socket: exit %d, stderr %q; want the socket named", code, stderr)
+	}
+	r.env["SIETCH_ADDR"] = r.srv.URL
+	if _, stderr, code := r.run("", "ls"); code != exitOK {
+		t.Errorf("SIETCH_ADDR with SIETCH_STATE_DIR's token: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -48,6 +49,8 @@ Global flags (before or after the command):
   --addr A         sietchd address: /path.sock, unix:///path.sock, http://host:port
                    (env SIETCH_ADDR; default /var/lib/sietch/sietchd.sock)
   --token-file F   bearer token file (env SIETCH_TOKEN_FILE; default /var/lib/sietch/token)
+                   (env SIETCH_STATE_DIR=DIR: DIR/sietchd.sock and DIR/token, the state
+                   directory of a local sietchd, e.g. build/state of make quickstart)
   --json           print the API's JSON instead of tables
 
 Exit status: 0 ok, 1 server or operation error, 2 usage error, 3 not found,
@@ -124,6 +127,14 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 
 func (c *cli) run(ctx context.Context, args []string) int {
 	c.g = globals{addr: c.getenv("SIETCH_ADDR"), tokenFile: c.getenv("SIETCH_TOKEN_FILE")}
+	if state := c.getenv("SIETCH_STATE_DIR"); state != "" {
+		if c.g.addr == "" {
+			c.g.addr = filepath.Join(state, "sietchd.sock")
+		}
+		if c.g.tokenFile == "" {
+			c.g.tokenFile = filepath.Join(state, "token")
+		}
+	}
 	if c.g.addr == "" {
 		c.g.addr = client.DefaultAddr
 	}

@@ -112,7 +112,7 @@ func parseCreate(fs *pflag.FlagSet, args []string) (model.CreateRequest, error) 
 
 var cmdCreate = &command{
 	synopsis: "create [--image NAME] [--cpus N] [--memory SIZE] [--disk SIZE] [--timeout D [--on-timeout stop|snapshot]] [-l K=V]...",
-	summary:  "Start a sandbox from an image and print its id (--json: the sandbox).",
+	summary:  "Start a sandbox from an image and print its id (--json: the sandbox) once its guest agent answers: exec, cp and port work at once.",
 	example:  "  id=$(sietch create --image default --cpus 2 --memory 512M --timeout 1h)\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		req, err := parseCreate(fs, args)
@@ -133,7 +133,9 @@ var cmdCreate = &command{
 				return exitUsage
 			}
 		}
+		p := c.progress("sietch create: cold-booting image "+req.Image+"…", -1)
 		sb, err := api.Create(ctx, req)
+		p.done(false)
 		if err != nil {
 			return c.fail("create", err)
 		}
@@ -154,7 +156,7 @@ func defaultImage(imgs []model.Image) (string, error) {
 		return imgs[0].Name, nil
 	}
 	if len(imgs) == 0 {
-		return "", errors.New("sietchd offers no images (start it with --image)")
+		return "", errors.New("sietchd offers no images: build the default one (make kernel initramfs image, or make quickstart) and restart sietchd, or start it with --image or an images.json in its state directory")
 	}
 	return "", fmt.Errorf("pick an image with --image (sietchd offers %s)", strings.Join(names, ", "))
 }

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -54,5 +57,69 @@ func TestRunUsage(t *testing.T) {
 	b.Reset()
 	if code := run([]string{"--help"}, &b); code != exitOK || !strings.Contains(b.String(), "--state-dir") {
 		t.Errorf("sietchd --help exited %d:\n%s", code, b.String())
+	}
+}
+
+func TestImagesFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, imagesFile)
+	if _, ok, err := loadImagesFile(path); ok || err != nil {
+		t.Fatalf("no file: ok %v err %v; want neither", ok, err)
+	}
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"images": [{"name": "py", "kind": "linux", "kernel": "k/vmlinux", "initrd": "/abs/i.cpio", "rootfs": "py.ext4", "cmdline": "console=ttyS0", "memory_mib": 512}]}`)
+	specs, ok, err := loadImagesFile(path)
+	want := sandbox.ImageSpec{Name: "py", Kind: "linux", Kernel: filepath.Join(dir, "k/vmlinux"), Initrd: "/abs/i.cpio",
+		RootFS: filepath.Join(dir, "py.ext4"), Cmdline: "console=ttyS0", MemMiB: 512}
+	if !ok || err != nil || len(specs) != 1 || specs[0] != want {
+		t.Fatalf("got %+v %v %v, want [%+v]", specs, ok, err, want)
+	}
+	for _, bad := range []struct{ doc, want string }{
+		{`{"images": [{"name": "x", "kind": "linux", "kernel": "k", "colour": "red"}]}`, "colour"},
+		{`{"images": []}`, "lists no images"},
+		{`{"images": [{"name": "x", "kind": "vm", "kernel": "k"}]}`, `kind "vm"`},
+		{`{"images": [{"name": "x", "kind": "linux", "kernel": "k", "memory_mib": -1}]}`, "negative"},
+		{`{"images": `, "want {"},
+	} {
+		write(bad.doc)
+		if _, _, err := loadImagesFile(path); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s: got %v, want an error saying %q", bad.doc, err, bad.want)
+		}
+	}
+}
+
+func TestDefaultImage(t *testing.T) {
+	build := t.TempDir()
+	_, err := defaultImage(build)
+	if err == nil || !strings.Contains(err.Error(), "make kernel initramfs image") || !strings.Contains(err.Error(), filepath.Join(build, "rootfs.ext4")) {
+		t.Fatalf("nothing built: got %v, want the missing files and `make kernel initramfs image`", err)
+	}
+	for _, f := range defaultImageFiles[:2] {
+		os.MkdirAll(filepath.Join(build, filepath.Dir(f.rel)), 0o755)
+		os.WriteFile(filepath.Join(build, f.rel), []byte("x"), 0o644)
+	}
+	if _, err := defaultImage(build); err == nil || !strings.Contains(err.Error(), "`make image`") || strings.Contains(err.Error(), "vmlinux") {
+		t.Fatalf("root image missing: got %v, want only `make image` named", err)
+	}
+	os.WriteFile(filepath.Join(build, "rootfs.ext4"), []byte("x"), 0o644)
+	spec, err := defaultImage(build)
+	if err != nil || spec.Name != "default" || spec.Kind != sandbox.KindLinux || spec.RootFS != filepath.Join(build, "rootfs.ext4") || spec.MemMiB != defaultMemMiB {
+		t.Fatalf("all built: got %+v %v", spec, err)
+	}
+	// The state directory's images.json comes before the build directory.
+	state := t.TempDir()
+	os.WriteFile(filepath.Join(state, imagesFile), []byte(`{"images": [{"name": "tg", "kind": "testguest", "kernel": "/g.elf"}]}`), 0o600)
+	specs, err := configuredImages(state, build, slog.New(slog.DiscardHandler))
+	if err != nil || len(specs) != 1 || specs[0].Name != "tg" {
+		t.Fatalf("with images.json: %+v %v", specs, err)
+	}
+	specs, err = configuredImages(t.TempDir(), build, slog.New(slog.DiscardHandler))
+	if err != nil || len(specs) != 1 || specs[0].Name != "default" {
+		t.Fatalf("without images.json: %+v %v", specs, err)
 	}
 }

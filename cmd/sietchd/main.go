@@ -37,8 +37,14 @@ const usage = `sietchd runs sandboxes (one vmm process each) and serves the siet
 Usage:
   sietchd [--state-dir DIR] [--listen ADDR] [--vmm PATH] [--image SPEC]... [limits]
 
-Example:
-  sietchd --image default:kind=linux,kernel=build/kernel/vmlinux,initrd=build/initramfs.cpio,rootfs=root.ext4,cmdline=console=ttyS0
+Examples:
+  sietchd --state-dir build/state     (the image "default" from build/: make kernel initramfs image)
+  sietchd --image default:kind=linux,kernel=build/kernel/vmlinux,initrd=build/initramfs/initramfs.cpio,rootfs=build/rootfs.ext4,cmdline=console=ttyS0
+
+Images come from --image, else from DIR/images.json
+  {"images": [{"name": "py", "kind": "linux", "kernel": "vmlinux", "initrd": "initramfs.cpio",
+               "rootfs": "py.ext4", "cmdline": "console=ttyS0", "memory_mib": 256}]}
+(paths relative to DIR), else the image "default" from the build directory.
 
 The API token is DIR/token (made at first start, mode 0600). SIGTERM or
 SIGINT stops serving and leaves the sandboxes' vmm processes running: the
@@ -57,7 +63,8 @@ func run(args []string, stderr io.Writer) int {
 	stateDir := fs.String("state-dir", "/var/lib/sietch", "directory for sandboxes, snapshots, the state database, the token and the socket")
 	listen := fs.String("listen", "", "API address: a unix socket path (default DIR/sietchd.sock), unix:///path or tcp://host:port")
 	vmmPath := fs.String("vmm", "", "the vmm binary (default: vmm next to sietchd, else in PATH)")
-	images := fs.StringArray("image", nil, "an image: NAME:kind=linux|testguest,kernel=PATH[,initrd=PATH][,rootfs=PATH][,mem=MiB][,cmdline=ARGS (last; may hold commas)] (repeatable)")
+	images := fs.StringArray("image", nil, "an image: NAME:kind=linux|testguest,kernel=PATH[,initrd=PATH][,rootfs=PATH][,mem=MiB][,cmdline=ARGS (last; may hold commas)] (repeatable; default: DIR/images.json, else the image \"default\" from --build-dir)")
+	buildDir := fs.String("build-dir", "", "where the default image's kernel, initramfs and root image are built (default: build/ beside the bin/ holding sietchd)")
 	maxSandboxes := fs.Int("max-sandboxes", 64, "host limit: sandboxes with a vmm at once (0: none)")
 	maxMemory := fs.Int("max-memory-mib", 0, "host limit: guest memory of all sandboxes, MiB (0: none)")
 	maxCPUs := fs.Int("max-cpus", 0, "host limit: vCPUs of all sandboxes (0: none)")
@@ -67,6 +74,7 @@ func run(args []string, stderr io.Writer) int {
 	defTimeout := fs.Int("default-timeout-s", 0, "lifetime of a sandbox that asks for none (0: unlimited)")
 	perCPUs := fs.Int("sandbox-max-cpus", 0, "per-sandbox limit on vCPUs (0: none)")
 	perMemory := fs.Int("sandbox-max-memory-mib", 0, "per-sandbox limit on memory, MiB (0: none)")
+	bootTimeout := fs.Duration("boot-timeout", sandbox.DefaultBootTimeout, "how long a Linux sandbox's create waits for its guest agent before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() { fmt.Fprintf(stderr, "%s%s", usage, fs.FlagUsages()) }
 	if err := fs.Parse(args); err != nil {
@@ -103,6 +111,13 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if len(specs) == 0 {
+		var err error
+		if specs, err = configuredImages(*stateDir, *buildDir, log); err != nil {
+			fmt.Fprintf(stderr, "sietchd: %v\n", err)
+			return exitError
+		}
+	}
 	vmmBin, err := findVMM(*vmmPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "sietchd: %v\n", err)
@@ -110,13 +125,14 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	m, err := sandbox.Open(sandbox.Config{
-		StateDir: *stateDir,
-		VMMPath:  vmmBin,
-		Host:     sandbox.HostLimits{Sandboxes: *maxSandboxes, MemoryMiB: *maxMemory, CPUs: *maxCPUs},
-		Defaults: model.Limits{CPUs: *defCPUs, MemoryMiB: *defMemory, DiskMiB: *defDisk, TimeoutS: *defTimeout},
-		Max:      model.Limits{CPUs: *perCPUs, MemoryMiB: *perMemory},
-		Images:   specs,
-		Logger:   log,
+		StateDir:    *stateDir,
+		VMMPath:     vmmBin,
+		Host:        sandbox.HostLimits{Sandboxes: *maxSandboxes, MemoryMiB: *maxMemory, CPUs: *maxCPUs},
+		Defaults:    model.Limits{CPUs: *defCPUs, MemoryMiB: *defMemory, DiskMiB: *defDisk, TimeoutS: *defTimeout},
+		Max:         model.Limits{CPUs: *perCPUs, MemoryMiB: *perMemory},
+		Images:      specs,
+		Logger:      log,
+		BootTimeout: *bootTimeout,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "sietchd: %v\n", err)
@@ -157,6 +173,25 @@ func run(args []string, stderr io.Writer) int {
 	}
 	<-served
 	return exitOK
+}
+
+// configuredImages are the images when no --image is given: those of the
+// state directory's images.json, else the default image from the build
+// directory, else none (logged with what to build).
+func configuredImages(stateDir, buildDir string, log *slog.Logger) ([]sandbox.ImageSpec, error) {
+	specs, ok, err := loadImagesFile(filepath.Join(stateDir, imagesFile))
+	if ok || err != nil {
+		return specs, err
+	}
+	if buildDir == "" {
+		buildDir = defaultBuildDir()
+	}
+	spec, err := defaultImage(buildDir)
+	if err != nil {
+		log.Warn("no images: sandboxes cannot be created until there is one", "why", err.Error())
+		return nil, nil
+	}
+	return []sandbox.ImageSpec{spec}, nil
 }
 
 // findVMM resolves the vmm binary: the flag, else vmm beside this
