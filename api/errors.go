@@ -27,6 +27,8 @@ func errorOf(err error) (int, model.Error) {
 		return http.StatusNotFound, model.Error{Code: model.CodeNotFound, Message: msg}
 	case errors.Is(err, sandbox.ErrWrongState):
 		return http.StatusConflict, model.Error{Code: model.CodeWrongState, Message: msg}
+	case errors.Is(err, sandbox.ErrInUse):
+		return http.StatusConflict, model.Error{Code: model.CodeInUse, Message: msg}
 	case errors.Is(err, sandbox.ErrLimit):
 		return http.StatusTooManyRequests, model.Error{Code: model.CodeLimit, Message: msg}
 	case errors.Is(err, sandbox.ErrAgentUnavailable):

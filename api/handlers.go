@@ -73,7 +73,15 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
-	sb, err := s.m.Pause(r.Context(), r.PathValue("id"))
+	var req model.PauseRequest
+	if !decode(w, r, &req, true) {
+		return
+	}
+	pause := s.m.Pause
+	if req.ToDisk {
+		pause = s.m.Suspend
+	}
+	sb, err := pause(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -163,4 +171,69 @@ func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) images(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string][]model.Image{"images": s.m.Images()})
+}
+
+// buildTemplate starts a build and answers 202 with the template
+// building; GET /v1/templates/{name} follows it (?wait=true blocks until
+// the build ends).
+func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
+	var req model.TemplateRequest
+	if !decode(w, r, &req, false) {
+		return
+	}
+	t, err := s.m.BuildTemplate(req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, t)
+}
+
+func (s *Server) templates(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string][]model.Template{"templates": s.m.Templates()})
+}
+
+func (s *Server) template(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var t model.Template
+	var err error
+	if r.URL.Query().Get("wait") == "true" {
+		t, err = s.m.WaitTemplate(r.Context(), name)
+	} else {
+		t, err = s.m.Template(name)
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
+	if err := s.m.DeleteTemplate(r.Context(), r.PathValue("name")); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) allSnapshots(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string][]model.Snapshot{"snapshots": s.m.AllSnapshots()})
+}
+
+func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) {
+	snap, err := s.m.GetSnapshot(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, snap)
+}
+
+func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
+	if err := s.m.DeleteSnapshot(r.PathValue("id")); err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -96,6 +96,13 @@ func (s *Server) register() {
 	handle("DELETE", "/v1/sandboxes/{id}/ports/{host_port}", s.removePort)
 	handle("GET", "/v1/sandboxes/{id}/console", s.console)
 	handle("GET", "/v1/images", s.images)
+	handle("POST", "/v1/templates", s.buildTemplate)
+	handle("GET", "/v1/templates", s.templates)
+	handle("GET", "/v1/templates/{name}", s.template)
+	handle("DELETE", "/v1/templates/{name}", s.deleteTemplate)
+	handle("GET", "/v1/snapshots", s.allSnapshots)
+	handle("GET", "/v1/snapshots/{id}", s.getSnapshot)
+	handle("DELETE", "/v1/snapshots/{id}", s.deleteSnapshot)
 
 	methods := map[string][]string{}
 	var paths []string

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -51,9 +52,10 @@ func (m *Manager) agentFor(sb *sandbox) *agentConn {
 	return ac
 }
 
-// runningAgent returns the agent of sandbox id, which must be running.
-func (m *Manager) runningAgent(id, action string) (*sandbox, *agentConn, error) {
-	sb, err := m.lookup(id)
+// runningAgent returns the agent of sandbox id, which must be running
+// (a suspended one is resumed first).
+func (m *Manager) runningAgent(ctx context.Context, id, action string) (*sandbox, *agentConn, error) {
+	sb, err := m.awake(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -117,7 +119,7 @@ func (m *Manager) Exec(ctx context.Context, id string, req model.ExecRequest, st
 		}
 		stdin = bytes.NewReader(b)
 	}
-	sb, ac, err := m.runningAgent(id, "exec")
+	sb, ac, err := m.runningAgent(ctx, id, "exec")
 	if err != nil {
 		return model.ExecExit{}, err
 	}
@@ -130,7 +132,7 @@ func (m *Manager) Exec(ctx context.Context, id string, req model.ExecRequest, st
 
 // Upload writes r to path in the sandbox (mode 0: keep the old file's, or 0644).
 func (m *Manager) Upload(ctx context.Context, id, path string, mode os.FileMode, r io.Reader) error {
-	sb, ac, err := m.runningAgent(id, "upload files")
+	sb, ac, err := m.runningAgent(ctx, id, "upload files")
 	if err != nil {
 		return err
 	}
@@ -140,7 +142,7 @@ func (m *Manager) Upload(ctx context.Context, id, path string, mode os.FileMode,
 // Stat returns the mode of the regular file at path in the sandbox, so
 // that a download can announce it before the bytes.
 func (m *Manager) Stat(ctx context.Context, id, path string) (os.FileMode, error) {
-	sb, ac, err := m.runningAgent(id, "download files")
+	sb, ac, err := m.runningAgent(ctx, id, "download files")
 	if err != nil {
 		return 0, err
 	}
@@ -156,7 +158,7 @@ func (m *Manager) Stat(ctx context.Context, id, path string) (os.FileMode, error
 
 // Download copies the file at path in the sandbox to w.
 func (m *Manager) Download(ctx context.Context, id, path string, w io.Writer) error {
-	sb, ac, err := m.runningAgent(id, "download files")
+	sb, ac, err := m.runningAgent(ctx, id, "download files")
 	if err != nil {
 		return err
 	}
@@ -164,25 +166,42 @@ func (m *Manager) Download(ctx context.Context, id, path string, w io.Writer) er
 	return m.agentDone(sb, ac, err)
 }
 
-// waitAgent asks a new Linux sandbox's agent for its health until it
-// answers (then records so), the vmm exits, ctx ends or the boot timeout
-// passes. Restored guests answer at once; a cold boot takes seconds to
-// minutes where guest kernel mode is emulated.
+// waitAgent gives a new or restored Linux sandbox's agent its identity
+// (hostname, the host's clock, fresh entropy, env, labels) until that
+// answers, then records that the agent is up. It gives up when the vmm
+// exits, ctx ends or the boot timeout passes. A restored guest answers the
+// first try; a cold boot takes seconds to minutes where guest kernel mode
+// is emulated.
 func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.BootTimeout)
 	defer cancel()
 	ac := m.agentFor(sb)
+	m.mu.Lock()
+	id := agent.Identity{SandboxID: sb.id, Hostname: sb.id, Env: cloneMap(sb.rec.Env), Labels: cloneMap(sb.rec.Labels)}
+	m.mu.Unlock()
+	if id.Labels == nil {
+		id.Labels = map[string]string{}
+	}
 	delay := time.Millisecond
 	for {
+		id.Time = time.Now()
+		id.Entropy = make([]byte, 32)
+		rand.Read(id.Entropy)
 		hctx, hcancel := context.WithTimeout(ctx, agentTimeout)
-		_, err := ac.Health(hctx)
+		res, err := ac.SetIdentity(hctx, id)
 		hcancel()
 		if err == nil {
 			m.mu.Lock()
 			sb.rec.Agent = true
 			m.save(sb)
 			m.mu.Unlock()
+			m.log.Debug("guest identity set", "sandbox", sb.id, "clock_step", time.Duration(res.ClockStepNS))
 			return nil
+		}
+		var ae *agent.Error
+		if errors.As(err, &ae) {
+			// The agent answered and refused: no retry will help.
+			return fmt.Errorf("the guest agent refused the sandbox's identity: %w", err)
 		}
 		select {
 		case <-done:

@@ -10,5 +10,6 @@ var (
 	ErrLimit            = errors.New("limit_exceeded")    // a per-sandbox or host-wide limit refuses it
 	ErrAgentUnavailable = errors.New("agent_unavailable") // the guest agent did not answer in time; retry later
 	ErrInvalid          = errors.New("bad_request")       // the request itself is wrong
+	ErrInUse            = errors.New("in_use")            // a snapshot or template that something still needs
 	ErrClosed           = errors.New("manager closed")    // Close was called
 )

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
@@ -19,24 +20,52 @@ const (
 	maxLabelBytes = 256
 )
 
-// Create starts a sandbox from an image or from a snapshot and returns it
-// running: for a Linux sandbox, once its guest agent answers.
+// Create starts a sandbox from a template (the default when the request
+// names nothing), an image or a snapshot, and returns it running: for a
+// Linux sandbox, once its guest agent answers with its identity applied.
 func (m *Manager) Create(ctx context.Context, req model.CreateRequest) (model.Sandbox, error) {
 	if err := checkLabels(req.Labels); err != nil {
 		return model.Sandbox{}, err
 	}
-	switch {
-	case req.Image != "" && req.Snapshot != "":
-		return model.Sandbox{}, fmt.Errorf("%w: give an image or a snapshot, not both", ErrInvalid)
-	case req.Snapshot != "":
-		sbs, err := m.restoreN(ctx, req.Snapshot, 1, req.Limits, req.Labels)
-		if err != nil {
-			return model.Sandbox{}, err
-		}
-		return sbs[0], nil
-	case req.Image == "":
-		return model.Sandbox{}, fmt.Errorf("%w: give an image (GET /v1/images lists them) or a snapshot to create the sandbox from", ErrInvalid)
+	if err := checkEnv(req.Env); err != nil {
+		return model.Sandbox{}, err
 	}
+	given := 0
+	for _, s := range []string{req.Template, req.Image, req.Snapshot} {
+		if s != "" {
+			given++
+		}
+	}
+	if given > 1 {
+		return model.Sandbox{}, fmt.Errorf("%w: give one of template, image or snapshot", ErrInvalid)
+	}
+	o := restoreOpts{limits: req.Limits, labels: req.Labels, env: req.Env}
+	switch {
+	case req.Snapshot != "":
+		return one(m.restoreN(ctx, req.Snapshot, 1, o))
+	case req.Image != "":
+		return m.coldBoot(ctx, req)
+	}
+	o.template = req.Template
+	if o.template == "" {
+		o.template = DefaultTemplate
+	}
+	snap, err := m.readyTemplate(ctx, o.template)
+	if err != nil {
+		return model.Sandbox{}, err
+	}
+	return one(m.restoreN(ctx, snap, 1, o))
+}
+
+func one(sbs []model.Sandbox, err error) (model.Sandbox, error) {
+	if err != nil {
+		return model.Sandbox{}, err
+	}
+	return sbs[0], nil
+}
+
+// coldBoot boots a sandbox from an image.
+func (m *Manager) coldBoot(ctx context.Context, req model.CreateRequest) (model.Sandbox, error) {
 	spec, ok := m.specs[req.Image]
 	if !ok {
 		return model.Sandbox{}, fmt.Errorf("%w: no image %q (GET /v1/images lists them)", ErrNotFound, req.Image)
@@ -49,7 +78,7 @@ func (m *Manager) Create(ctx context.Context, req model.CreateRequest) (model.Sa
 	if err := checkLimits(l, m.cfg.Max); err != nil {
 		return model.Sandbox{}, err
 	}
-	sb := m.newSandbox(spec.Kind, l, req.Labels)
+	sb := m.newSandbox(spec.Kind, l, req.Labels, req.Env)
 	sb.rec.Image = spec.Name
 	// Held until it runs: a delete of the new id waits for the create.
 	sb.op.Lock()
@@ -67,6 +96,19 @@ func (m *Manager) Create(ctx context.Context, req model.CreateRequest) (model.Sa
 	return sb.view(), nil
 }
 
+// checkEnv bounds the environment given at create.
+func checkEnv(env map[string]string) error {
+	if len(env) > maxLabels {
+		return fmt.Errorf("%w: %d env entries; at most %d", ErrInvalid, len(env), maxLabels)
+	}
+	for k, v := range env {
+		if k == "" || len(k) > maxLabelBytes || strings.ContainsAny(k, "=\x00") || len(v) > 4096 || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("%w: env %.40q: names are 1 to %d bytes without '=' or NUL, values at most 4096 bytes without NUL", ErrInvalid, k, maxLabelBytes)
+		}
+	}
+	return nil
+}
+
 func checkLabels(labels map[string]string) error {
 	if len(labels) > maxLabels {
 		return fmt.Errorf("%w: %d labels; at most %d", ErrInvalid, len(labels), maxLabels)
@@ -80,11 +122,11 @@ func checkLabels(labels map[string]string) error {
 }
 
 // newSandbox returns a sandbox record in state creating.
-func (m *Manager) newSandbox(kind string, l model.Limits, labels map[string]string) *sandbox {
+func (m *Manager) newSandbox(kind string, l model.Limits, labels, env map[string]string) *sandbox {
 	id := newID("sb-")
 	sb := &sandbox{id: id, dir: filepath.Join(m.cfg.StateDir, "sandboxes", id), pidfd: -1, done: closedChan(), ports: map[int]*forward{}}
 	sb.ctl = vmm.NewControlClient(filepath.Join(sb.dir, fileAPISock))
-	sb.rec = record{Kind: kind, Sandbox: model.Sandbox{
+	sb.rec = record{Kind: kind, Env: cloneMap(env), Sandbox: model.Sandbox{
 		ID: id, State: model.StateCreating, Limits: l, Labels: cloneMap(labels), CreatedAt: time.Now().UTC(),
 	}}
 	return sb
@@ -197,7 +239,17 @@ func (m *Manager) remove(sb *sandbox) {
 	}
 	m.mu.Lock()
 	delete(m.sandboxes, sb.id)
+	suspended := sb.rec.Suspended
+	var keep []string
+	if suspended != "" {
+		keep = m.dependentsLocked(suspended, false)
+	}
 	m.mu.Unlock()
+	if suspended != "" && len(keep) == 0 {
+		if err := m.removeSnapshot(suspended); err != nil {
+			m.log.Warn("remove a deleted sandbox's suspend snapshot", "sandbox", sb.id, "snapshot", suspended, "err", err)
+		}
+	}
 	m.log.Info("sandbox deleted", "sandbox", sb.id)
 }
 
@@ -206,8 +258,24 @@ func (m *Manager) Pause(ctx context.Context, id string) (model.Sandbox, error) {
 	return m.control(ctx, id, model.StatePaused, "pause", func(ctx context.Context, c *vmm.ControlClient) error { return c.Pause(ctx) })
 }
 
-// Resume lets a paused sandbox run again.
+// Resume lets a paused sandbox run again; a suspended one is restored
+// from its snapshot.
 func (m *Manager) Resume(ctx context.Context, id string) (model.Sandbox, error) {
+	sb, err := m.lookup(id)
+	if err != nil {
+		return model.Sandbox{}, err
+	}
+	m.mu.Lock()
+	suspended := sb.rec.State == model.StateSuspended
+	m.mu.Unlock()
+	if suspended {
+		if err := m.wake(ctx, sb); err != nil {
+			return model.Sandbox{}, err
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return sb.view(), nil
+	}
 	return m.control(ctx, id, model.StateRunning, "resume", func(ctx context.Context, c *vmm.ControlClient) error { return c.Resume(ctx) })
 }
 
@@ -277,8 +345,17 @@ func (m *Manager) expire(sb *sandbox) {
 		return
 	}
 	reason := fmt.Sprintf("its lifetime of %d s ended", l.TimeoutS)
+	if l.OnTimeout == OnTimeoutPause {
+		m.log.Info("sandbox lifetime ended; pausing it to disk", "sandbox", sb.id)
+		if err := m.suspendLocked(context.Background(), sb); err == nil {
+			return
+		} else {
+			m.log.Error("pause to disk at the end of the lifetime; stopping it", "sandbox", sb.id, "err", err)
+			reason += "; pausing it to disk failed: " + err.Error()
+		}
+	}
 	if l.OnTimeout == OnTimeoutSnapshot {
-		snap, err := m.snapshotLocked(context.Background(), sb, model.SnapshotRequest{Kind: vmm.SnapshotFull})
+		snap, err := m.snapshotLocked(context.Background(), sb, model.SnapshotRequest{Kind: vmm.SnapshotFull}, snapRole{})
 		if err != nil {
 			m.log.Error("snapshot at the end of the lifetime", "sandbox", sb.id, "err", err)
 			reason += "; the snapshot failed: " + err.Error()

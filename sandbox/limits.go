@@ -10,6 +10,7 @@ import (
 const (
 	OnTimeoutStop     = "stop"
 	OnTimeoutSnapshot = "snapshot" // take a full snapshot, then stop
+	OnTimeoutPause    = "pause"    // suspend to disk; the next call that needs it resumes it
 )
 
 // Bounds no configuration lifts: the vmm takes memory in 2 MiB steps.
@@ -50,8 +51,8 @@ func checkLimits(l, max model.Limits) error {
 		return fmt.Errorf("%w: limits.disk_mib %d is negative", ErrInvalid, l.DiskMiB)
 	case l.TimeoutS < 0:
 		return fmt.Errorf("%w: limits.timeout_s %d is negative", ErrInvalid, l.TimeoutS)
-	case l.OnTimeout != OnTimeoutStop && l.OnTimeout != OnTimeoutSnapshot:
-		return fmt.Errorf("%w: limits.on_timeout %q: want %q or %q", ErrInvalid, l.OnTimeout, OnTimeoutStop, OnTimeoutSnapshot)
+	case l.OnTimeout != OnTimeoutStop && l.OnTimeout != OnTimeoutSnapshot && l.OnTimeout != OnTimeoutPause:
+		return fmt.Errorf("%w: limits.on_timeout %q: want %q, %q or %q", ErrInvalid, l.OnTimeout, OnTimeoutStop, OnTimeoutSnapshot, OnTimeoutPause)
 	}
 	over := func(name string, v, limit int) error {
 		if limit > 0 && v > limit {

@@ -96,6 +96,7 @@ type Manager struct {
 	closed    bool
 	sandboxes map[string]*sandbox
 	snapshots map[string]*snapRecord
+	templates map[string]*template
 	boot      histogram // create from an image until the vmm runs
 	restore   histogram // create from a snapshot until the vmm runs
 }
@@ -113,6 +114,7 @@ type sandbox struct {
 	done       chan struct{} // closed once the vmm has exited, or at once without one
 	deleting   bool
 	stopReason string // why sietchd stopped it (timeout), for the record
+	suspendTo  string // the snapshot its vmm is being stopped for: it becomes suspended
 	ports      map[int]*forward
 	timer      *time.Timer
 }
@@ -158,6 +160,7 @@ func Open(cfg Config) (*Manager, error) {
 		specs:     map[string]ImageSpec{},
 		sandboxes: map[string]*sandbox{},
 		snapshots: map[string]*snapRecord{},
+		templates: map[string]*template{},
 		quit:      make(chan struct{}),
 		boot:      newHistogram(),
 		restore:   newHistogram(),
@@ -194,6 +197,13 @@ func Open(cfg Config) (*Manager, error) {
 	for _, r := range recs {
 		m.reattach(r)
 	}
+	for _, id := range m.loadTemplates() {
+		if sb, err := m.lookup(id); err == nil {
+			m.log.Info("removing the sandbox of a template build cut short by a restart", "sandbox", id)
+			m.remove(sb)
+		}
+	}
+	m.collectGarbage()
 	return m, nil
 }
 

@@ -48,7 +48,7 @@ func (m *Manager) AddPort(ctx context.Context, id string, req model.PortRequest)
 	if _, err := netip.ParseAddr(req.HostAddr); err != nil {
 		return model.Port{}, fmt.Errorf("%w: host_addr %q is not an IP address", ErrInvalid, req.HostAddr)
 	}
-	sb, err := m.lookup(id)
+	sb, err := m.awake(ctx, id)
 	if err != nil {
 		return model.Port{}, err
 	}
@@ -214,4 +214,20 @@ func (m *Manager) RemovePort(id string, hostPort int) error {
 	}
 	f.close()
 	return nil
+}
+
+// reopenPortsLocked listens again on the host ports sb's record lists: a
+// sandbox taken up after a restart, or resumed from disk. The caller holds
+// m.mu.
+func (m *Manager) reopenPortsLocked(sb *sandbox) {
+	ports := sb.rec.Ports
+	sb.rec.Ports = nil
+	for _, p := range ports {
+		if f, err := m.listenForward(sb, p); err != nil {
+			m.log.Warn("port forward not restored", "sandbox", sb.id, "host_port", p.HostPort, "err", err)
+		} else {
+			sb.ports[f.port.HostPort] = f
+			sb.rec.Ports = append(sb.rec.Ports, f.port)
+		}
+	}
 }

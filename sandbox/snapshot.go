@@ -27,11 +27,17 @@ func (m *Manager) Snapshot(ctx context.Context, id string, req model.SnapshotReq
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
-	return m.snapshotLocked(ctx, sb, req)
+	return m.snapshotLocked(ctx, sb, req, snapRole{})
+}
+
+// snapRole is what a snapshot sietchd takes for itself is for.
+type snapRole struct {
+	role     string // model.RoleTemplate or model.RoleSuspend; empty: a user's
+	template string
 }
 
 // snapshotLocked is Snapshot for a caller holding sb.op.
-func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.SnapshotRequest) (model.Snapshot, error) {
+func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.SnapshotRequest, role snapRole) (model.Snapshot, error) {
 	switch req.Kind {
 	case "":
 		req.Kind = vmm.SnapshotFull
@@ -55,7 +61,8 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.Sna
 		return model.Snapshot{}, err
 	}
 	snap := &snapRecord{
-		Snapshot: model.Snapshot{ID: newID("snap-"), SandboxID: sb.id, Kind: req.Kind, CreatedAt: time.Now().UTC()},
+		Snapshot: model.Snapshot{ID: newID("snap-"), SandboxID: sb.id, Kind: req.Kind, CreatedAt: time.Now().UTC(),
+			Role: role.role, Template: role.template},
 		Kind:     sb.rec.Kind,
 	}
 	if req.Kind == vmm.SnapshotDiff {
@@ -75,7 +82,7 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.Sna
 		os.RemoveAll(snap.Dir)
 		return model.Snapshot{}, controlError(sb.id, "snapshot", err)
 	}
-	snap.Image, snap.Limits = sb.rec.Image, sb.rec.Limits
+	snap.Image, snap.Limits, snap.Env = sb.rec.Image, sb.rec.Limits, cloneMap(sb.rec.Env)
 	snap.Limits.TimeoutS, snap.Limits.OnTimeout = 0, ""
 	snap.SizeBytes = diskUsage(snap.Dir)
 	if err := m.db.put(bucketSnapshots, snap.ID, snap); err != nil {
@@ -83,7 +90,11 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.Sna
 		return model.Snapshot{}, err
 	}
 	m.snapshots[snap.ID] = snap
-	sb.rec.LastSnapshot = snap.ID
+	if role.role != model.RoleTemplate {
+		// A template's sandboxes build their diffs on it; the build
+		// sandbox itself goes.
+		sb.rec.LastSnapshot = snap.ID
+	}
 	m.save(sb)
 	m.log.Info("snapshot taken", "sandbox", sb.id, "snapshot", snap.ID, "kind", req.Kind, "bytes", snap.SizeBytes)
 	return snap.Snapshot, nil
@@ -121,7 +132,7 @@ func (m *Manager) Snapshots(id string) ([]model.Snapshot, error) {
 	out := []model.Snapshot{}
 	for _, s := range m.snapshots {
 		if s.SandboxID == id {
-			out = append(out, s.Snapshot)
+			out = append(out, m.snapshotView(s))
 		}
 	}
 	slices.SortFunc(out, func(a, b model.Snapshot) int { return a.CreatedAt.Compare(b.CreatedAt) })
@@ -155,11 +166,20 @@ func (m *Manager) Fork(ctx context.Context, id string, req model.ForkRequest) ([
 		}
 		snapID = snap.ID
 	}
-	return m.restoreN(ctx, snapID, req.Count, model.Limits{}, labels)
+	return m.restoreN(ctx, snapID, req.Count, restoreOpts{labels: labels})
+}
+
+// restoreOpts are what a restore takes from its request.
+type restoreOpts struct {
+	limits   model.Limits      // cpus, memory and disk must match the snapshot's; timeout is the new sandbox's
+	labels   map[string]string // of every new sandbox
+	env      map[string]string // nil: the snapshot's
+	template string            // created from this template
 }
 
 // restoreN starts n sandboxes from snapshot snapID, all or none.
-func (m *Manager) restoreN(ctx context.Context, snapID string, n int, req model.Limits, labels map[string]string) ([]model.Sandbox, error) {
+func (m *Manager) restoreN(ctx context.Context, snapID string, n int, o restoreOpts) ([]model.Sandbox, error) {
+	req := o.limits
 	m.mu.Lock()
 	snap, ok := m.snapshots[snapID]
 	m.mu.Unlock()
@@ -180,8 +200,13 @@ func (m *Manager) restoreN(ctx context.Context, snapID string, n int, req model.
 	}
 	sbs := make([]*sandbox, n)
 	for i := range sbs {
-		sbs[i] = m.newSandbox(snap.Kind, l, labels)
+		env := o.env
+		if env == nil {
+			env = snap.Env
+		}
+		sbs[i] = m.newSandbox(snap.Kind, l, o.labels, env)
 		sbs[i].rec.Image, sbs[i].rec.Snapshot, sbs[i].rec.LastSnapshot = snap.Image, snap.ID, snap.ID
+		sbs[i].rec.Template = o.template
 	}
 	// Held until they run: a delete of a new id waits for the create.
 	for _, sb := range sbs {

@@ -12,17 +12,20 @@ import (
 // from any state and is not a state change; stopped and failed are final.
 var transitions = map[model.State][]model.State{
 	model.StateCreating:     {model.StateRunning, model.StateStopped, model.StateFailed},
-	model.StateRunning:      {model.StatePaused, model.StateSnapshotting, model.StateStopped, model.StateFailed},
-	model.StatePaused:       {model.StateRunning, model.StateSnapshotting, model.StateStopped, model.StateFailed},
+	model.StateRunning:      {model.StatePaused, model.StateSnapshotting, model.StateSuspended, model.StateStopped, model.StateFailed},
+	model.StatePaused:       {model.StateRunning, model.StateSnapshotting, model.StateSuspended, model.StateStopped, model.StateFailed},
 	model.StateSnapshotting: {model.StateRunning, model.StatePaused, model.StateStopped, model.StateFailed},
-	model.StateStopped:      nil,
-	model.StateFailed:       nil,
+	// Suspended: its state is in a snapshot and no vmm runs; resuming
+	// restores it under the same id.
+	model.StateSuspended: {model.StateRunning},
+	model.StateStopped:   nil,
+	model.StateFailed:    nil,
 }
 
 // States lists every state, in lifecycle order.
 var States = []model.State{
 	model.StateCreating, model.StateRunning, model.StatePaused,
-	model.StateSnapshotting, model.StateStopped, model.StateFailed,
+	model.StateSnapshotting, model.StateSuspended, model.StateStopped, model.StateFailed,
 }
 
 // canMove reports whether a sandbox in state from may go to state to.

@@ -20,6 +20,9 @@ func TestTransitions(t *testing.T) {
 		{model.StatePaused, model.StateSnapshotting},
 		{model.StateSnapshotting, model.StateRunning},
 		{model.StateSnapshotting, model.StatePaused},
+		{model.StateRunning, model.StateSuspended},
+		{model.StatePaused, model.StateSuspended},
+		{model.StateSuspended, model.StateRunning},
 	}
 	for _, tt := range allowed {
 		if !canMove(tt.from, tt.to) {
@@ -34,6 +37,9 @@ func TestTransitions(t *testing.T) {
 		{model.StateFailed, model.StateRunning},
 		{model.StateStopped, model.StateFailed},
 		{model.StateSnapshotting, model.StateSnapshotting},
+		{model.StateSuspended, model.StatePaused},
+		{model.StateSuspended, model.StateSnapshotting},
+		{model.StateCreating, model.StateSuspended},
 	}
 	for _, tt := range refused {
 		if canMove(tt.from, tt.to) {
@@ -68,7 +74,7 @@ func TestCheckLimits(t *testing.T) {
 		{"odd memory", model.Limits{CPUs: 1, MemoryMiB: 127, OnTimeout: "stop"}, model.Limits{}, ErrInvalid, "memory_mib 127"},
 		{"tiny memory", model.Limits{CPUs: 1, MemoryMiB: 2, OnTimeout: "stop"}, model.Limits{}, ErrInvalid, "at least 16"},
 		{"negative disk", model.Limits{CPUs: 1, MemoryMiB: 128, DiskMiB: -1, OnTimeout: "stop"}, model.Limits{}, ErrInvalid, "disk_mib"},
-		{"bad on_timeout", model.Limits{CPUs: 1, MemoryMiB: 128, OnTimeout: "pause"}, model.Limits{}, ErrInvalid, "on_timeout"},
+		{"bad on_timeout", model.Limits{CPUs: 1, MemoryMiB: 128, OnTimeout: "hibernate"}, model.Limits{}, ErrInvalid, "on_timeout"},
 		{"over cpus", model.Limits{CPUs: 4, MemoryMiB: 128, OnTimeout: "stop"}, model.Limits{CPUs: 2}, ErrLimit, "cpus 4 asked, the per-sandbox limit is 2"},
 		{"over memory", model.Limits{CPUs: 1, MemoryMiB: 1024, OnTimeout: "stop"}, model.Limits{MemoryMiB: 512}, ErrLimit, "memory_mib 1024"},
 		{"over lifetime", model.Limits{CPUs: 1, MemoryMiB: 128, TimeoutS: 7200, OnTimeout: "stop"}, model.Limits{TimeoutS: 3600}, ErrLimit, "timeout_s"},

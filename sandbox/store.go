@@ -18,26 +18,39 @@ var (
 	bucketSandboxes = []byte("sandboxes")
 	bucketSnapshots = []byte("snapshots")
 	bucketImages    = []byte("images")
+	bucketTemplates = []byte("templates")
 )
 
 // record is a sandbox as persisted: what the API shows plus what sietchd
 // needs to find its vmm again after a restart.
 type record struct {
 	model.Sandbox
-	Kind         string      `json:"kind"`                    // image kind: "linux" or "testguest"
-	Prev         model.State `json:"prev,omitempty"`          // state to return to after snapshotting
-	ExpiresAt    time.Time   `json:"expires_at,omitempty"`    // lifetime timeout; zero: none
-	LastSnapshot string      `json:"last_snapshot,omitempty"` // base of the next diff snapshot
+	Kind         string            `json:"kind"`                    // image kind: "linux" or "testguest"
+	Prev         model.State       `json:"prev,omitempty"`          // state to return to after snapshotting
+	ExpiresAt    time.Time         `json:"expires_at,omitempty"`    // lifetime timeout; zero: none
+	LastSnapshot string            `json:"last_snapshot,omitempty"` // base of the next diff snapshot
+	Env          map[string]string `json:"env,omitempty"`           // given at create; the agent adds it to every exec
+	Suspended    string            `json:"suspended,omitempty"`     // state suspended: the snapshot that holds it
+}
+
+// templateRec is a template as persisted.
+type templateRec struct {
+	model.Template
+	BuildSandbox string `json:"build_sandbox,omitempty"` // the sandbox booted for the build, while building
 }
 
 // snapRecord is a snapshot as persisted: enough to create sandboxes from it.
 type snapRecord struct {
 	model.Snapshot
-	Dir    string       `json:"dir"`
-	Image  string       `json:"image,omitempty"`
-	Kind   string       `json:"image_kind"`
-	Limits model.Limits `json:"limits"`
+	Dir    string            `json:"dir"`
+	Image  string            `json:"image,omitempty"`
+	Kind   string            `json:"image_kind"`
+	Limits model.Limits      `json:"limits"`
+	Env    map[string]string `json:"env,omitempty"` // the sandbox's at the snapshot: restores and forks keep it
 }
+
+// decodeRecord decodes a stored JSON record.
+func decodeRecord(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 type store struct{ db *bolt.DB }
 
@@ -50,7 +63,7 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("open state database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketSandboxes, bucketSnapshots, bucketImages} {
+		for _, b := range [][]byte{bucketSandboxes, bucketSnapshots, bucketImages, bucketTemplates} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

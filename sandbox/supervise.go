@@ -98,6 +98,12 @@ func (m *Manager) exited(sb *sandbox, ex exitInfo, pidfd int, done chan struct{}
 		if sb.stopReason != "" && st == model.StateStopped {
 			reason = sb.stopReason
 		}
+		if sb.suspendTo != "" && st == model.StateStopped {
+			st, reason = model.StateSuspended, ""
+			// Ports stay in the record: the resume opens them again.
+			sb.rec.Suspended, sb.rec.Agent = sb.suspendTo, false
+		}
+		sb.suspendTo = ""
 		if !m.setState(sb, st, reason) {
 			m.save(sb)
 		}
@@ -241,16 +247,7 @@ func (m *Manager) reattach(r record) {
 	}
 	sb.rec.Prev = ""
 	m.supervise(sb, r.VMMPID, pidfd)
-	ports := sb.rec.Ports
-	sb.rec.Ports = nil
-	for _, p := range ports {
-		if f, err := m.listenForward(sb, p); err != nil {
-			m.log.Warn("port forward not restored", "sandbox", sb.id, "host_port", p.HostPort, "err", err)
-		} else {
-			sb.ports[f.port.HostPort] = f
-			sb.rec.Ports = append(sb.rec.Ports, f.port)
-		}
-	}
+	m.reopenPortsLocked(sb)
 	m.armTimeout(sb)
 	m.save(sb)
 	if r.Kind == KindLinux && !r.Agent {

@@ -3,12 +3,14 @@ package client
 import (
 	"context"
 	"net/http"
+	"net/url"
 
 	"github.com/sietch-vm/sietch/api/model"
 )
 
-// Create starts a sandbox from an image or a snapshot (exactly one of
-// req.Image, req.Snapshot).
+// Create starts a sandbox from a template, an image or a snapshot (at
+// most one of req.Template, req.Image, req.Snapshot; none: the template
+// "default") and returns it running, its guest agent answering.
 func (c *Client) Create(ctx context.Context, req model.CreateRequest) (model.Sandbox, error) {
 	var sb model.Sandbox
 	err := c.call(ctx, http.MethodPost, "/v1/sandboxes", req, &sb, http.StatusCreated)
@@ -43,7 +45,15 @@ func (c *Client) Pause(ctx context.Context, id string) (model.Sandbox, error) {
 	return sb, err
 }
 
-// Resume restarts a paused sandbox's vCPUs.
+// PauseToDisk snapshots a sandbox and ends its vmm, freeing its memory;
+// it is suspended until Resume, or an exec, file or port call, restores it.
+func (c *Client) PauseToDisk(ctx context.Context, id string) (model.Sandbox, error) {
+	var sb model.Sandbox
+	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/pause"), model.PauseRequest{ToDisk: true}, &sb, http.StatusOK)
+	return sb, err
+}
+
+// Resume restarts a paused sandbox's vCPUs, or restores a suspended one.
 func (c *Client) Resume(ctx context.Context, id string) (model.Sandbox, error) {
 	var sb model.Sandbox
 	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/resume"), nil, &sb, http.StatusOK)
@@ -74,4 +84,26 @@ func (c *Client) Fork(ctx context.Context, id string, req model.ForkRequest) ([]
 	}
 	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/fork"), req, &out, http.StatusCreated)
 	return out.Sandboxes, err
+}
+
+// AllSnapshots lists every snapshot with what depends on each.
+func (c *Client) AllSnapshots(ctx context.Context) ([]model.Snapshot, error) {
+	var out struct {
+		Snapshots []model.Snapshot `json:"snapshots"`
+	}
+	err := c.call(ctx, http.MethodGet, "/v1/snapshots", nil, &out, http.StatusOK)
+	return out.Snapshots, err
+}
+
+// GetSnapshot returns one snapshot.
+func (c *Client) GetSnapshot(ctx context.Context, id string) (model.Snapshot, error) {
+	var s model.Snapshot
+	err := c.call(ctx, http.MethodGet, "/v1/snapshots/"+url.PathEscape(id), nil, &s, http.StatusOK)
+	return s, err
+}
+
+// DeleteSnapshot removes a snapshot; an *Error with code in_use names
+// what still needs it.
+func (c *Client) DeleteSnapshot(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, "/v1/snapshots/"+url.PathEscape(id), nil, nil, http.StatusNoContent)
 }

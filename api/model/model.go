@@ -13,6 +13,7 @@ const (
 	StateRunning      State = "running"
 	StatePaused       State = "paused"
 	StateSnapshotting State = "snapshotting"
+	StateSuspended    State = "suspended" // paused to disk: no vmm runs; the next call that needs it resumes it
 	StateStopped      State = "stopped"
 	StateFailed       State = "failed"
 )
@@ -24,15 +25,18 @@ type Limits struct {
 	MemoryMiB int    `json:"memory_mib,omitempty"`
 	DiskMiB   int    `json:"disk_mib,omitempty"`   // writable layer size
 	TimeoutS  int    `json:"timeout_s,omitempty"`  // lifetime; 0: none
-	OnTimeout string `json:"on_timeout,omitempty"` // "stop" (default) or "snapshot"
+	OnTimeout string `json:"on_timeout,omitempty"` // "stop" (default), "snapshot" or "pause" (to disk)
 }
 
-// CreateRequest is POST /v1/sandboxes: exactly one of Image or Snapshot.
+// CreateRequest is POST /v1/sandboxes: at most one of Template, Image or
+// Snapshot; none means the template "default".
 type CreateRequest struct {
-	Image    string            `json:"image,omitempty"`    // image name (GET /v1/images)
+	Template string            `json:"template,omitempty"` // template name (GET /v1/templates): a warm resume
+	Image    string            `json:"image,omitempty"`    // image name (GET /v1/images): a cold boot
 	Snapshot string            `json:"snapshot,omitempty"` // snapshot id
 	Limits   Limits            `json:"limits,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
+	Env      map[string]string `json:"env,omitempty"` // added to the environment of every command run in it
 }
 
 // Sandbox is one sandbox as the API shows it.
@@ -41,7 +45,8 @@ type Sandbox struct {
 	State     State             `json:"state"`
 	Reason    string            `json:"reason,omitempty"` // why it failed or stopped
 	Image     string            `json:"image,omitempty"`
-	Snapshot  string            `json:"snapshot,omitempty"` // restored from
+	Template  string            `json:"template,omitempty"` // created from
+	Snapshot  string            `json:"snapshot,omitempty"` // restored from (a template's snapshot, for one created from a template)
 	Limits    Limits            `json:"limits"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
@@ -55,14 +60,78 @@ type SnapshotRequest struct {
 	Kind string `json:"kind,omitempty"` // "full" (default) or "diff"
 }
 
+// PauseRequest is the optional body of POST /v1/sandboxes/{id}/pause.
+type PauseRequest struct {
+	// ToDisk snapshots the sandbox and ends its vmm, freeing its memory:
+	// it becomes suspended, and the next exec, file, port or resume call
+	// restores it.
+	ToDisk bool `json:"to_disk,omitempty"`
+}
+
+// Snapshot roles.
+const (
+	RoleTemplate = "template" // the snapshot a template's sandboxes start from
+	RoleSuspend  = "suspend"  // a suspended sandbox's state
+)
+
 // Snapshot is a checkpoint of a sandbox.
 type Snapshot struct {
-	ID        string    `json:"id"`
-	SandboxID string    `json:"sandbox_id"`
-	Kind      string    `json:"kind"`
-	Base      string    `json:"base,omitempty"` // diff: the snapshot id it applies to
-	SizeBytes int64     `json:"size_bytes"`     // on disk
-	CreatedAt time.Time `json:"created_at"`
+	ID         string    `json:"id"`
+	SandboxID  string    `json:"sandbox_id"`
+	Kind       string    `json:"kind"`
+	Base       string    `json:"base,omitempty"`     // diff: the snapshot id it applies to
+	Role       string    `json:"role,omitempty"`     // "template", "suspend", or empty: taken by a user
+	Template   string    `json:"template,omitempty"` // role template: whose
+	SizeBytes  int64     `json:"size_bytes"`         // on disk
+	CreatedAt  time.Time `json:"created_at"`
+	Dependents []string  `json:"dependents,omitempty"` // what needs it ("sandbox sb-…", "snapshot snap-…", "template NAME"); it cannot be deleted while any does
+}
+
+// TemplateState is a template's build state.
+type TemplateState string
+
+// Template states.
+const (
+	TemplateBuilding TemplateState = "building"
+	TemplateReady    TemplateState = "ready"
+	TemplateFailed   TemplateState = "failed"
+)
+
+// Template build steps, in order (Template.Step while building).
+const (
+	StepBoot     = "boot"     // cold boot of the image until its agent answers
+	StepStart    = "start"    // the start command, left running
+	StepReady    = "ready"    // the ready command, until it exits 0
+	StepSnapshot = "snapshot" // the snapshot every create resumes
+)
+
+// TemplateRequest is POST /v1/templates: boot Image, start StartCmd, run
+// ReadyCmd until it exits 0, snapshot. Sandboxes created from the
+// template resume that snapshot with StartCmd already running.
+type TemplateRequest struct {
+	Name          string `json:"name"`
+	Image         string `json:"image,omitempty"`           // default: "default"
+	StartCmd      string `json:"start_cmd,omitempty"`       // sh -c; its output goes to /run/sietch-start.log in the guest
+	ReadyCmd      string `json:"ready_cmd,omitempty"`       // sh -c; empty: ready once the start command runs
+	ReadyTimeoutS int    `json:"ready_timeout_s,omitempty"` // default 300
+	Limits        Limits `json:"limits,omitempty"`          // cpus, memory_mib, disk_mib of every sandbox from it
+}
+
+// Template is a booted, snapshotted image that sandboxes resume.
+type Template struct {
+	Name      string        `json:"name"`
+	Image     string        `json:"image"`
+	StartCmd  string        `json:"start_cmd,omitempty"`
+	ReadyCmd  string        `json:"ready_cmd,omitempty"`
+	Limits    Limits        `json:"limits"`
+	State     TemplateState `json:"state"`
+	Step      string        `json:"step,omitempty"`   // while building
+	Reason    string        `json:"reason,omitempty"` // why it failed
+	Snapshot  string        `json:"snapshot,omitempty"`
+	SizeBytes int64         `json:"size_bytes"`
+	BuildS    float64       `json:"build_s,omitempty"` // how long the build took
+	CreatedAt time.Time     `json:"created_at"`
+	Sandboxes int           `json:"sandboxes"` // sandboxes from it that run now
 }
 
 // ForkRequest is POST /v1/sandboxes/{id}/fork: Count new sandboxes from
@@ -151,6 +220,7 @@ const (
 	CodeWrongState       = "wrong_state"
 	CodeLimit            = "limit_exceeded"
 	CodeAgentUnavailable = "agent_unavailable"
+	CodeInUse            = "in_use" // something still depends on it (the message names what)
 	CodeBodyTooLarge     = "body_too_large"
 	CodeInternal         = "internal"
 )

@@ -66,10 +66,13 @@ type snapArgs struct {
 
 func pCreate(a []string) (any, error)  { return parseCreate(testFlags(), a) }
 func pRestore(a []string) (any, error) { return parseRestore(testFlags(), a) }
-func pExec(a []string) (any, error)    { return parseExec(testFlags(), a) }
-func pPort(a []string) (any, error)    { return parsePort(testFlags(), a) }
-func pRm(a []string) (any, error)      { return parseIDs(testFlags(), a) }
-func pLs(a []string) (any, error)      { return nil, noArgs(testFlags(), a) }
+func pTemplateBuild(a []string) (any, error) {
+	return parseTemplateBuild(testFlags(), a)
+}
+func pExec(a []string) (any, error) { return parseExec(testFlags(), a) }
+func pPort(a []string) (any, error) { return parsePort(testFlags(), a) }
+func pRm(a []string) (any, error)   { return parseIDs(testFlags(), a) }
+func pLs(a []string) (any, error)   { return nil, noArgs(testFlags(), a) }
 func pFork(a []string) (any, error) {
 	id, req, err := parseFork(testFlags(), a)
 	return forkArgs{id, req}, err
@@ -93,7 +96,17 @@ func TestParseCommands(t *testing.T) {
 		{"create", pCreate, []string{"py"}, nil, "unexpected argument"},
 		{"create", pCreate, []string{"--memory", "1.5K"}, nil, "whole number of MiB"},
 		{"create", pCreate, []string{"--on-timeout", "stop"}, nil, "goes with --timeout"},
-		{"create", pCreate, []string{"--timeout", "1h", "--on-timeout", "pause"}, nil, "want stop or snapshot"},
+		{"create", pCreate, []string{"--timeout", "1h", "--on-timeout", "hibernate"}, nil, "want stop, snapshot or pause"},
+		{"create", pCreate, []string{"-t", "web", "-e", "A=1", "--env", "B=", "--timeout", "1h", "--on-timeout", "pause"},
+			model.CreateRequest{Template: "web", Env: map[string]string{"A": "1", "B": ""}, Limits: model.Limits{TimeoutS: 3600, OnTimeout: "pause"}}, ""},
+		{"create", pCreate, []string{"--template", "web", "--image", "py"}, nil, "not both"},
+		{"create", pCreate, []string{"-e", "NOVALUE"}, nil, "--env"},
+		{"template", pTemplateBuild, []string{"web", "--start-cmd", "srv", "--ready-cmd", "curl -f x", "--ready-timeout", "90s", "--memory", "512M", "--disk", "1G"},
+			model.TemplateRequest{Name: "web", StartCmd: "srv", ReadyCmd: "curl -f x", ReadyTimeoutS: 90, Limits: model.Limits{MemoryMiB: 512, DiskMiB: 1024}}, ""},
+		{"template", pTemplateBuild, []string{"web", "-i", "py"}, model.TemplateRequest{Name: "web", Image: "py"}, ""},
+		{"template", pTemplateBuild, nil, nil, "one template NAME"},
+		{"template", pTemplateBuild, []string{"web", "--timeout", "1h"}, nil, "each create"},
+		{"template", pTemplateBuild, []string{"web", "-l", "a=b"}, nil, "each create"},
 		{"create", pCreate, []string{"-l", "novalue"}, nil, "KEY=VALUE"},
 		{"restore", pRestore, []string{"snap-1", "--cpus", "4"}, model.CreateRequest{Snapshot: "snap-1", Limits: model.Limits{CPUs: 4}}, ""},
 		{"restore", pRestore, nil, nil, "one SNAPSHOT_ID"},
@@ -181,9 +194,9 @@ func TestOutput(t *testing.T) {
 
 	out, _, code := r.run("", "ls")
 	want := "" +
-		"ID    STATE    FROM     CPUS  MEMORY  AGENT  PORTS       CREATED\n" +
-		"sb-1  running  default  2     256MiB  yes    8080->8000  1h ago\n" +
-		"sb-2  paused   default  1     256MiB  -      -           1h ago\n"
+		"ID    STATE    FROM              CPUS  MEMORY  AGENT  PORTS       CREATED\n" +
+		"sb-1  running  template default  2     256MiB  yes    8080->8000  1h ago\n" +
+		"sb-2  paused   default           1     256MiB  -      -           1h ago\n"
 	if code != exitOK || out != want {
 		t.Errorf("ls:\n%s\nwant:\n%s", out, want)
 	}
@@ -211,9 +224,9 @@ func TestOutput(t *testing.T) {
 	}
 	out, _, _ = r.run("", "snapshots", id)
 	want = "" +
-		"ID      SANDBOX  KIND  BASE    SIZE    CREATED\n" +
-		"snap-1  sb-1     full  -       256MiB  59m ago\n" +
-		"snap-2  sb-1     diff  snap-1  3MiB    59m ago\n"
+		"ID      SANDBOX  KIND  BASE    ROLE  SIZE    CREATED  NEEDED BY\n" +
+		"snap-1  sb-1     full  -       -     256MiB  59m ago  -\n" +
+		"snap-2  sb-1     diff  snap-1  -     3MiB    59m ago  -\n"
 	if out != want {
 		t.Errorf("snapshots:\n%s\nwant:\n%s", out, want)
 	}
@@ -510,5 +523,54 @@ func TestStateDirEnv(t *testing.T) {
 	r.env["SIETCH_ADDR"] = r.srv.URL
 	if _, stderr, code := r.run("", "ls"); code != exitOK {
 		t.Errorf("SIETCH_ADDR with SIETCH_STATE_DIR's token: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestTemplatesSnapshotsSuspend(t *testing.T) {
+	r := newRunner(t)
+	out, stderr, code := r.run("", "template", "build", "web", "--start-cmd", "python3 -m http.server", "--memory", "512M")
+	if code != exitOK || out != "web\n" || !strings.Contains(stderr, "template web: ready") {
+		t.Fatalf("template build: exit %d, %q, stderr %q", code, out, stderr)
+	}
+	out, _, _ = r.run("", "template", "ls")
+	want := "" +
+		"NAME     STATE  IMAGE    CPUS  MEMORY  START                   SIZE    SANDBOXES  CREATED\n" +
+		"default  ready  default  1     256MiB  -                       200MiB  0          28h ago\n" +
+		"web      ready  default  1     512MiB  python3 -m http.server  200MiB  0          1h ago\n"
+	if out != want {
+		t.Errorf("template ls:\n%s\nwant:\n%s", out, want)
+	}
+	if _, stderr, code := r.run("", "template", "build", "web"); code != exitState {
+		t.Errorf("building an existing template: exit %d (%s), want %d", code, stderr, exitState)
+	}
+	id, _, code := r.run("", "create", "--template", "web")
+	id = strings.TrimSpace(id)
+	if code != exitOK {
+		t.Fatalf("create --template web: exit %d", code)
+	}
+	if _, stderr, code := r.run("", "template", "rm", "web"); code != exitState || !strings.Contains(stderr, id) {
+		t.Errorf("template rm while %s runs from it: exit %d, %q; want %d naming it", id, code, stderr, exitState)
+	}
+	if out, _, code := r.run("", "pause", "--to-disk", id); code != exitOK || out != id+" suspended\n" {
+		t.Errorf("pause --to-disk: exit %d, %q", code, out)
+	}
+	if out, _, code := r.run("", "exec", id, "--", "echo", "back"); code != exitOK || out != "back\n" {
+		t.Errorf("exec in a suspended sandbox: exit %d, %q; want it resumed", code, out)
+	}
+	r.run("", "rm", id)
+	if out, _, code := r.run("", "template", "rm", "web"); code != exitOK || out != "web\n" {
+		t.Errorf("template rm: exit %d, %q", code, out)
+	}
+	out, _, _ = r.run("", "snapshots")
+	if !strings.Contains(out, "snap-t0") || !strings.Contains(out, "template default") {
+		t.Errorf("snapshots lists every snapshot with its role:\n%s", out)
+	}
+	if _, stderr, code := r.run("", "snapshot", "rm", "snap-t0"); code != exitState || !strings.Contains(stderr, "template default") {
+		t.Errorf("snapshot rm of a template's: exit %d, %q", code, stderr)
+	}
+	id2, _, _ := r.run("", "create")
+	snap, _, _ := r.run("", "snapshot", strings.TrimSpace(id2))
+	if out, _, code := r.run("", "snapshot", "rm", strings.TrimSpace(snap), "snap-nope"); code != exitNotFound || out != snap {
+		t.Errorf("snapshot rm: exit %d, %q; want %q then not found", code, out, snap)
 	}
 }

@@ -26,18 +26,20 @@ Usage:
   sietch COMMAND --help        (every command has examples)
 
 Sandboxes:
-  create      start a sandbox from an image
+  create      start a sandbox (from the template default unless told otherwise)
   ls          list sandboxes
   rm          delete sandboxes
-  pause       pause a sandbox's vCPUs
-  resume      resume a paused sandbox
+  pause       pause a sandbox's vCPUs, or pause it to disk (--to-disk)
+  resume      resume a paused or suspended sandbox
   exec        run a command in a sandbox, streaming its output
   cp          copy a file into or out of a sandbox
   console     print (or follow) a sandbox's serial console
   port        forward a host TCP port to a guest port; list or close forwards
+Templates:
+  template    build, list and remove templates (sandboxes resume them in milliseconds)
 Snapshots:
-  snapshot    checkpoint a sandbox (full or --diff)
-  snapshots   list a sandbox's snapshots
+  snapshot    checkpoint a sandbox (full or --diff); snapshot rm deletes snapshots
+  snapshots   list snapshots with their sizes and dependents
   restore     start a sandbox from a snapshot
   fork        start N sandboxes from one sandbox's snapshot
 Images and server:
@@ -110,6 +112,7 @@ func init() {
 		"restore":   cmdRestore,
 		"fork":      cmdFork,
 		"images":    cmdImages,
+		"template":  cmdTemplate,
 		"health":    cmdHealth,
 	}
 }

@@ -33,7 +33,10 @@ func sandboxTable(w io.Writer, sbs []model.Sandbox, now time.Time) error {
 	rows := make([][]string, 0, len(sbs))
 	for _, sb := range sbs {
 		from := sb.Image
-		if sb.Snapshot != "" {
+		switch {
+		case sb.Template != "":
+			from = "template " + sb.Template
+		case sb.Snapshot != "":
 			from = "snapshot " + sb.Snapshot
 		}
 		state := string(sb.State)
@@ -57,9 +60,40 @@ func snapshotTable(w io.Writer, snaps []model.Snapshot, now time.Time) error {
 		if base == "" {
 			base = "-"
 		}
-		rows = append(rows, []string{s.ID, s.SandboxID, s.Kind, base, humanBytes(s.SizeBytes), age(now, s.CreatedAt)})
+		role := s.Role
+		switch {
+		case role == "":
+			role = "-"
+		case s.Template != "":
+			role += " " + s.Template
+		}
+		deps := "-"
+		if len(s.Dependents) > 0 {
+			deps = strings.Join(s.Dependents, ", ")
+		}
+		rows = append(rows, []string{s.ID, s.SandboxID, s.Kind, base, role, humanBytes(s.SizeBytes), age(now, s.CreatedAt), deps})
 	}
-	return table(w, []string{"ID", "SANDBOX", "KIND", "BASE", "SIZE", "CREATED"}, rows)
+	return table(w, []string{"ID", "SANDBOX", "KIND", "BASE", "ROLE", "SIZE", "CREATED", "NEEDED BY"}, rows)
+}
+
+func templateTable(w io.Writer, ts []model.Template, now time.Time) error {
+	rows := make([][]string, 0, len(ts))
+	for _, t := range ts {
+		state := string(t.State)
+		switch {
+		case t.Step != "":
+			state += " (" + t.Step + ")"
+		case t.Reason != "":
+			state += " (" + t.Reason + ")"
+		}
+		start := t.StartCmd
+		if start == "" {
+			start = "-"
+		}
+		rows = append(rows, []string{t.Name, state, t.Image, fmt.Sprint(t.Limits.CPUs), mib(t.Limits.MemoryMiB),
+			start, humanBytes(t.SizeBytes), fmt.Sprint(t.Sandboxes), age(now, t.CreatedAt)})
+	}
+	return table(w, []string{"NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "START", "SIZE", "SANDBOXES", "CREATED"}, rows)
 }
 
 func portTable(w io.Writer, ports []model.Port) error {

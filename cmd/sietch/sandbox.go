@@ -28,8 +28,24 @@ func (l *limitFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&l.memory, "memory", "", "guest memory, e.g. 512M, 1G (default: the server's)")
 	fs.StringVar(&l.disk, "disk", "", "writable disk layer size, e.g. 2G (default: the server's)")
 	fs.DurationVar(&l.timeout, "timeout", 0, "lifetime, e.g. 30m; then --on-timeout happens (default: none)")
-	fs.StringVar(&l.onTimeout, "on-timeout", "", "what happens at --timeout: stop (default) or snapshot")
+	fs.StringVar(&l.onTimeout, "on-timeout", "", "what happens at --timeout: stop (default), snapshot, or pause (to disk; the next exec resumes it)")
 	fs.StringArrayVarP(&l.labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
+}
+
+// parseKV reads repeated KEY=VALUE flags into a map (nil when none).
+func parseKV(flag string, kvs []string) (map[string]string, error) {
+	var out map[string]string
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--%s %q: want KEY=VALUE", flag, kv)
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 func (l *limitFlags) build() (model.Limits, map[string]string, error) {
@@ -50,26 +66,16 @@ func (l *limitFlags) build() (model.Limits, map[string]string, error) {
 	}
 	lim.TimeoutS = int(l.timeout / time.Second)
 	switch l.onTimeout {
-	case "", "stop", "snapshot":
+	case "", "stop", "snapshot", "pause":
 		lim.OnTimeout = l.onTimeout
 	default:
-		return lim, nil, fmt.Errorf("--on-timeout %q: want stop or snapshot", l.onTimeout)
+		return lim, nil, fmt.Errorf("--on-timeout %q: want stop, snapshot or pause", l.onTimeout)
 	}
 	if lim.OnTimeout != "" && lim.TimeoutS == 0 {
 		return lim, nil, errors.New("--on-timeout goes with --timeout")
 	}
-	var labels map[string]string
-	for _, kv := range l.labels {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return lim, nil, fmt.Errorf("--label %q: want KEY=VALUE", kv)
-		}
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		labels[k] = v
-	}
-	return lim, labels, nil
+	labels, err := parseKV("label", l.labels)
+	return lim, labels, err
 }
 
 // parseMiB reads a size in MiB: a bare number is MiB, else a size with a
@@ -97,23 +103,31 @@ func parseMiB(s string) (int, error) {
 func parseCreate(fs *pflag.FlagSet, args []string) (model.CreateRequest, error) {
 	var req model.CreateRequest
 	var l limitFlags
-	fs.StringVarP(&req.Image, "image", "i", "", "image name (sietch images; default: the image named default, or the only one)")
+	fs.StringVarP(&req.Template, "template", "t", "", "template name (sietch template ls): a warm resume in milliseconds (default: the template default, built from the image default on first need)")
+	fs.StringVarP(&req.Image, "image", "i", "", "image name (sietch images): a cold boot instead, for debugging or one-off images")
+	env := fs.StringArrayP("env", "e", nil, "KEY=VALUE in the environment of every command run in the sandbox (repeatable)")
 	l.add(fs)
 	if err := fs.Parse(args); err != nil {
 		return req, err
 	}
 	if fs.NArg() > 0 {
-		return req, fmt.Errorf("unexpected argument %q (the image is --image NAME)", fs.Arg(0))
+		return req, fmt.Errorf("unexpected argument %q (the template is --template NAME)", fs.Arg(0))
+	}
+	if req.Template != "" && req.Image != "" {
+		return req, errors.New("give --template or --image, not both")
 	}
 	var err error
+	if req.Env, err = parseKV("env", *env); err != nil {
+		return req, err
+	}
 	req.Limits, req.Labels, err = l.build()
 	return req, err
 }
 
 var cmdCreate = &command{
-	synopsis: "create [--image NAME] [--cpus N] [--memory SIZE] [--disk SIZE] [--timeout D [--on-timeout stop|snapshot]] [-l K=V]...",
-	summary:  "Start a sandbox from an image and print its id (--json: the sandbox) once its guest agent answers: exec, cp and port work at once.",
-	example:  "  id=$(sietch create --image default --cpus 2 --memory 512M --timeout 1h)\n",
+	synopsis: "create [--template NAME | --image NAME] [-e K=V]... [--cpus N] [--memory SIZE] [--disk SIZE] [--timeout D [--on-timeout stop|snapshot|pause]] [-l K=V]...",
+	summary:  "Start a sandbox and print its id (--json: the sandbox) once its guest agent answers: exec, cp and port work at once. By default it resumes the template default (built on first need: a cold boot, once); --image cold-boots instead.",
+	example:  "  id=$(sietch create)\n  id=$(sietch create --template web -e API_KEY=k --timeout 1h --on-timeout pause)\n  id=$(sietch create --image default --cpus 2 --memory 512M)\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		req, err := parseCreate(fs, args)
 		if rc, done := c.parsed("create", fs, err); done {
@@ -123,17 +137,14 @@ var cmdCreate = &command{
 		if err != nil {
 			return c.fail("create", err)
 		}
-		if req.Image == "" {
-			imgs, err := api.Images(ctx)
-			if err != nil {
-				return c.fail("create", err)
-			}
-			if req.Image, err = defaultImage(imgs); err != nil {
-				fmt.Fprintf(c.stderr, "sietch create: %v\n", err)
-				return exitUsage
-			}
+		label := "sietch create: from template " + req.Template
+		switch {
+		case req.Image != "":
+			label = "sietch create: cold-booting image " + req.Image + "…"
+		case req.Template == "":
+			label = "sietch create: from template default (built once, on first need: a cold boot)…"
 		}
-		p := c.progress("sietch create: cold-booting image "+req.Image+"…", -1)
+		p := c.progress(label, -1)
 		sb, err := api.Create(ctx, req)
 		p.done(false)
 		if err != nil {
@@ -141,24 +152,6 @@ var cmdCreate = &command{
 		}
 		return c.printSandboxID(sb)
 	},
-}
-
-// defaultImage picks the image create uses when none is named.
-func defaultImage(imgs []model.Image) (string, error) {
-	names := make([]string, len(imgs))
-	for i, im := range imgs {
-		if im.Name == "default" {
-			return im.Name, nil
-		}
-		names[i] = im.Name
-	}
-	if len(imgs) == 1 {
-		return imgs[0].Name, nil
-	}
-	if len(imgs) == 0 {
-		return "", errors.New("sietchd offers no images: build the default one (make kernel initramfs image, or make quickstart) and restart sietchd, or start it with --image or an images.json in its state directory")
-	}
-	return "", fmt.Errorf("pick an image with --image (sietchd offers %s)", strings.Join(names, ", "))
 }
 
 func (c *cli) printSandboxID(sb model.Sandbox) int {
@@ -282,17 +275,24 @@ var cmdRm = &command{
 }
 
 var cmdPause = &command{
-	synopsis: "pause ID...",
-	summary:  "Pause sandboxes' vCPUs (memory stays); resume continues them.",
-	example:  "  sietch pause sb-1\n",
+	synopsis: "pause [--to-disk] ID...",
+	summary:  "Pause sandboxes' vCPUs (memory stays); resume continues them. --to-disk snapshots each and ends its vmm, freeing its memory: it is suspended, across sietchd restarts, until resume or the next exec, cp or port restores it.",
+	example:  "  sietch pause sb-1\n  sietch pause --to-disk sb-1 && sietch exec sb-1 -- cat /root/state\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
-		return c.eachSandbox(ctx, "pause", fs, args, (*client.Client).Pause)
+		toDisk := fs.Bool("to-disk", false, "snapshot and free the sandbox's memory; it resumes on demand")
+		op := func(api *client.Client, ctx context.Context, id string) (model.Sandbox, error) {
+			if *toDisk {
+				return api.PauseToDisk(ctx, id)
+			}
+			return api.Pause(ctx, id)
+		}
+		return c.eachSandbox(ctx, "pause", fs, args, op)
 	},
 }
 
 var cmdResume = &command{
 	synopsis: "resume ID...",
-	summary:  "Resume paused sandboxes.",
+	summary:  "Resume paused sandboxes; suspended ones (pause --to-disk) are restored from disk.",
 	example:  "  sietch resume sb-1\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		return c.eachSandbox(ctx, "resume", fs, args, (*client.Client).Resume)
@@ -344,10 +344,13 @@ func parseSnapshot(fs *pflag.FlagSet, args []string) (string, model.SnapshotRequ
 }
 
 var cmdSnapshot = &command{
-	synopsis: "snapshot ID [--diff]",
-	summary:  "Checkpoint a sandbox (it keeps running) and print the snapshot id.",
-	example:  "  base=$(sietch snapshot sb-1)\n  sietch snapshot --diff sb-1\n",
+	synopsis: "snapshot ID [--diff] | snapshot rm SNAPSHOT_ID...",
+	summary:  "Checkpoint a sandbox (it keeps running) and print the snapshot id; snapshot rm deletes snapshots nothing depends on.",
+	example:  "  base=$(sietch snapshot sb-1)\n  sietch snapshot --diff sb-1\n  sietch snapshot rm snap-1\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
+		if len(args) > 0 && args[0] == "rm" {
+			return c.snapshotRm(ctx, fs, args[1:])
+		}
 		id, req, err := parseSnapshot(fs, args)
 		if rc, done := c.parsed("snapshot", fs, err); done {
 			return rc
@@ -372,13 +375,13 @@ var cmdSnapshot = &command{
 }
 
 var cmdSnapshots = &command{
-	synopsis: "snapshots ID",
-	summary:  "List a sandbox's snapshots.",
-	example:  "  sietch snapshots sb-1\n",
+	synopsis: "snapshots [ID]",
+	summary:  "List a sandbox's snapshots, or every snapshot with its size and what depends on it.",
+	example:  "  sietch snapshots\n  sietch snapshots sb-1\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		err := fs.Parse(args)
-		if err == nil && fs.NArg() != 1 {
-			err = errors.New("want one sandbox ID")
+		if err == nil && fs.NArg() > 1 {
+			err = errors.New("want at most one sandbox ID")
 		}
 		if rc, done := c.parsed("snapshots", fs, err); done {
 			return rc
@@ -387,7 +390,12 @@ var cmdSnapshots = &command{
 		if err != nil {
 			return c.fail("snapshots", err)
 		}
-		snaps, err := api.Snapshots(ctx, fs.Arg(0))
+		var snaps []model.Snapshot
+		if fs.NArg() == 1 {
+			snaps, err = api.Snapshots(ctx, fs.Arg(0))
+		} else {
+			snaps, err = api.AllSnapshots(ctx)
+		}
 		if err != nil {
 			return c.fail("snapshots", err)
 		}
@@ -398,6 +406,33 @@ var cmdSnapshots = &command{
 		snapshotTable(c.stdout, snaps, c.now())
 		return exitOK
 	},
+}
+
+// snapshotRm deletes snapshots, printing each id deleted; a snapshot
+// something depends on is refused with the dependents named.
+func (c *cli) snapshotRm(ctx context.Context, fs *pflag.FlagSet, args []string) int {
+	err := fs.Parse(args)
+	if err == nil && fs.NArg() == 0 {
+		err = errors.New("want at least one snapshot ID")
+	}
+	if rc, done := c.parsed("snapshot", fs, err); done {
+		return rc
+	}
+	api, err := c.connect(true)
+	if err != nil {
+		return c.fail("snapshot rm", err)
+	}
+	rc := exitOK
+	for _, id := range fs.Args() {
+		if err := api.DeleteSnapshot(ctx, id); err != nil {
+			if r := c.fail("snapshot rm", err); rc == exitOK {
+				rc = r
+			}
+			continue
+		}
+		fmt.Fprintln(c.stdout, id)
+	}
+	return rc
 }
 
 func parseFork(fs *pflag.FlagSet, args []string) (string, model.ForkRequest, error) {

@@ -28,6 +28,7 @@ type Config struct {
 	Env      []string                  // base environment of every exec ("K=V"); guest-init passes PATH, HOME, compat vars
 	Reaper   *Reaper                   // nil: wait for children with (*os.Process).Wait; PID 1 passes one
 	Shutdown func(poweroff bool) error // POST /v1/shutdown calls it after replying; nil: 501
+	Machine  Machine                   // POST /v1/identity sets hostname, clock, entropy through it; nil: 501 for those
 	Logger   *slog.Logger              // nil: discard
 }
 
@@ -41,10 +42,11 @@ type Agent struct {
 	handler http.Handler
 	srv     *http.Server
 
-	mu     sync.Mutex
-	execs  map[string]*process // running, by id
-	relays map[net.Conn]bool   // hijacked port relays, closed by Close
-	closed bool
+	mu       sync.Mutex
+	execs    map[string]*process // running, by id
+	extraEnv []string            // from POST /v1/identity: on top of Config.Env in every exec
+	relays   map[net.Conn]bool   // hijacked port relays, closed by Close
+	closed   bool
 }
 
 // New checks cfg and opens its root.
@@ -134,7 +136,9 @@ func (a *Agent) routes() http.Handler {
 	}
 	handle("GET", "/v1/health", a.handleHealth)
 	handle("POST", "/v1/shutdown", a.handleShutdown)
+	handle("POST", "/v1/identity", a.handleIdentity)
 	handle("POST", "/v1/exec", a.handleExec)
+	handle("POST", "/v1/start", a.handleStart)
 	handle("POST", "/v1/exec/{id}/stdin", a.handleStdin)
 	handle("POST", "/v1/exec/{id}/signal", a.handleSignal)
 	handle("POST", "/v1/exec/{id}/resize", a.handleResize)

@@ -119,6 +119,21 @@ func (c *Client) Shutdown(ctx context.Context, poweroff bool) error {
 	return c.doJSON(ctx, http.MethodPost, "/v1/shutdown", nil, shutdownRequest{Poweroff: poweroff}, nil)
 }
 
+// SetIdentity tells the guest who it is now (POST /v1/identity).
+func (c *Client) SetIdentity(ctx context.Context, id Identity) (IdentityResult, error) {
+	var res IdentityResult
+	err := c.doJSON(ctx, http.MethodPost, "/v1/identity", nil, id, &res)
+	return res, err
+}
+
+// Start starts a background process that outlives the call (POST
+// /v1/start); signal it by the returned id while it runs.
+func (c *Client) Start(ctx context.Context, req StartRequest) (Started, error) {
+	var st Started
+	err := c.doJSON(ctx, http.MethodPost, "/v1/start", nil, req, &st)
+	return st, err
+}
+
 // Exec runs a command and copies its output to stdout and stderr (either
 // may be nil) as the agent sends it. With a non-nil stdin it is streamed
 // to the process over a second request and closed at EOF; Exec does not

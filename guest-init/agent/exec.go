@@ -120,7 +120,11 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 
 // prepare turns a request into what os.StartProcess takes.
 func (a *Agent) prepare(req *ExecRequest) (*os.ProcAttr, []string, *Error) {
+	a.mu.Lock()
 	env := mergeEnv(a.cfg.Env, nil)
+	env = append(env, a.extraEnv...)
+	a.mu.Unlock()
+	env = mergeEnv(env, nil) // later entries win
 	sys := &syscall.SysProcAttr{}
 	cwd := req.Cwd
 	if cwd == "" {

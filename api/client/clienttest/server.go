@@ -75,17 +75,22 @@ type Server struct {
 	order []string
 	next  int
 	snaps map[string]model.Snapshot
+	temps map[string]model.Template
+	nsnap int // user snapshots taken
 	auths []string // Authorization headers seen, in order
 }
 
 // NewServer starts a fake sietchd on a loopback TCP port; Close stops it.
-// It has one image, "default" (kind linux).
+// It has one image, "default" (kind linux), and its template "default",
+// ready. A template build is ready at once.
 func NewServer() *Server {
 	s := &Server{
 		Exec:    defaultExec,
 		Console: "[    0.000000] Linux version 6.1\nsietch login:\n",
 		boxes:   map[string]*box{},
-		snaps:   map[string]model.Snapshot{},
+		snaps:   map[string]model.Snapshot{"snap-t0": {ID: "snap-t0", SandboxID: "sb-0", Kind: "full", Role: model.RoleTemplate, Template: "default", SizeBytes: 200 << 20, CreatedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}},
+		temps: map[string]model.Template{"default": {Name: "default", Image: "default", State: model.TemplateReady, Snapshot: "snap-t0",
+			Limits: model.Limits{CPUs: 1, MemoryMiB: 256}, SizeBytes: 200 << 20, CreatedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}},
 	}
 	s.Server = httptest.NewServer(s.routes())
 	return s
@@ -172,9 +177,21 @@ func (s *Server) routes() http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	auth("POST /v1/sandboxes/{id}/pause", s.withBox(func(w http.ResponseWriter, r *http.Request, b *box) {
+		var req model.PauseRequest
+		if r.ContentLength != 0 && !decode(w, r, &req) {
+			return
+		}
+		if req.ToDisk {
+			s.transition(w, b, model.StateRunning, model.StateSuspended)
+			return
+		}
 		s.transition(w, b, model.StateRunning, model.StatePaused)
 	}))
 	auth("POST /v1/sandboxes/{id}/resume", s.withBox(func(w http.ResponseWriter, r *http.Request, b *box) {
+		if b.sb.State == model.StateSuspended {
+			s.transition(w, b, model.StateSuspended, model.StateRunning)
+			return
+		}
 		s.transition(w, b, model.StatePaused, model.StateRunning)
 	}))
 	auth("POST /v1/sandboxes/{id}/snapshots", s.withBox(s.snapshot))
@@ -191,6 +208,80 @@ func (s *Server) routes() http.Handler {
 	}))
 	auth("DELETE /v1/sandboxes/{id}/ports/{host_port}", s.withBox(s.closePort))
 	auth("GET /v1/sandboxes/{id}/console", s.console)
+	auth("POST /v1/templates", s.buildTemplate)
+	auth("GET /v1/templates", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		out := []model.Template{}
+		for _, t := range s.temps {
+			out = append(out, t)
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		writeJSON(w, http.StatusOK, map[string][]model.Template{"templates": out})
+	})
+	auth("GET /v1/templates/{name}", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		t, ok := s.temps[r.PathValue("name")]
+		if !ok {
+			writeError(w, http.StatusNotFound, model.CodeNotFound, "no template "+r.PathValue("name"), false)
+			return
+		}
+		writeJSON(w, http.StatusOK, t)
+	})
+	auth("DELETE /v1/templates/{name}", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		name := r.PathValue("name")
+		if _, ok := s.temps[name]; !ok {
+			writeError(w, http.StatusNotFound, model.CodeNotFound, "no template "+name, false)
+			return
+		}
+		for _, id := range s.order {
+			if b, ok := s.boxes[id]; ok && b.sb.Template == name {
+				writeError(w, http.StatusConflict, model.CodeInUse, fmt.Sprintf("template %s is needed by sandbox %s", name, id), false)
+				return
+			}
+		}
+		delete(s.snaps, s.temps[name].Snapshot)
+		delete(s.temps, name)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	auth("GET /v1/snapshots", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		out := []model.Snapshot{}
+		for _, snap := range s.snaps {
+			out = append(out, snap)
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		writeJSON(w, http.StatusOK, map[string][]model.Snapshot{"snapshots": out})
+	})
+	auth("GET /v1/snapshots/{id}", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		snap, ok := s.snaps[r.PathValue("id")]
+		if !ok {
+			writeError(w, http.StatusNotFound, model.CodeNotFound, "no snapshot "+r.PathValue("id"), false)
+			return
+		}
+		writeJSON(w, http.StatusOK, snap)
+	})
+	auth("DELETE /v1/snapshots/{id}", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		id := r.PathValue("id")
+		snap, ok := s.snaps[id]
+		switch {
+		case !ok:
+			writeError(w, http.StatusNotFound, model.CodeNotFound, "no snapshot "+id, false)
+		case snap.Role == model.RoleTemplate:
+			writeError(w, http.StatusConflict, model.CodeInUse, fmt.Sprintf("snapshot %s is needed by template %s", id, snap.Template), false)
+		default:
+			delete(s.snaps, id)
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, model.CodeNotFound, "no route "+r.Method+" "+r.URL.Path, false)
 	})
@@ -214,6 +305,9 @@ func (s *Server) withBox(h func(http.ResponseWriter, *http.Request, *box)) http.
 // withAgent is withBox for routes that go through the guest agent.
 func (s *Server) withAgent(h func(http.ResponseWriter, *http.Request, *box)) http.HandlerFunc {
 	return s.withBox(func(w http.ResponseWriter, r *http.Request, b *box) {
+		if b.sb.State == model.StateSuspended {
+			b.sb.State = model.StateRunning // resumed on demand, as sietchd does
+		}
 		if b.sb.State != model.StateRunning {
 			writeError(w, http.StatusConflict, model.CodeWrongState, fmt.Sprintf("sandbox %s is %s, not running", b.sb.ID, b.sb.State), false)
 			return
@@ -242,8 +336,21 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if (req.Image == "") == (req.Snapshot == "") {
-		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "give exactly one of image and snapshot", false)
+	n := 0
+	for _, v := range []string{req.Template, req.Image, req.Snapshot} {
+		if v != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "give one of template, image or snapshot", false)
+		return
+	}
+	if n == 0 {
+		req.Template = "default"
+	}
+	if t, ok := s.temps[req.Template]; req.Template != "" && (!ok || t.State != model.TemplateReady) {
+		writeError(w, http.StatusNotFound, model.CodeNotFound, "no ready template "+req.Template, false)
 		return
 	}
 	if req.Image != "" && req.Image != "default" {
@@ -254,7 +361,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, model.CodeLimit, fmt.Sprintf("%d vCPUs asked, the limit is 8", req.Limits.CPUs), false)
 		return
 	}
-	sb := model.Sandbox{Image: req.Image, Snapshot: req.Snapshot, Limits: req.Limits, Labels: req.Labels, State: model.StateRunning, Agent: true}
+	sb := model.Sandbox{Image: req.Image, Template: req.Template, Snapshot: req.Snapshot, Limits: req.Limits, Labels: req.Labels, State: model.StateRunning, Agent: true}
+	if t, ok := s.temps[req.Template]; ok {
+		sb.Image, sb.Snapshot = t.Image, t.Snapshot
+	}
 	if req.Snapshot != "" {
 		snap, ok := s.snaps[req.Snapshot]
 		if !ok {
@@ -266,6 +376,46 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusCreated, s.add(sb))
+}
+
+func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
+	var req model.TemplateRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if req.Name == "" {
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "name is required", false)
+		return
+	}
+	if req.Image == "" {
+		req.Image = "default"
+	}
+	if req.Image != "default" {
+		writeError(w, http.StatusNotFound, model.CodeNotFound, "no image "+req.Image, false)
+		return
+	}
+	if _, ok := s.temps[req.Name]; ok {
+		writeError(w, http.StatusConflict, model.CodeWrongState, "template "+req.Name+" exists", false)
+		return
+	}
+	snap := model.Snapshot{ID: fmt.Sprintf("snap-t%d", len(s.temps)), SandboxID: "sb-0", Kind: "full", Role: model.RoleTemplate,
+		Template: req.Name, SizeBytes: 200 << 20, CreatedAt: time.Date(2025, 1, 2, 3, 0, 0, 0, time.UTC)}
+	s.snaps[snap.ID] = snap
+	l := req.Limits
+	if l.CPUs == 0 {
+		l.CPUs = 1
+	}
+	if l.MemoryMiB == 0 {
+		l.MemoryMiB = 256
+	}
+	t := model.Template{Name: req.Name, Image: req.Image, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, Limits: l,
+		State: model.TemplateReady, Snapshot: snap.ID, SizeBytes: snap.SizeBytes, BuildS: 61.5, CreatedAt: snap.CreatedAt}
+	s.temps[req.Name] = t
+	building := t
+	building.State, building.Step, building.Snapshot, building.SizeBytes, building.BuildS = model.TemplateBuilding, model.StepBoot, "", 0, 0
+	writeJSON(w, http.StatusAccepted, building)
 }
 
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, b *box) {
@@ -284,7 +434,8 @@ func (s *Server) takeSnapshot(b *box, kind string) model.Snapshot {
 	if kind == "" {
 		kind = "full"
 	}
-	snap := model.Snapshot{ID: fmt.Sprintf("snap-%d", len(s.snaps)+1), SandboxID: b.sb.ID, Kind: kind,
+	s.nsnap++
+	snap := model.Snapshot{ID: fmt.Sprintf("snap-%d", s.nsnap), SandboxID: b.sb.ID, Kind: kind,
 		SizeBytes: 256 << 20, CreatedAt: time.Date(2025, 1, 2, 3, 5, 0, 0, time.UTC)}
 	if kind == "diff" && len(b.snaps) > 0 {
 		snap.Base = b.snaps[len(b.snaps)-1].ID

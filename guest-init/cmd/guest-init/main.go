@@ -142,6 +142,7 @@ func (in *init1) startAgent() {
 		Env:      initrt.Env(in.cfg, os.Environ()),
 		Reaper:   reaper,
 		Shutdown: in.sd.Shutdown,
+		Machine:  initrt.Machine{},
 		Logger:   in.log,
 	})
 	in.must(err)

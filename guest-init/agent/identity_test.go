@@ -1,0 +1,131 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeMachine records what the identity endpoint asks of guest-init.
+type fakeMachine struct {
+	mu       sync.Mutex
+	hostname string
+	now      time.Time
+	entropy  []byte
+	err      error
+}
+
+func (m *fakeMachine) SetIdentity(hostname string, now time.Time, entropy []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hostname, m.now, m.entropy = hostname, now, entropy
+	return m.err
+}
+
+// An identity's env reaches every later exec, with SIETCH_SANDBOX_ID; the
+// machine part goes to guest-init.
+func TestIdentity(t *testing.T) {
+	m := &fakeMachine{}
+	env := startAgent(t, Config{Machine: m})
+	ctx := testCtx(t)
+	ent := bytes.Repeat([]byte{7}, 32)
+	at := time.Now().Add(12 * time.Minute)
+	res, err := env.c.SetIdentity(ctx, Identity{SandboxID: "sb-1", Hostname: "sb-1", Time: at, Entropy: ent, Env: map[string]string{"GREETING": "hi", "LANG": "C.UTF-8"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.hostname != "sb-1" || !m.now.Equal(at) || !bytes.Equal(m.entropy, ent) {
+		t.Errorf("machine got %q %v %x", m.hostname, m.now, m.entropy)
+	}
+	if d := time.Duration(res.ClockStepNS); d < 11*time.Minute || d > 13*time.Minute {
+		t.Errorf("clock step %v; want about 12m", d)
+	}
+	var out bytes.Buffer
+	if _, err := env.c.Exec(ctx, ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $SIETCH_SANDBOX_ID $GREETING $LANG"}}, nil, &out, nil); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "sb-1 hi C.UTF-8\n" {
+		t.Errorf("exec after identity printed %q", out.String())
+	}
+	// A later identity adds to the env; an exec's own env still wins.
+	if _, err := env.c.SetIdentity(ctx, Identity{Env: map[string]string{"GREETING": "hello"}}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	env.c.Exec(ctx, ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $SIETCH_SANDBOX_ID $GREETING $X"}, Env: map[string]string{"X": "own"}}, nil, &out, nil)
+	if out.String() != "sb-1 hello own\n" {
+		t.Errorf("exec after a second identity printed %q", out.String())
+	}
+	m.err = errors.New("no clock")
+	var ae *Error
+	if _, err := env.c.SetIdentity(ctx, Identity{Hostname: "x"}); !errors.As(err, &ae) || ae.Status != http.StatusInternalServerError || !strings.Contains(ae.Message, "no clock") {
+		t.Errorf("machine failure: %v", err)
+	}
+}
+
+func TestIdentityRefused(t *testing.T) {
+	env := startAgent(t, Config{})
+	ctx := testCtx(t)
+	var ae *Error
+	if _, err := env.c.SetIdentity(ctx, Identity{Hostname: "sb-1"}); !errors.As(err, &ae) || ae.Status != http.StatusNotImplemented {
+		t.Errorf("hostname without guest-init: %v; want 501", err)
+	}
+	if _, err := env.c.SetIdentity(ctx, Identity{Env: map[string]string{"A": "b"}}); err != nil {
+		t.Errorf("env without guest-init: %v", err)
+	}
+	for _, bad := range []Identity{
+		{Hostname: strings.Repeat("h", 65)},
+		{Hostname: "a/b"},
+		{Entropy: []byte{1, 2, 3}},
+		{Entropy: make([]byte, 513)},
+		{Env: map[string]string{"A=B": "c"}},
+		{Env: map[string]string{"": "c"}},
+		{Time: time.Date(1970, 1, 1, 0, 0, 1, 0, time.UTC)},
+	} {
+		if _, err := env.c.SetIdentity(ctx, bad); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+			t.Errorf("%+v: %v; want 400", bad, err)
+		}
+	}
+}
+
+// A background process outlives its request, writes to its log, is
+// signalled by id, and its id is free again once it exits.
+func TestStartBackground(t *testing.T) {
+	env := startAgent(t, Config{})
+	ctx := testCtx(t)
+	log := filepath.Join(t.TempDir(), "srv.log")
+	st, err := env.c.Start(ctx, StartRequest{ID: "srv", Cmd: "sh", Args: []string{"-c", "echo up; echo err >&2; exec sleep 60"}, Log: log})
+	if err != nil || st.ID != "srv" || st.PID <= 0 {
+		t.Fatalf("start: %+v %v", st, err)
+	}
+	waitFor(t, func() bool { b, _ := os.ReadFile(log); return string(b) == "up\nerr\n" })
+	if h, _ := env.c.Health(ctx); h.Execs != 1 {
+		t.Errorf("health counts %d execs; want the background one", h.Execs)
+	}
+	if err := env.c.Signal(ctx, "srv", "SIGTERM"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { h, _ := env.c.Health(ctx); return h.Execs == 0 })
+	var ae *Error
+	if _, err := env.c.Start(ctx, StartRequest{Cmd: "true", Log: "relative.log"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Errorf("relative log: %v; want 400", err)
+	}
+	if _, err := env.c.Start(ctx, StartRequest{Cmd: "no-such-program-here"}); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+		t.Errorf("missing program: %v; want 404", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10 s")
+		}
+	}
+}

@@ -1,0 +1,453 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/guest-init/agent"
+	"github.com/sietch-vm/sietch/vmm"
+)
+
+// DefaultTemplate is the template a create without template, image or
+// snapshot resumes; sietchd builds it from the image "default" (or the
+// only Linux image) on first need.
+const DefaultTemplate = "default"
+
+// Template build bounds.
+const (
+	defaultReadyTimeout = 5 * time.Minute
+	maxReadyTimeout     = time.Hour
+	readyInterval       = time.Second // between ready command runs; each is a process start in the guest
+	maxCmdBytes         = 16 << 10
+	startLog            = "/run/sietch-start.log" // the start command's output, in the guest (tmpfs)
+	startExecID         = "sietch-template-start"
+	labelTemplate       = "sietch.template" // on the sandbox a build boots
+)
+
+// template is one template at run time.
+type template struct {
+	rec  templateRec
+	done chan struct{} // closed when the build ends; closed at once for a loaded one
+}
+
+// loadTemplates reads the templates; a build cut short by a restart is
+// failed and its sandbox removed.
+func (m *Manager) loadTemplates() []string {
+	var orphans []string
+	for _, e := range m.db.each(bucketTemplates, func(name string, b []byte) error {
+		var r templateRec
+		if err := decodeRecord(b, &r); err != nil {
+			return err
+		}
+		if r.State == model.TemplateBuilding {
+			r.State, r.Step, r.Reason = model.TemplateFailed, "", "sietchd restarted during the build; build it again"
+			if r.BuildSandbox != "" {
+				orphans = append(orphans, r.BuildSandbox)
+			}
+			r.BuildSandbox = ""
+			m.db.put(bucketTemplates, name, r)
+		}
+		m.templates[name] = &template{rec: r, done: closedChan()}
+		return nil
+	}) {
+		m.log.Warn("skipping a template record that does not decode", "err", e)
+	}
+	return orphans
+}
+
+// BuildTemplate starts building a template and returns it building;
+// Template and WaitTemplate follow the build. A template that failed may
+// be built again under its name; one that is building or ready may not.
+func (m *Manager) BuildTemplate(req model.TemplateRequest) (model.Template, error) {
+	t, err := m.startBuild(req)
+	if err != nil {
+		return model.Template{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.templateView(t), nil
+}
+
+func (m *Manager) startBuild(req model.TemplateRequest) (*template, error) {
+	if err := checkName("template", req.Name); err != nil {
+		return nil, err
+	}
+	if req.Image == "" {
+		req.Image = "default"
+	}
+	spec, ok := m.specs[req.Image]
+	if !ok {
+		return nil, fmt.Errorf("%w: no image %q to build template %s from (sietch images lists them)", ErrNotFound, req.Image, req.Name)
+	}
+	if spec.Kind != KindLinux && (req.StartCmd != "" || req.ReadyCmd != "") {
+		return nil, fmt.Errorf("%w: image %s is a %s image without a guest agent: a template of it takes no start or ready command", ErrInvalid, spec.Name, spec.Kind)
+	}
+	if len(req.StartCmd) > maxCmdBytes || len(req.ReadyCmd) > maxCmdBytes || strings.ContainsRune(req.StartCmd+req.ReadyCmd, 0) {
+		return nil, fmt.Errorf("%w: start and ready commands are at most %d bytes, without NUL", ErrInvalid, maxCmdBytes)
+	}
+	timeout := time.Duration(req.ReadyTimeoutS) * time.Second
+	switch {
+	case req.ReadyTimeoutS < 0 || timeout > maxReadyTimeout:
+		return nil, fmt.Errorf("%w: ready_timeout_s %d: want 0 (the default, %v) to %d", ErrInvalid, req.ReadyTimeoutS, defaultReadyTimeout, int(maxReadyTimeout.Seconds()))
+	case timeout == 0:
+		timeout = defaultReadyTimeout
+	}
+	if req.Limits.TimeoutS != 0 || req.Limits.OnTimeout != "" {
+		return nil, fmt.Errorf("%w: a template takes cpus, memory_mib and disk_mib; give timeout_s and on_timeout to each create", ErrInvalid)
+	}
+	def := m.cfg.Defaults
+	if spec.MemMiB > 0 {
+		def.MemoryMiB = spec.MemMiB
+	}
+	l := withDefaults(req.Limits, model.Limits{CPUs: def.CPUs, MemoryMiB: def.MemoryMiB, DiskMiB: def.DiskMiB})
+	if err := checkLimits(withDefaults(l, model.Limits{OnTimeout: OnTimeoutStop}), m.cfg.Max); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if old, ok := m.templates[req.Name]; ok && old.rec.State != model.TemplateFailed {
+		return nil, fmt.Errorf("%w: template %s is %s; remove it first (sietch template rm %s) to build it again", ErrWrongState, req.Name, old.rec.State, req.Name)
+	}
+	t := &template{done: make(chan struct{}), rec: templateRec{Template: model.Template{
+		Name: req.Name, Image: spec.Name, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, Limits: l,
+		State: model.TemplateBuilding, Step: model.StepBoot, CreatedAt: time.Now().UTC(),
+	}}}
+	if err := m.db.put(bucketTemplates, req.Name, t.rec); err != nil {
+		return nil, err
+	}
+	m.templates[req.Name] = t
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.build(t, timeout)
+	}()
+	m.log.Info("template build started", "template", req.Name, "image", spec.Name)
+	return t, nil
+}
+
+// build boots the template's image, starts its start command, waits for
+// its ready command and snapshots it; then the build sandbox goes.
+func (m *Manager) build(t *template, readyTimeout time.Duration) {
+	start := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-m.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	name := t.rec.Name
+	snap, err := m.buildSteps(ctx, t, readyTimeout)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defer close(t.done)
+	t.rec.BuildSandbox, t.rec.Step = "", ""
+	if err != nil {
+		t.rec.State, t.rec.Reason = model.TemplateFailed, err.Error()
+		m.log.Error("template build failed", "template", name, "err", err)
+	} else {
+		t.rec.State, t.rec.Snapshot, t.rec.SizeBytes = model.TemplateReady, snap.ID, snap.SizeBytes
+		t.rec.BuildS = time.Since(start).Seconds()
+		m.log.Info("template ready", "template", name, "snapshot", snap.ID, "bytes", snap.SizeBytes, "build_s", t.rec.BuildS)
+	}
+	if m.templates[name] == t && !m.closed {
+		if err := m.db.put(bucketTemplates, name, t.rec); err != nil {
+			m.log.Error("persist template", "template", name, "err", err)
+		}
+	}
+}
+
+func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time.Duration) (model.Snapshot, error) {
+	name := t.rec.Name
+	sb, err := m.Create(ctx, model.CreateRequest{Image: t.rec.Image, Limits: t.rec.Limits, Labels: map[string]string{labelTemplate: name}})
+	if err != nil {
+		return model.Snapshot{}, fmt.Errorf("boot image %s: %w", t.rec.Image, err)
+	}
+	m.setBuild(t, sb.ID, model.StepBoot)
+	defer func() {
+		if err := m.Delete(context.Background(), sb.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			m.log.Warn("remove a template's build sandbox", "template", name, "sandbox", sb.ID, "err", err)
+		}
+	}()
+	run, err := m.lookup(sb.ID)
+	if err != nil {
+		return model.Snapshot{}, err
+	}
+	if t.rec.StartCmd != "" {
+		m.setBuild(t, sb.ID, model.StepStart)
+		ac := m.agentFor(run)
+		_, err := ac.Start(ctx, agent.StartRequest{ID: startExecID, Cmd: "sh", Args: []string{"-c", t.rec.StartCmd}, Log: startLog})
+		if err := m.agentDone(run, ac, err); err != nil {
+			return model.Snapshot{}, fmt.Errorf("start command: %w", err)
+		}
+	}
+	if t.rec.ReadyCmd != "" {
+		m.setBuild(t, sb.ID, model.StepReady)
+		if err := m.waitReady(ctx, run, t.rec.ReadyCmd, readyTimeout); err != nil {
+			return model.Snapshot{}, err
+		}
+	}
+	m.setBuild(t, sb.ID, model.StepSnapshot)
+	run.op.Lock()
+	defer run.op.Unlock()
+	return m.snapshotLocked(ctx, run, model.SnapshotRequest{Kind: vmm.SnapshotFull}, snapRole{role: model.RoleTemplate, template: name})
+}
+
+// setBuild records a build's sandbox and step.
+func (m *Manager) setBuild(t *template, sandboxID, step string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t.rec.BuildSandbox, t.rec.Step = sandboxID, step
+	if m.templates[t.rec.Name] == t && !m.closed {
+		m.db.put(bucketTemplates, t.rec.Name, t.rec)
+	}
+	m.log.Info("template build step", "template", t.rec.Name, "step", step, "sandbox", sandboxID)
+}
+
+// waitReady runs cmd in sb until it exits 0. On timeout the error holds
+// the last run's output and the start command's log.
+func (m *Manager) waitReady(ctx context.Context, sb *sandbox, cmd string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for tries := 1; ; tries++ {
+		var out bytes.Buffer
+		w := &limitedBuffer{b: &out, n: 2 << 10}
+		ac := m.agentFor(sb)
+		res, err := ac.Exec(ctx, agent.ExecRequest{Cmd: "sh", Args: []string{"-c", cmd}}, nil, w, w)
+		err = m.agentDone(sb, ac, err)
+		switch {
+		case err == nil && res.ExitCode == 0:
+			m.log.Info("template ready command passed", "sandbox", sb.id, "tries", tries)
+			return nil
+		case err == nil:
+			last = fmt.Sprintf("exit status %d", res.ExitCode)
+			if res.Signal != "" {
+				last = "killed by " + res.Signal
+			}
+			if o := strings.TrimSpace(out.String()); o != "" {
+				last += ": " + o
+			}
+		case ctx.Err() == nil:
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("ready command %q did not exit 0 within %v (%d tries; last: %s)%s", cmd, timeout, tries, last, m.startLogTail(sb))
+			}
+			return ctx.Err()
+		case <-time.After(readyInterval):
+		}
+	}
+}
+
+// startLogTail is the end of the start command's log, for an error.
+func (m *Manager) startLogTail(sb *sandbox) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var b bytes.Buffer
+	if _, err := m.agentFor(sb).Download(ctx, startLog, &b); err != nil || b.Len() == 0 {
+		return ""
+	}
+	tail := b.Bytes()[max(b.Len()-1024, 0):]
+	return fmt.Sprintf("; the start command's output (%s) ends: %s", startLog, strings.TrimSpace(string(tail)))
+}
+
+// limitedBuffer keeps the first n bytes written to it.
+type limitedBuffer struct {
+	b *bytes.Buffer
+	n int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.n - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+// WaitTemplate waits until template name is no longer building.
+func (m *Manager) WaitTemplate(ctx context.Context, name string) (model.Template, error) {
+	m.mu.Lock()
+	t, ok := m.templates[name]
+	m.mu.Unlock()
+	if !ok {
+		return model.Template{}, fmt.Errorf("%w: no template %q (sietch template ls lists them)", ErrNotFound, name)
+	}
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return model.Template{}, ctx.Err()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.templateView(t), nil
+}
+
+// Template returns one template.
+func (m *Manager) Template(name string) (model.Template, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.templates[name]
+	if !ok {
+		return model.Template{}, fmt.Errorf("%w: no template %q (sietch template ls lists them)", ErrNotFound, name)
+	}
+	return m.templateView(t), nil
+}
+
+// Templates returns every template by name.
+func (m *Manager) Templates() []model.Template {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]model.Template, 0, len(m.templates))
+	for _, t := range m.templates {
+		out = append(out, m.templateView(t))
+	}
+	slices.SortFunc(out, func(a, b model.Template) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// templateView is the API's view of t; the caller holds m.mu.
+func (m *Manager) templateView(t *template) model.Template {
+	v := t.rec.Template
+	v.Limits.TimeoutS, v.Limits.OnTimeout = 0, ""
+	for _, sb := range m.sandboxes {
+		if sb.rec.Template == v.Name && active(sb.rec.State) {
+			v.Sandboxes++
+		}
+	}
+	return v
+}
+
+// DeleteTemplate removes a template and its snapshot; refused while a
+// sandbox runs from it or a snapshot builds on it. A build in progress is
+// cancelled by removing its sandbox.
+func (m *Manager) DeleteTemplate(ctx context.Context, name string) error {
+	m.mu.Lock()
+	t, ok := m.templates[name]
+	if !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: no template %q (sietch template ls lists them)", ErrNotFound, name)
+	}
+	if t.rec.State == model.TemplateBuilding {
+		build := t.rec.BuildSandbox
+		m.mu.Unlock()
+		if build != "" {
+			m.Delete(ctx, build)
+		}
+		select {
+		case <-t.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		m.mu.Lock()
+	}
+	if m.templates[name] != t {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: template %s was removed or rebuilt meanwhile", ErrNotFound, name)
+	}
+	if snap := t.rec.Snapshot; snap != "" {
+		if deps := m.dependentsLocked(snap, true); len(deps) > 0 {
+			m.mu.Unlock()
+			return fmt.Errorf("%w: template %s is needed by %s; remove those first", ErrInUse, name, strings.Join(deps, ", "))
+		}
+	}
+	delete(m.templates, name)
+	snap := t.rec.Snapshot
+	m.mu.Unlock()
+	if err := m.db.delete(bucketTemplates, name); err != nil {
+		return err
+	}
+	if snap != "" {
+		if err := m.removeSnapshot(snap); err != nil {
+			m.log.Warn("remove a template's snapshot", "template", name, "snapshot", snap, "err", err)
+		}
+	}
+	m.log.Info("template deleted", "template", name)
+	return nil
+}
+
+// readyTemplate returns the snapshot of template name, waiting for its
+// build. The default template is built on first need.
+func (m *Manager) readyTemplate(ctx context.Context, name string) (string, error) {
+	m.mu.Lock()
+	t, ok := m.templates[name]
+	m.mu.Unlock()
+	if name == DefaultTemplate && (!ok || t.rec.State == model.TemplateFailed) {
+		img, err := m.defaultTemplateImage()
+		if err != nil {
+			return "", err
+		}
+		t, err = m.startBuild(model.TemplateRequest{Name: DefaultTemplate, Image: img})
+		if errors.Is(err, ErrWrongState) { // another create started it meanwhile
+			m.mu.Lock()
+			t, ok = m.templates[name]
+			m.mu.Unlock()
+		} else if err != nil {
+			return "", fmt.Errorf("build the default template: %w", err)
+		}
+	} else if !ok {
+		return "", fmt.Errorf("%w: no template %q (sietch template ls lists them; sietch template build makes one)", ErrNotFound, name)
+	}
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return "", fmt.Errorf("waiting for template %s to build: %w", name, ctx.Err())
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch t.rec.State {
+	case model.TemplateReady:
+		return t.rec.Snapshot, nil
+	case model.TemplateFailed:
+		return "", fmt.Errorf("%w: template %s failed to build: %s", ErrWrongState, name, t.rec.Reason)
+	}
+	return "", fmt.Errorf("%w: template %s is %s", ErrWrongState, name, t.rec.State)
+}
+
+// defaultTemplateImage is the image the default template is built from:
+// "default", else the only Linux image.
+func (m *Manager) defaultTemplateImage() (string, error) {
+	if spec, ok := m.specs["default"]; ok {
+		return spec.Name, nil
+	}
+	var linux []string
+	for name, spec := range m.specs {
+		if spec.Kind == KindLinux {
+			linux = append(linux, name)
+		}
+	}
+	if len(linux) == 1 {
+		return linux[0], nil
+	}
+	if len(m.specs) == 0 {
+		return "", fmt.Errorf("%w: sietchd has no images to build the default template from: build the default image (make kernel initramfs image) and restart sietchd, or start it with --image", ErrNotFound)
+	}
+	return "", fmt.Errorf("%w: no image named default to build the default template from; name a template or an image to create from", ErrInvalid)
+}
+
+// checkName accepts names made of letters, digits, '.', '_' and '-'.
+func checkName(what, name string) error {
+	ok := name != "" && len(name) <= 64
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			ok = false
+		}
+	}
+	if !ok || name[0] == '.' || name[0] == '-' {
+		return fmt.Errorf("%w: %s name %q: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'", ErrInvalid, what, name)
+	}
+	return nil
+}
