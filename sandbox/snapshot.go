@@ -63,7 +63,7 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.Sna
 	snap := &snapRecord{
 		Snapshot: model.Snapshot{ID: newID("snap-"), SandboxID: sb.id, Kind: req.Kind, CreatedAt: time.Now().UTC(),
 			Role: role.role, Template: role.template},
-		Kind:     sb.rec.Kind,
+		Kind: sb.rec.Kind,
 	}
 	if req.Kind == vmm.SnapshotDiff {
 		snap.Base = base

@@ -76,7 +76,7 @@ type Server struct {
 	next  int
 	snaps map[string]model.Snapshot
 	temps map[string]model.Template
-	nsnap int // user snapshots taken
+	nsnap int      // user snapshots taken
 	auths []string // Authorization headers seen, in order
 }
 
