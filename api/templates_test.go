@@ -154,7 +154,13 @@ func TestTemplateLifecycle(t *testing.T) {
 // A create that names nothing resumes the template default, which is
 // built from the image default on first need.
 func TestDefaultTemplate(t *testing.T) {
-	e := newEnv(t, func(c *sandbox.Config) { c.Images[0].Name = "default" })
+	kernel := filepath.Join(t.TempDir(), "counter.elf")
+	elf, err := os.ReadFile(counterELF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(kernel, elf, 0o644)
+	e := newEnv(t, func(c *sandbox.Config) { c.Images[0].Name, c.Images[0].Kernel = "default", kernel })
 	a := e.create(model.CreateRequest{})
 	if a.Template != sandbox.DefaultTemplate || a.State != model.StateRunning {
 		t.Fatalf("create with nothing named: %+v", a)
@@ -168,8 +174,27 @@ func TestDefaultTemplate(t *testing.T) {
 	if len(ts.Templates) != 1 || ts.Templates[0].Name != "default" || ts.Templates[0].Sandboxes != 2 {
 		t.Errorf("templates: %+v", ts.Templates)
 	}
+	// A new build of the image makes the template stale: the next create
+	// builds it again; the old snapshot goes when its sandboxes do.
+	os.WriteFile(kernel+".new", elf, 0o644)
+	os.Rename(kernel+".new", kernel)
+	e.call("GET", "/v1/templates", nil, http.StatusOK, &ts)
+	if !ts.Templates[0].Stale {
+		t.Errorf("template after its image changed: %+v; want stale", ts.Templates[0])
+	}
+	c := e.create(model.CreateRequest{})
+	if c.Snapshot == a.Snapshot {
+		t.Errorf("create after the image changed resumed the stale snapshot %s", c.Snapshot)
+	}
+	if _, ok := e.snapshotByID(a.Snapshot); !ok {
+		t.Errorf("the stale template's snapshot went while %s and %s run from it", a.ID, b.ID)
+	}
 	e.call("DELETE", "/v1/sandboxes/"+a.ID, nil, http.StatusNoContent, nil)
 	e.call("DELETE", "/v1/sandboxes/"+b.ID, nil, http.StatusNoContent, nil)
+	if _, ok := e.snapshotByID(a.Snapshot); ok {
+		t.Errorf("the stale template's snapshot %s is left after its sandboxes went", a.Snapshot)
+	}
+	e.call("DELETE", "/v1/sandboxes/"+c.ID, nil, http.StatusNoContent, nil)
 }
 
 func TestTemplateBadRequests(t *testing.T) {

@@ -250,6 +250,7 @@ func (m *Manager) remove(sb *sandbox) {
 			m.log.Warn("remove a deleted sandbox's suspend snapshot", "sandbox", sb.id, "snapshot", suspended, "err", err)
 		}
 	}
+	m.reapTemplateSnapshots()
 	m.log.Info("sandbox deleted", "sandbox", sb.id)
 }
 

@@ -97,6 +97,7 @@ type Manager struct {
 	sandboxes map[string]*sandbox
 	snapshots map[string]*snapRecord
 	templates map[string]*template
+	orphans   []string  // snapshots of replaced templates, removed once nothing needs them
 	boot      histogram // create from an image until the vmm runs
 	restore   histogram // create from a snapshot until the vmm runs
 }
@@ -204,6 +205,7 @@ func Open(cfg Config) (*Manager, error) {
 		}
 	}
 	m.collectGarbage()
+	m.reapTemplateSnapshots()
 	return m, nil
 }
 

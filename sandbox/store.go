@@ -37,6 +37,7 @@ type record struct {
 type templateRec struct {
 	model.Template
 	BuildSandbox string `json:"build_sandbox,omitempty"` // the sandbox booted for the build, while building
+	ImageID      string `json:"image_id,omitempty"`      // the image's files when the build began (imageID)
 }
 
 // snapRecord is a snapshot as persisted: enough to create sandboxes from it.

@@ -3,11 +3,15 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/guest-init/agent"
@@ -75,6 +79,12 @@ func (m *Manager) BuildTemplate(req model.TemplateRequest) (model.Template, erro
 }
 
 func (m *Manager) startBuild(req model.TemplateRequest) (*template, error) {
+	return m.startBuildOver(req, false)
+}
+
+// startBuildOver is startBuild that may replace a ready template whose
+// image changed (stale), as the default template is on its next use.
+func (m *Manager) startBuildOver(req model.TemplateRequest, replaceStale bool) (*template, error) {
 	if err := checkName("template", req.Name); err != nil {
 		return nil, err
 	}
@@ -114,13 +124,16 @@ func (m *Manager) startBuild(req model.TemplateRequest) (*template, error) {
 	if m.closed {
 		return nil, ErrClosed
 	}
-	if old, ok := m.templates[req.Name]; ok && old.rec.State != model.TemplateFailed {
+	old, replacing := m.templates[req.Name]
+	if replacing && old.rec.State != model.TemplateFailed && !(replaceStale && m.staleLocked(old)) {
 		return nil, fmt.Errorf("%w: template %s is %s; remove it first (sietch template rm %s) to build it again", ErrWrongState, req.Name, old.rec.State, req.Name)
 	}
-	t := &template{done: make(chan struct{}), rec: templateRec{Template: model.Template{
+	t := &template{done: make(chan struct{}), rec: templateRec{ImageID: imageID(spec), Template: model.Template{
 		Name: req.Name, Image: spec.Name, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, Limits: l,
 		State: model.TemplateBuilding, Step: model.StepBoot, CreatedAt: time.Now().UTC(),
 	}}}
+	// A replaced template's snapshot goes once nothing needs it
+	// (reapTemplateSnapshots).
 	if err := m.db.put(bucketTemplates, req.Name, t.rec); err != nil {
 		return nil, err
 	}
@@ -149,6 +162,7 @@ func (m *Manager) build(t *template, readyTimeout time.Duration) {
 	}()
 	name := t.rec.Name
 	snap, err := m.buildSteps(ctx, t, readyTimeout)
+	defer m.reapTemplateSnapshots() // after the unlock: the template it replaced may be done with
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer close(t.done)
@@ -323,6 +337,7 @@ func (m *Manager) Templates() []model.Template {
 func (m *Manager) templateView(t *template) model.Template {
 	v := t.rec.Template
 	v.Limits.TimeoutS, v.Limits.OnTimeout = 0, ""
+	v.Stale = m.staleLocked(t)
 	for _, sb := range m.sandboxes {
 		if sb.rec.Template == v.Name && active(sb.rec.State) {
 			v.Sandboxes++
@@ -385,12 +400,18 @@ func (m *Manager) readyTemplate(ctx context.Context, name string) (string, error
 	m.mu.Lock()
 	t, ok := m.templates[name]
 	m.mu.Unlock()
-	if name == DefaultTemplate && (!ok || t.rec.State == model.TemplateFailed) {
+	m.mu.Lock()
+	stale := ok && m.staleLocked(t)
+	m.mu.Unlock()
+	if name == DefaultTemplate && (!ok || t.rec.State == model.TemplateFailed || stale) {
 		img, err := m.defaultTemplateImage()
 		if err != nil {
 			return "", err
 		}
-		t, err = m.startBuild(model.TemplateRequest{Name: DefaultTemplate, Image: img})
+		if stale {
+			m.log.Info("the default template's image changed since its build; building it again", "image", img)
+		}
+		t, err = m.startBuildOver(model.TemplateRequest{Name: DefaultTemplate, Image: img}, true)
 		if errors.Is(err, ErrWrongState) { // another create started it meanwhile
 			m.mu.Lock()
 			t, ok = m.templates[name]
@@ -450,4 +471,52 @@ func checkName(what, name string) error {
 		return fmt.Errorf("%w: %s name %q: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-'", ErrInvalid, what, name)
 	}
 	return nil
+}
+
+// staleLocked reports whether ready template t's image files changed
+// since its build; the caller holds m.mu.
+func (m *Manager) staleLocked(t *template) bool {
+	if t.rec.State != model.TemplateReady || t.rec.ImageID == "" {
+		return false
+	}
+	spec, ok := m.specs[t.rec.Image]
+	return !ok || imageID(spec) != t.rec.ImageID
+}
+
+// imageID identifies the files of an image as they are now: paths, sizes,
+// inodes and change times of its kernel, initramfs and root disk.
+func imageID(spec ImageSpec) string {
+	h := sha256.New()
+	for _, p := range []string{spec.Kernel, spec.Initrd, spec.RootFS} {
+		fmt.Fprintf(h, "%s\x00", p)
+		var st unix.Stat_t
+		if p != "" && unix.Stat(p, &st) == nil {
+			fmt.Fprintf(h, "%d %d %d %d\x00", st.Size, st.Ino, st.Mtim.Nano(), st.Ctim.Nano())
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// reapTemplateSnapshots removes the snapshots of replaced templates that
+// nothing needs any more.
+func (m *Manager) reapTemplateSnapshots() {
+	m.mu.Lock()
+	var gone []*snapRecord
+	for id, s := range m.snapshots {
+		if s.Role != model.RoleTemplate {
+			continue
+		}
+		if t, ok := m.templates[s.Template]; ok && (t.rec.Snapshot == id || t.rec.State == model.TemplateBuilding) {
+			continue
+		}
+		if len(m.dependentsLocked(id, false)) == 0 {
+			gone = append(gone, m.forgetSnapshotLocked(id))
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range gone {
+		if err := m.removeSnapshotFiles(s); err != nil {
+			m.log.Warn("remove a replaced template's snapshot", "snapshot", s.ID, "err", err)
+		}
+	}
 }

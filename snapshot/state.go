@@ -54,12 +54,27 @@ type Machine struct {
 // with a disk that has moved on: either SHA256 (the content at snapshot
 // time, checked on restore) or Clone (a copy-on-write clone taken at
 // snapshot time, which restore attaches instead of Path) is set.
+//
+// A read-only disk has no clone: nothing writes it, so restores and forks
+// attach Path itself once its content is confirmed. FileID lets restore
+// confirm it without reading it: the kernel changes a file's ctime on
+// every write and no one can set it back, so a file whose identity still
+// matches still holds the content hashed then; any other file is hashed.
 type Disk struct {
 	Path     string
 	ReadOnly bool
 	Size     int64
-	SHA256   string `json:",omitempty"` // hex
-	Clone    string `json:",omitempty"` // relative to the snapshot directory, or absolute
+	SHA256   string  `json:",omitempty"` // hex
+	FileID   *FileID `json:",omitempty"` // Path's identity when SHA256 was taken
+	Clone    string  `json:",omitempty"` // relative to the snapshot directory, or absolute
+}
+
+// FileID identifies one version of a file: device, inode, size and the
+// modification and change times in nanoseconds.
+type FileID struct {
+	Dev, Ino         uint64
+	Size             int64
+	MtimeNS, CtimeNS int64
 }
 
 // Net is the virtio-net device: TAP interface and guest MAC address.

@@ -39,11 +39,15 @@ func cloneName(i int) string { return fmt.Sprintf("disk%d.img", i) }
 // directory; the id in it keeps forks that share a work directory apart.
 func forkDiskName(id string, i int) string { return fmt.Sprintf("fork-%s-disk%d.img", id, i) }
 
-// cloneDisks writes a copy-on-write clone of every disk into the snapshot
-// directory and records it, so forks never need the live disk. The rings
-// are held, so no request is writing to the images.
+// cloneDisks writes a copy-on-write clone of every writable disk into the
+// snapshot directory and records it, so forks never need the live disk.
+// The rings are held, so no request is writing to the images. Read-only
+// disks are shared as they are (see snapshot.Disk).
 func (m *Machine) cloneDisks(dir string, disks []snapshot.Disk) error {
 	for i := range disks {
+		if disks[i].ReadOnly {
+			continue
+		}
 		name := cloneName(i)
 		if err := copyDisk(disks[i].Path, filepath.Join(dir, name), true); err != nil {
 			return fmt.Errorf("clone disk %s into the snapshot: %w", disks[i].Path, err)
@@ -163,7 +167,7 @@ func forkMAC(saved net.HardwareAddr, id string) net.HardwareAddr {
 }
 
 // forkDevices gives a fork what must not be shared with the snapshot's VM
-// or other forks: its own copy of each disk's clone, its own vsock socket
+// or other forks: its own copy of each writable disk's clone, its own vsock socket
 // and its own MAC. It returns the disk copies it made, for Restore to
 // remove should the restore fail.
 func forkDevices(dir string, mc *snapshot.Machine, cfg *Config, rc RestoreConfig, m *Machine) ([]string, error) {
@@ -182,6 +186,9 @@ func forkDevices(dir string, mc *snapshot.Machine, cfg *Config, rc RestoreConfig
 	}
 	work := rc.WorkDir
 	for i, d := range mc.Disks {
+		if d.ReadOnly {
+			continue // shared: deviceConfig confirmed its content
+		}
 		if d.Clone == "" {
 			return fail(fmt.Errorf("disk %s has no clone in the snapshot, so forks cannot get their own copy: take the snapshot again with this vmm", d.Path))
 		}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sietch-vm/sietch/snapshot"
 	"github.com/sietch-vm/sietch/testguest"
@@ -304,5 +305,62 @@ func TestForkNeedsItsOwnTap(t *testing.T) {
 	}
 	if n := kvmVMs(t); n != vms {
 		t.Errorf("the refused fork left %d VMs behind", n-vms)
+	}
+}
+
+// A read-only disk is shared, not cloned: the snapshot holds no copy of
+// it, every fork attaches the image itself, and a restore confirms it by
+// its identity, or by its content once the file was touched, and refuses
+// it once its content changed.
+func TestReadOnlyDiskShared(t *testing.T) {
+	kernel := guestKernel(t, "counter")
+	img := filepath.Join(t.TempDir(), "root.img")
+	content := testguest.Pattern(9, 1<<20)
+	if err := os.WriteFile(img, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1, Cmdline: "n=100000000000", Disks: []DiskConfig{{Path: img, ReadOnly: true}}}
+	dir := filepath.Join(t.TempDir(), "snap")
+	snapshotGuestAt(t, cfg, "counter: start", dir)
+	if _, err := os.Stat(filepath.Join(dir, cloneName(0))); err == nil {
+		t.Errorf("the snapshot holds a clone of the read-only disk")
+	}
+	st, err := snapshot.Read(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := st.Machine.Disks[0]; !d.ReadOnly || d.FileID == nil || d.SHA256 == "" || d.Clone != "" {
+		t.Fatalf("recorded disk %+v; want read-only with identity and hash, no clone", d)
+	}
+	work := t.TempDir()
+	fork := func(id string) error {
+		r, err := Restore(dir, RestoreConfig{Console: &syncBuffer{}, ForkID: id, WorkDir: work})
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		if got := r.cfg.Disks[0].Path; got != img {
+			t.Errorf("fork %s attached %s; want the read-only image %s itself", id, got, img)
+		}
+		return nil
+	}
+	if err := fork("a"); err != nil {
+		t.Fatalf("fork of an unchanged image: %v", err)
+	}
+	if ents, _ := os.ReadDir(work); len(ents) != 0 {
+		t.Errorf("the fork copied the read-only disk: %v", ents)
+	}
+	// Same content, new identity (a new ctime): confirmed by its hash.
+	now := time.Now().Add(time.Minute)
+	os.Chtimes(img, now, now)
+	if err := fork("b"); err != nil {
+		t.Errorf("fork after a touch of the image: %v", err)
+	}
+	content[4096] ^= 0xff
+	if err := os.WriteFile(img, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := fork("c"); err == nil || !strings.Contains(err.Error(), "changed since the snapshot") {
+		t.Errorf("fork after the image changed: %v; want a refusal", err)
 	}
 }

@@ -1,14 +1,10 @@
 package vmm
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 
 	"github.com/sietch-vm/sietch/snapshot"
 	"github.com/sietch-vm/sietch/virtio"
@@ -112,11 +108,11 @@ func (m *Machine) guestU16(gpa uint64) (uint16, error) {
 // on; forks start from the disk clones written next to the state file.
 func (m *Machine) recordDevices(dir string, mc *snapshot.Machine) error {
 	for _, d := range m.cfg.Disks {
-		size, sum, err := hashDisk(d.Path)
+		id, sum, err := hashDisk(d.Path)
 		if err != nil {
 			return err
 		}
-		mc.Disks = append(mc.Disks, snapshot.Disk{Path: d.Path, ReadOnly: d.ReadOnly, Size: size, SHA256: sum})
+		mc.Disks = append(mc.Disks, snapshot.Disk{Path: d.Path, ReadOnly: d.ReadOnly, Size: id.Size, SHA256: sum, FileID: &id})
 	}
 	if err := m.cloneDisks(dir, mc.Disks); err != nil {
 		return err
@@ -132,42 +128,19 @@ func (m *Machine) recordDevices(dir string, mc *snapshot.Machine) error {
 	return nil
 }
 
-// hashDisk returns the size and SHA-256 (hex) of a disk image.
-func hashDisk(path string) (int64, string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, "", fmt.Errorf("hash disk image: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return 0, "", fmt.Errorf("hash disk image %s: %w", path, err)
-	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// deviceConfig rebuilds the device part of Config from a snapshot. Unless
-// the VM is a fork (which gets copies of the disk clones instead, see
-// forkDevices), each disk must still hold what it held at snapshot time.
+// deviceConfig rebuilds the device part of Config from a snapshot. Each
+// disk must still hold what it held at snapshot time, except the writable
+// disks of a fork, which gets copies of their clones instead (see
+// forkDevices).
 func deviceConfig(mc *snapshot.Machine, cfg *Config, fork bool) error {
 	var errs []error
 	for _, d := range mc.Disks {
 		cfg.Disks = append(cfg.Disks, DiskConfig{Path: d.Path, ReadOnly: d.ReadOnly})
-		if fork {
+		if fork && d.Clone != "" && !d.ReadOnly {
 			continue
 		}
-		if d.SHA256 == "" {
-			errs = append(errs, fmt.Errorf("disk %s: the snapshot records only a clone of it; restore it as a fork (--fork-id)", d.Path))
-			continue
-		}
-		size, sum, err := hashDisk(d.Path)
-		switch {
-		case err != nil:
+		if err := checkDisk(d); err != nil {
 			errs = append(errs, err)
-		case size != d.Size || sum != d.SHA256:
-			errs = append(errs, fmt.Errorf("disk %s changed since the snapshot (%d bytes, SHA-256 %s; now %d bytes, %s): restore it from a copy taken with the snapshot",
-				d.Path, d.Size, d.SHA256, size, sum))
 		}
 	}
 	cfg.VhostUserBlk = append([]string(nil), mc.VhostUserBlk...)

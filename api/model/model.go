@@ -132,6 +132,10 @@ type Template struct {
 	BuildS    float64       `json:"build_s,omitempty"` // how long the build took
 	CreatedAt time.Time     `json:"created_at"`
 	Sandboxes int           `json:"sandboxes"` // sandboxes from it that run now
+	// Stale: its image's files changed since the build. Its sandboxes run
+	// what the image held then; the template default is rebuilt on its
+	// next use, others when removed and built again.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // ForkRequest is POST /v1/sandboxes/{id}/fork: Count new sandboxes from
