@@ -28,14 +28,16 @@ const (
 	rtcStatusC  = 0x0c
 	rtcStatusD  = 0x0d
 	rtcCentury  = 0x32
-	statusB24h  = 0x02 // 24-hour mode
-	statusBBin  = 0x04 // binary, not BCD
+	statusB24h  = 0x02 // 24-hour mode; data mode BCD (bit 2, binary, clear)
 	statusDVRT  = 0x80 // valid RAM and time
 	rtcIndexMsk = 0x7f // bit 7 of the index port is the NMI mask
 )
 
 // RTC is the CMOS clock; it reads the host's clock (UTC) on every access
-// and ignores writes to the time registers, as Firecracker's does.
+// and ignores writes to the time registers, as Firecracker's does. Time
+// registers are BCD: Linux on x86 decodes them as BCD whatever status B
+// says (RTC_ALWAYS_BCD in arch/x86/include/asm/mc146818rtc.h), so a
+// binary clock would boot the guest years off.
 type RTC struct {
 	mu    sync.Mutex
 	index uint8
@@ -81,27 +83,30 @@ func (r *RTC) register(idx uint8) uint8 {
 	t := r.now().UTC()
 	switch idx {
 	case rtcSeconds:
-		return uint8(t.Second())
+		return bcd(t.Second())
 	case rtcMinutes:
-		return uint8(t.Minute())
+		return bcd(t.Minute())
 	case rtcHours:
-		return uint8(t.Hour())
+		return bcd(t.Hour())
 	case rtcWeekday:
-		return uint8(t.Weekday()) + 1
+		return bcd(int(t.Weekday()) + 1)
 	case rtcDay:
-		return uint8(t.Day())
+		return bcd(t.Day())
 	case rtcMonth:
-		return uint8(t.Month())
+		return bcd(int(t.Month()))
 	case rtcYear:
-		return uint8(t.Year() % 100)
+		return bcd(t.Year() % 100)
 	case rtcCentury:
-		return uint8(t.Year() / 100)
+		return bcd(t.Year() / 100 % 100)
 	case rtcStatusA:
 		return 0x26 // 32.768 kHz time base, 1024 Hz rate; update-in-progress clear
 	case rtcStatusB:
-		return statusB24h | statusBBin
+		return statusB24h
 	case rtcStatusD:
 		return statusDVRT
 	}
 	return 0 // status C (no interrupts pending) and CMOS RAM
 }
+
+// bcd encodes 0 <= n < 100 as two BCD digits.
+func bcd(n int) uint8 { return uint8(n/10<<4 | n%10) }

@@ -198,6 +198,7 @@ func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct
 			m.log.Debug("guest identity set", "sandbox", sb.id, "clock_step", time.Duration(res.ClockStepNS))
 			return nil
 		}
+		m.log.Debug("guest identity not set yet", "sandbox", sb.id, "err", err)
 		var ae *agent.Error
 		if errors.As(err, &ae) {
 			// The agent answered and refused: no retry will help.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -127,13 +128,20 @@ func TestLinuxEndToEnd(t *testing.T) {
 	errOut.Reset()
 	t0 := time.Now()
 	res := run("python3", agent.ExecRequest{Cmd: "python3", Args: []string{"-c",
-		"import sys, time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(1)\nsys.exit(7)"}}, py, &errOut)
+		"import sys, time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(1)\nprint('clock', time.time())\nsys.exit(7)"}}, py, &errOut)
 	end := time.Now()
-	if res.ExitCode != 7 || py.buf.String() != "tick 0\ntick 1\ntick 2\n" {
+	ticks, clock, _ := strings.Cut(py.buf.String(), "clock ")
+	if res.ExitCode != 7 || ticks != "tick 0\ntick 1\ntick 2\n" {
 		t.Errorf("python3: exit %d, stdout %q, stderr %q; want exit 7 after three ticks", res.ExitCode, py.buf.String(), &errOut)
 	} else if first := py.chunks[0]; end.Sub(first) < 1500*time.Millisecond {
 		t.Errorf("python3's first line reached the host %v before it exited (%v after the start): output was not streamed",
 			end.Sub(first), first.Sub(t0))
+	}
+	// The wall clock came from the CMOS RTC at boot (nothing set it since).
+	if secs, err := strconv.ParseFloat(strings.TrimSpace(clock), 64); err != nil {
+		t.Errorf("python3 printed no clock: %q", py.buf.String())
+	} else if skew := end.Sub(time.Unix(0, int64(secs*1e9))); skew > 30*time.Second || skew < -30*time.Second {
+		t.Errorf("the guest's clock, read from the RTC at boot, is %v off the host's", skew.Round(time.Second))
 	}
 
 	// A file through the agent, both ways.
