@@ -264,6 +264,7 @@ func (m *Machine) createBareVCPUs() error {
 }
 
 func (m *Machine) restoreVM(vm *snapshot.VM) error {
+	m.checkHostTSC(vm.Clock)
 	// Only the clock value: with KVM_CLOCK_REALTIME set KVM would advance
 	// the clock by the host time since the snapshot.
 	if err := m.vm.SetClock(&kvm.ClockData{Clock: vm.Clock.Clock}); err != nil {
@@ -365,4 +366,21 @@ func (m *Machine) restoreDevices(d *snapshot.Devices) error {
 	m.serial.SetState(d.Serial)
 	m.i8042.SetState(d.I8042)
 	return m.restoreVirtio(d.Virtio)
+}
+
+// checkHostTSC warns when the host's TSC is behind the one the snapshot
+// was taken at (the host rebooted, or this is another host). Where the
+// guest reads the host's TSC unchanged (nested page-table-based KVM, where
+// a restored IA32_TSC does not take), its clocksource would then run
+// backwards and its time stand still until the TSC catches up.
+func (m *Machine) checkHostTSC(saved kvm.ClockData) {
+	if saved.Flags&kvm.ClockHostTSC == 0 {
+		return
+	}
+	now, err := m.vm.GetClock()
+	if err != nil || now.Flags&kvm.ClockHostTSC == 0 || now.HostTSC >= saved.HostTSC {
+		return
+	}
+	m.log.Warn("the host's TSC is behind the snapshot's (host rebooted since, or another host): a guest that reads the host TSC sees time stand still until it catches up; restore it on the host it was taken on, or boot anew",
+		"snapshot_host_tsc", saved.HostTSC, "host_tsc", now.HostTSC)
 }
