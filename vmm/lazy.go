@@ -22,6 +22,12 @@ const (
 	MemoryAuto  = "auto"  // lazy where this process can get a userfaultfd, else eager
 	MemoryLazy  = "lazy"  // userfaultfd: pages arrive on first touch and from a background filler
 	MemoryEager = "eager" // copy every data page before the guest runs
+	// MemoryOnDemand is lazy without the background filler: a page
+	// arrives only when the guest or a device first touches it, so idle
+	// restores of one snapshot hold little memory of their own and share
+	// the snapshot's page cache. The snapshot's files must stay for the
+	// VM's life; a full snapshot of the VM fills the rest first.
+	MemoryOnDemand = "ondemand"
 )
 
 // pager serves lazily restored guest memory (docs/SNAPSHOTS.md, mechanism
@@ -41,6 +47,7 @@ type pager struct {
 	filled             []atomic.Uint64 // pages in the memfd, one bit each
 	wake               int             // eventfd: device added, or stop
 	stop               atomic.Bool     // abandon filling (the VM is closing)
+	fillStarted        atomic.Bool     // the background filler has been started
 	done               chan struct{}   // closed when the pager has ended
 	served, background atomic.Uint64
 	devServed          atomic.Uint64 // faults of device processes
@@ -66,7 +73,10 @@ type pagerDev struct {
 
 // newPager maps the chain and registers the vmm's mapping of mem; the
 // guest must not run and no device may map mem before this.
-func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger) (p *pager, err error) {
+//
+// With fill the background filler starts at once; otherwise pages come
+// in on fault only until fillAll is called.
+func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger, fill bool) (p *pager, err error) {
 	own, err := uffd.New()
 	if err != nil {
 		return nil, err
@@ -103,8 +113,18 @@ func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger) (p *pager, 
 		return nil, err
 	}
 	go p.serve()
-	go p.fill()
+	if fill {
+		p.fillAll()
+	}
 	return p, nil
+}
+
+// fillAll starts the background filler if it has not started: every data
+// page comes in, then the pager ends (wait returns).
+func (p *pager) fillAll() {
+	if p.fillStarted.CompareAndSwap(false, true) {
+		go p.fill()
+	}
 }
 
 func mapReadOnly(path string, size uint64) ([]byte, error) {

@@ -44,8 +44,8 @@ type RestoreConfig struct {
 	// NetTap, when set, replaces the saved TAP device name. A fork of a
 	// snapshot with virtio-net needs one: two guests cannot share a TAP.
 	NetTap string
-	// Memory is how guest memory is filled: MemoryAuto (""), MemoryLazy or
-	// MemoryEager.
+	// Memory is how guest memory is filled: MemoryAuto (""), MemoryLazy,
+	// MemoryOnDemand or MemoryEager.
 	Memory string
 }
 
@@ -193,11 +193,11 @@ func (m *Machine) fillMemory(dir string, st *snapshot.State, mode string) error 
 	}
 	t := time.Now()
 	switch mode {
-	case "", MemoryAuto, MemoryLazy:
-		p, err := m.lazyMemory(chain)
+	case "", MemoryAuto, MemoryLazy, MemoryOnDemand:
+		p, err := m.lazyMemory(chain, mode != MemoryOnDemand)
 		if err == nil {
 			m.pager = p
-			m.log.Debug("guest memory restored lazily", "layers", len(chain), "took", time.Since(t))
+			m.log.Debug("guest memory restored lazily", "layers", len(chain), "mode", mode, "took", time.Since(t))
 			return nil
 		}
 		if mode == MemoryLazy {
@@ -206,7 +206,7 @@ func (m *Machine) fillMemory(dir string, st *snapshot.State, mode string) error 
 		m.log.Info("restoring guest memory eagerly", "reason", err)
 	case MemoryEager:
 	default:
-		return fmt.Errorf("memory mode %q is not auto, lazy or eager", mode)
+		return fmt.Errorf("memory mode %q is not auto, lazy, ondemand or eager", mode)
 	}
 	n, err := snapshot.Fill(m.mem.Mapping(), chain)
 	if err != nil {
@@ -218,7 +218,7 @@ func (m *Machine) fillMemory(dir string, st *snapshot.State, mode string) error 
 
 // lazyMemory starts a pager, and opens /dev/userfaultfd for the device
 // processes that will map guest memory.
-func (m *Machine) lazyMemory(chain []snapshot.Layer) (*pager, error) {
+func (m *Machine) lazyMemory(chain []snapshot.Layer, fill bool) (*pager, error) {
 	if m.cfg.virtioCount() > len(m.cfg.VhostUserBlk) {
 		dev, err := uffd.OpenDevice()
 		if err != nil {
@@ -226,7 +226,7 @@ func (m *Machine) lazyMemory(chain []snapshot.Layer) (*pager, error) {
 		}
 		m.uffdDev = dev
 	}
-	p, err := newPager(m.mem, chain, m.log)
+	p, err := newPager(m.mem, chain, m.log, fill)
 	if err != nil && m.uffdDev != nil {
 		m.uffdDev.Close()
 		m.uffdDev = nil

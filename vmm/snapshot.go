@@ -47,8 +47,10 @@ func (m *Machine) SnapshotDiff(dir string) error { return m.snapshot(dir, true) 
 
 func (m *Machine) snapshot(dir string, diff bool) error {
 	t := time.Now()
-	if m.pager != nil {
-		// Pages not yet in would read as zeros through the memfd.
+	if m.pager != nil && !diff {
+		// Pages not yet in would read as zeros through the memfd. A diff
+		// reads only pages written since the restore, which are in.
+		m.pager.fillAll()
 		m.pager.wait()
 	}
 	if diff {

@@ -3,6 +3,7 @@ package vmm
 import (
 	"bytes"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"strings"
@@ -309,5 +310,69 @@ func TestLazyRestoreServesDeviceFaults(t *testing.T) {
 	}
 	if p.background.Load() != 0 {
 		t.Errorf("the held filler copied %d pages", p.background.Load())
+	}
+}
+
+// An on-demand restore copies a page only when the guest first touches
+// it: no background filler runs. A full snapshot of the restored VM fills
+// the rest first, and restores to the same run.
+func TestOnDemandRestore(t *testing.T) {
+	kernel := guestKernel(t, "counter")
+	if u, err := uffd.New(); err != nil {
+		t.Skipf("no userfaultfd for the vmm: %v", err)
+	} else {
+		u.Close()
+	}
+	const n = 400000000
+	cfg := Config{Kernel: kernel, MemSize: 64 << 20, CPUs: 1, Cmdline: fmt.Sprintf("n=%d", n)}
+	dir := filepath.Join(t.TempDir(), "snap")
+	before := snapshotGuestAt(t, cfg, fmt.Sprintf("counter: %d\n", n/10), dir)
+
+	out := &syncBuffer{}
+	r, err := Restore(dir, RestoreConfig{Console: out, Memory: MemoryOnDemand})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if r.pager == nil {
+		t.Fatal("restore with Memory: ondemand has no pager")
+	}
+	wait := runAsync(t, r)
+	waitFor(t, out, fmt.Sprintf("counter: %d\n", 3*n/10))
+	if err := r.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	p := r.pager
+	if b := p.background.Load(); b != 0 || p.served.Load() == 0 {
+		t.Fatalf("on demand: %d pages on fault, %d in the background; want faults only", p.served.Load(), b)
+	}
+	need := 0
+	for _, w := range p.need {
+		need += bits.OnesCount64(w)
+	}
+	t.Logf("on demand: %d of the snapshot's %d data pages came in on fault", p.served.Load(), need)
+
+	dir2 := filepath.Join(t.TempDir(), "snap2")
+	if err := r.Snapshot(dir2); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.served.Load() + p.background.Load(); got < uint64(need) {
+		t.Errorf("after a full snapshot %d of %d data pages are in", got, need)
+	}
+	mid := out.String()
+	r.Stop("snapshot taken")
+	wait()
+
+	rest := &syncBuffer{}
+	r2, err := Restore(dir2, RestoreConfig{Console: rest, Memory: MemoryEager})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r2.Close() })
+	if e := runAsync(t, r2)(); e.Kind != ExitPowerOff {
+		t.Fatalf("restore of the snapshot of an on-demand VM ended with %v:\n%s", e, rest)
+	}
+	if all := before + mid + rest.String(); !strings.Contains(all, "counter: ok") || strings.Contains(all, "FAIL") {
+		t.Errorf("the counter did not finish cleanly across two restores:\n%s", all)
 	}
 }

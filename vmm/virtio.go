@@ -245,6 +245,7 @@ func (d *vhostDevice) setMemTable(regions []vhostuser.MemoryRegion, fds []int) e
 	}
 	if d.uffdFD <= 0 {
 		d.log.Info("device cannot take lazily restored memory; waiting for every page to be in")
+		p.fillAll()
 		p.wait()
 		return d.fe.SetMemTable(regions, fds)
 	}

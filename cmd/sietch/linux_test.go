@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -118,7 +120,12 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(bin) })
+	t.Cleanup(func() {
+		// sietchd leaves its vmm processes running when it stops; a test
+		// that failed half-way must not leave them behind.
+		killVMMs(t, bin)
+		os.RemoveAll(bin)
+	})
 	goBuild(t, bin, "vmm", "../vmm", false)
 	sietchd := goBuild(t, bin, "sietchd", "../sietchd", false)
 	cli := goBuild(t, bin, "sietch", ".", false)
@@ -338,3 +345,21 @@ func getJSON(t *testing.T, url string, v any) {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// killVMMs kills every process whose executable lies under dir (the test's
+// vmm and its device processes), saying so.
+func killVMMs(t *testing.T, dir string) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && strings.HasPrefix(exe, dir+"/") {
+			if !t.Failed() {
+				t.Errorf("process %d (%s) was left running", pid, exe)
+			}
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}

@@ -27,7 +27,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	vsockUDS := fs.String("vsock-uds", "", "listen for vsock connections on `PATH` instead of the snapshot's socket path")
 	trackDirty := fs.Bool("track-dirty", false, "track the pages the guest writes from the start, so that its first `vmm snapshot --kind diff` can be based on this snapshot (costs ~2 ms per GiB at restore)")
 	netTap := fs.String("net-tap", "", "attach the guest's virtio-net to the TAP `NAME` instead of the snapshot's (each fork needs its own)")
-	memory := fs.String("memory", vmm.MemoryAuto, "how guest memory comes back: auto (lazy where a userfaultfd is available), lazy (pages on first touch, the rest in the background) or eager (all before the guest runs)")
+	memory := fs.String("memory", vmm.MemoryAuto, "how guest memory comes back: auto (lazy where a userfaultfd is available), lazy (pages on first touch, the rest in the background), ondemand (pages on first touch only; the snapshot must stay while the VM runs) or eager (all before the guest runs)")
 	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm restore --from DIR [--fork-id ID] [--work-dir DIR] [flags]\n\nFlags:\n%s", fs.FlagUsages())
@@ -60,9 +60,9 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return bad("--work-dir needs --fork-id: only forks get disk copies")
 	}
 	switch *memory {
-	case vmm.MemoryAuto, vmm.MemoryLazy, vmm.MemoryEager:
+	case vmm.MemoryAuto, vmm.MemoryLazy, vmm.MemoryOnDemand, vmm.MemoryEager:
 	default:
-		return bad("--memory %q: want auto, lazy or eager", *memory)
+		return bad("--memory %q: want auto, lazy, ondemand or eager", *memory)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
