@@ -84,7 +84,7 @@ step "sietchd on $state" start_sietchd
 
 # sietch create draws its own progress line while the guest boots.
 n=$((n + 1))
-printf '[%d/%d] creating a sandbox from the default image…\n' "$n" "$total" >&2
+printf '[%d/%d] creating a sandbox (the first time, sietchd builds the template default from the default image: one cold boot; then every create resumes it)…\n' "$n" "$total" >&2
 id=$(bin/sietch create) || die "sietch create failed (above); sietchd's log is $state/sietchd.log"
 
 code='import platform; print(f"hello from Python {platform.python_version()} in sandbox {platform.node()}, Linux {platform.release()}")'
@@ -99,6 +99,8 @@ tip "sietch exec $id -- uname -a" "run a command (streams its output)"
 tip "echo 'print(6*7)' | sietch exec -i $id -- python3" "feed it stdin"
 tip "sietch cp ./notes.txt $id:/root/notes.txt" "copy a file in (and out: sietch cp $id:/etc/os-release .)"
 tip "sietch snapshot $id" "checkpoint it; sietch restore SNAPSHOT starts a copy"
+tip "sietch pause --to-disk $id" "free its memory; the next exec resumes it"
+tip "sietch template ls" "templates: sietch template build NAME --start-cmd CMD makes one"
 tip "sietch ls" "list sandboxes"
 tip "sietch rm $id" "delete it"
 cat <<MSG
