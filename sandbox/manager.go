@@ -57,6 +57,11 @@ type Config struct {
 	// BootTimeout bounds a Linux sandbox's create: its guest agent must
 	// answer by then (0: DefaultBootTimeout).
 	BootTimeout time.Duration
+	// RestoreMemory is how restored sandboxes get their memory: "ondemand"
+	// (the default: a page on first touch only, so idle sandboxes of one
+	// snapshot share it) or "lazy" (the rest copied in the background:
+	// more memory per sandbox, a little faster to first answer here).
+	RestoreMemory string
 	// AgentDial returns the dialer of a sandbox's guest agent; nil dials the
 	// sandbox's vsock socket (agent.DialUDS). Tests reach an agent running
 	// as a host process this way.
@@ -147,6 +152,13 @@ func Open(cfg Config) (*Manager, error) {
 	}
 	if cfg.BootTimeout <= 0 {
 		cfg.BootTimeout = DefaultBootTimeout
+	}
+	switch cfg.RestoreMemory {
+	case "":
+		cfg.RestoreMemory = "ondemand"
+	case "ondemand", "lazy":
+	default:
+		return nil, fmt.Errorf("sandbox manager: restore memory %q: want ondemand or lazy", cfg.RestoreMemory)
 	}
 	cfg.Defaults = withDefaults(cfg.Defaults, model.Limits{CPUs: 1, MemoryMiB: 128, OnTimeout: OnTimeoutStop})
 	db, err := openStore(filepath.Join(state, "sietch.db"))

@@ -89,11 +89,12 @@ func makeOverlay(path string, sizeMiB int) error {
 
 // restoreArgs is the `vmm restore` command line of a new sandbox from a
 // snapshot: always as a fork, so no two sandboxes share a disk; tracking
-// dirty pages, so its first snapshot can be a diff on this one; memory on
-// demand, so idle sandboxes of one snapshot share its page cache (the
-// snapshot stays while they run: dependentsLocked).
-func restoreArgs(sb *sandbox, snapDir string) []string {
-	return []string{"restore", "--from", snapDir, "--fork-id", sb.id, "--track-dirty", "--memory", "ondemand",
+// dirty pages, so its first snapshot can be a diff on this one; memory as
+// Config.RestoreMemory says (on demand by default: idle sandboxes of one
+// snapshot share its page cache, and the snapshot stays while they run,
+// see dependentsLocked).
+func (m *Manager) restoreArgs(sb *sandbox, snapDir string) []string {
+	return []string{"restore", "--from", snapDir, "--fork-id", sb.id, "--track-dirty", "--memory", m.cfg.RestoreMemory,
 		"--work-dir", filepath.Join(sb.dir, dirWork),
 		"--vsock-uds", filepath.Join(sb.dir, fileVsock),
 		"--api-sock", filepath.Join(sb.dir, fileAPISock)}

@@ -218,7 +218,7 @@ func (m *Manager) restoreN(ctx context.Context, snapID string, n int, o restoreO
 	}
 	var errs []error
 	for _, sb := range sbs {
-		if err := m.launch(ctx, sb, func() ([]string, error) { return restoreArgs(sb, snap.Dir), nil }, &m.restore); err != nil {
+		if err := m.launch(ctx, sb, func() ([]string, error) { return m.restoreArgs(sb, snap.Dir), nil }, &m.restore); err != nil {
 			errs = append(errs, fmt.Errorf("restore snapshot %s as sandbox %s: %w", snapID, sb.id, err))
 			break
 		}

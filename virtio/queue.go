@@ -189,6 +189,10 @@ func (q *Queue) availIdx() uint16 {
 	return idx
 }
 
+// AvailIdx is the driver's avail->idx: how many chains it has made
+// available in all (mod 2^16).
+func (q *Queue) AvailIdx() uint16 { return q.availIdx() }
+
 // Pop returns the next available chain, or ok=false when there is none. A
 // *ChainError concerns one chain only (see ChainError); an error wrapping
 // ErrRingBroken means avail->idx is impossible and nothing was consumed.
@@ -367,6 +371,19 @@ func (q *Queue) EnableNotify() bool {
 		q.fence()
 	}
 	return q.availIdx() != q.nextAvail
+}
+
+// KickOnNextAdd asks the driver to kick when it next makes a chain
+// available, however many it has made available that the device has not
+// popped: with EVENT_IDX avail_event is set to avail->idx rather than to
+// the next chain to pop (§2.7.10).
+func (q *Queue) KickOnNextAdd() {
+	if !q.eventIdx {
+		q.EnableNotify()
+		return
+	}
+	q.notify = true
+	q.setAvailEvent(q.availIdx())
 }
 
 // DisableNotify tells the driver that kicks are not needed while the device

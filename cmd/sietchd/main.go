@@ -74,6 +74,7 @@ func run(args []string, stderr io.Writer) int {
 	defTimeout := fs.Int("default-timeout-s", 0, "lifetime of a sandbox that asks for none (0: unlimited)")
 	perCPUs := fs.Int("sandbox-max-cpus", 0, "per-sandbox limit on vCPUs (0: none)")
 	perMemory := fs.Int("sandbox-max-memory-mib", 0, "per-sandbox limit on memory, MiB (0: none)")
+	restoreMemory := fs.String("restore-memory", "ondemand", "how restored sandboxes get guest memory: ondemand (a page on first touch: idle sandboxes of one template share its memory) or lazy (the rest copied in the background: more memory each, a little faster to answer)")
 	bootTimeout := fs.Duration("boot-timeout", sandbox.DefaultBootTimeout, "how long a Linux sandbox's create waits for its guest agent before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() { fmt.Fprintf(stderr, "%s%s", usage, fs.FlagUsages()) }
@@ -125,14 +126,15 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	m, err := sandbox.Open(sandbox.Config{
-		StateDir:    *stateDir,
-		VMMPath:     vmmBin,
-		Host:        sandbox.HostLimits{Sandboxes: *maxSandboxes, MemoryMiB: *maxMemory, CPUs: *maxCPUs},
-		Defaults:    model.Limits{CPUs: *defCPUs, MemoryMiB: *defMemory, DiskMiB: *defDisk, TimeoutS: *defTimeout},
-		Max:         model.Limits{CPUs: *perCPUs, MemoryMiB: *perMemory},
-		Images:      specs,
-		Logger:      log,
-		BootTimeout: *bootTimeout,
+		StateDir:      *stateDir,
+		VMMPath:       vmmBin,
+		Host:          sandbox.HostLimits{Sandboxes: *maxSandboxes, MemoryMiB: *maxMemory, CPUs: *maxCPUs},
+		Defaults:      model.Limits{CPUs: *defCPUs, MemoryMiB: *defMemory, DiskMiB: *defDisk, TimeoutS: *defTimeout},
+		Max:           model.Limits{CPUs: *perCPUs, MemoryMiB: *perMemory},
+		Images:        specs,
+		Logger:        log,
+		BootTimeout:   *bootTimeout,
+		RestoreMemory: *restoreMemory,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "sietchd: %v\n", err)

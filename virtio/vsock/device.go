@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
@@ -48,6 +49,10 @@ type Device struct {
 	rx, ev    *ring
 	evPending bool
 	closed    bool
+	// fence holds host connections after a transport reset until the
+	// guest has taken the reset event: a connection it accepted before
+	// would be reset with the others. nil: no reset in progress.
+	fence *resetFence
 
 	wg sync.WaitGroup // accept loop and per-stream goroutines
 }
@@ -112,6 +117,13 @@ func (d *Device) Close() error {
 	for c := range d.pending {
 		c.Close()
 	}
+	if f := d.fence; f != nil {
+		d.fence = nil
+		f.timer.Stop()
+		for _, h := range f.held {
+			h.c.Close()
+		}
+	}
 	d.mu.Unlock()
 	err := d.ln.Close()
 	d.wg.Wait()
@@ -125,13 +137,69 @@ func (d *Device) Close() error {
 // (§5.10.6.6), as after a snapshot restore: the guest's sockets are reset
 // and it re-reads guest_cid. The event waits for an event buffer if the
 // queue has none.
+//
+// Host connections made meanwhile wait, and reach the guest once it has
+// handled the event: the driver re-posts the event buffer after resetting
+// its sockets and kicks the event queue (Linux
+// virtio_transport_event_work), or after fenceTimeout for a driver that
+// does not.
 func (d *Device) ResetTransport() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.m.resetAll()
 	d.settle()
+	f := &resetFence{}
+	f.timer = time.AfterFunc(fenceTimeout, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.fence == f {
+			d.log.Load().Warn("vsock: the guest did not take the transport reset event in time; letting host connections through", "after", fenceTimeout)
+			d.liftFence()
+		}
+	})
+	d.fence = f
 	d.evPending = true
 	d.pumpEvent()
+}
+
+// fenceTimeout bounds how long host connections wait for a guest to take a
+// transport reset event.
+const fenceTimeout = 2 * time.Second
+
+// resetFence is a transport reset the guest has not handled yet.
+type resetFence struct {
+	held      []heldConn // host connections that arrived meanwhile, in order
+	timer     *time.Timer
+	delivered bool   // the event is in the driver's hands
+	availIdx  uint16 // the event queue's avail->idx when it was
+}
+
+type heldConn struct {
+	c    *net.UnixConn
+	port uint32
+}
+
+// eventKicked runs on every kick of the event queue. The driver handles
+// a reset event, then posts its buffer again: avail->idx moving past where
+// it was when the event went out means the reset is done in the guest.
+func (d *Device) eventKicked() {
+	if f := d.fence; f != nil && f.delivered && d.ev != nil && d.ev.q.AvailIdx() != f.availIdx {
+		d.liftFence()
+	}
+	d.pumpEvent()
+}
+
+// liftFence lets held host connections through; the caller holds mu.
+func (d *Device) liftFence() {
+	f := d.fence
+	if f == nil {
+		return
+	}
+	d.fence = nil
+	f.timer.Stop()
+	for _, h := range f.held {
+		d.hostConnect(h.c, h.port)
+	}
 }
 
 func (d *Device) Features() uint64 { return features }
@@ -179,7 +247,7 @@ func (d *Device) Start(i int, q *virtio.Queue, mem virtio.GuestMemory, kick, cal
 		go d.kicked(r, kick, d.pumpRx)
 	case QueueEvent:
 		d.ev = &ring{q: q, mem: mem, call: call}
-		go d.kicked(r, kick, d.pumpEvent)
+		go d.kicked(r, kick, d.eventKicked)
 	case QueueTx:
 		go d.runTx(r, q, mem, kick, call)
 	}
@@ -341,6 +409,13 @@ func (d *Device) pumpEvent() {
 		r.q.Push(c.Head, w.Written())
 		if err == nil {
 			d.evPending = false
+			if f := d.fence; f != nil {
+				// The driver re-posts the buffer once it has handled the
+				// event; have that kick us even though other event
+				// buffers are still posted.
+				r.q.KickOnNextAdd()
+				f.delivered, f.availIdx = true, r.q.AvailIdx()
+			}
 		}
 		if r.q.NeedsNotify() {
 			r.call.Signal()

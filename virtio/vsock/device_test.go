@@ -424,6 +424,57 @@ func TestTransportReset(t *testing.T) {
 	}
 }
 
+// TestResetFencesHostConnections: a host connection made after a transport
+// reset reaches the guest only once the guest has taken the reset event
+// (it re-posts the event buffer and kicks), so the guest's reset of its
+// sockets cannot take it down; a guest that never does gets it after
+// fenceTimeout.
+func TestResetFencesHostConnections(t *testing.T) {
+	r := newRig(t, 4096)
+	ch := r.g.listen(1024)
+	ev := r.h.Queue(QueueEvent)
+	for range 8 { // as Linux posts them: the device wants no kick for the next seven
+		ev.Post(virtiotest.In(8))
+	}
+	ev.Kick()
+	r.dev.ResetTransport()
+	ev.WaitUsed() // the driver has the event; it has not handled it yet
+
+	type result struct {
+		line string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		_, line, err := r.hostConnect(1024)
+		got <- result{line, err}
+	}()
+	select {
+	case s := <-ch:
+		t.Fatalf("the guest saw a connection request (%v) before it handled the reset", s.key)
+	case <-time.After(300 * time.Millisecond):
+	}
+	ev.Post(virtiotest.In(8)) // handled: the buffer goes back, with a kick
+	ev.Kick()
+	if _, err := r.g.accept(ch); err != nil {
+		t.Fatalf("after the guest handled the reset: %v", err)
+	}
+	if res := <-got; res.err != nil || !strings.HasPrefix(res.line, "OK ") {
+		t.Fatalf("host CONNECT after the reset: %q %v", res.line, res.err)
+	}
+
+	// A guest that never re-posts: the connection goes through after the timeout.
+	r.dev.ResetTransport()
+	ev.WaitUsed()
+	t0 := time.Now()
+	if _, line, err := r.hostConnect(1024); err != nil || !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("host CONNECT with the reset never handled: %q %v", line, err)
+	}
+	if el := time.Since(t0); el < fenceTimeout/2 {
+		t.Errorf("the connection went through after %v, before the guest handled the reset or the timeout", el)
+	}
+}
+
 // TestQueueRestart: stopping and restarting the queues (vhost-user
 // GET_VRING_BASE, as around a snapshot) keeps streams working.
 func TestQueueRestart(t *testing.T) {

@@ -113,6 +113,16 @@ func (d *Device) handshake(c *net.UnixConn) {
 		c.Close()
 		return
 	}
+	if f := d.fence; f != nil {
+		f.held = append(f.held, heldConn{c, port})
+		return
+	}
+	d.hostConnect(c, port)
+}
+
+// hostConnect asks the guest for a stream to port for host connection c;
+// the caller holds mu.
+func (d *Device) hostConnect(c *net.UnixConn, port uint32) {
 	key, ok := d.m.hostConnect(port)
 	if !ok {
 		d.log.Load().Warn("vsock: too many streams; host connection refused", "port", port)
