@@ -95,8 +95,11 @@ func (m *Manager) startBuildOver(req model.TemplateRequest, replaceStale bool) (
 	if !ok {
 		return nil, fmt.Errorf("%w: no image %q to build template %s from (sietch images lists them)", ErrNotFound, req.Image, req.Name)
 	}
-	if spec.Kind != KindLinux && (req.StartCmd != "" || req.ReadyCmd != "") {
-		return nil, fmt.Errorf("%w: image %s is a %s image without a guest agent: a template of it takes no start or ready command", ErrInvalid, spec.Name, spec.Kind)
+	if spec.Kind != KindLinux && (req.StartCmd != "" || req.ReadyCmd != "" || req.ReadyPort != 0) {
+		return nil, fmt.Errorf("%w: image %s is a %s image without a guest agent: a template of it takes no start command or ready check", ErrInvalid, spec.Name, spec.Kind)
+	}
+	if req.ReadyPort < 0 || req.ReadyPort > 65535 {
+		return nil, fmt.Errorf("%w: ready_port %d: want 1 to 65535 (0: none)", ErrInvalid, req.ReadyPort)
 	}
 	if len(req.StartCmd) > maxCmdBytes || len(req.ReadyCmd) > maxCmdBytes || strings.ContainsRune(req.StartCmd+req.ReadyCmd, 0) {
 		return nil, fmt.Errorf("%w: start and ready commands are at most %d bytes, without NUL", ErrInvalid, maxCmdBytes)
@@ -129,7 +132,7 @@ func (m *Manager) startBuildOver(req model.TemplateRequest, replaceStale bool) (
 		return nil, fmt.Errorf("%w: template %s is %s; remove it first (sietch template rm %s) to build it again", ErrWrongState, req.Name, old.rec.State, req.Name)
 	}
 	t := &template{done: make(chan struct{}), rec: templateRec{ImageID: imageID(spec), Template: model.Template{
-		Name: req.Name, Image: spec.Name, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, Limits: l,
+		Name: req.Name, Image: spec.Name, StartCmd: req.StartCmd, ReadyPort: req.ReadyPort, ReadyCmd: req.ReadyCmd, Limits: l,
 		State: model.TemplateBuilding, Step: model.StepBoot, CreatedAt: time.Now().UTC(),
 	}}}
 	// A replaced template's snapshot goes once nothing needs it
@@ -206,10 +209,19 @@ func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time
 			return model.Snapshot{}, fmt.Errorf("start command: %w", err)
 		}
 	}
-	if t.rec.ReadyCmd != "" {
+	if t.rec.ReadyPort != 0 || t.rec.ReadyCmd != "" {
 		m.setBuild(t, sb.ID, model.StepReady)
-		if err := m.waitReady(ctx, run, t.rec.ReadyCmd, readyTimeout); err != nil {
-			return model.Snapshot{}, err
+		rctx, cancel := context.WithTimeout(ctx, readyTimeout)
+		defer cancel()
+		if t.rec.ReadyPort != 0 {
+			if err := m.waitPort(rctx, run, t.rec.ReadyPort, readyTimeout); err != nil {
+				return model.Snapshot{}, err
+			}
+		}
+		if t.rec.ReadyCmd != "" {
+			if err := m.waitReady(rctx, run, t.rec.ReadyCmd, readyTimeout); err != nil {
+				return model.Snapshot{}, err
+			}
 		}
 	}
 	m.setBuild(t, sb.ID, model.StepSnapshot)
@@ -229,11 +241,33 @@ func (m *Manager) setBuild(t *template, sandboxID, step string) {
 	m.log.Info("template build step", "template", t.rec.Name, "step", step, "sandbox", sandboxID)
 }
 
+// waitPort waits until a TCP connect to port in sb's guest succeeds,
+// through the agent's port relay: no process starts in the guest per try.
+func (m *Manager) waitPort(ctx context.Context, sb *sandbox, port int, timeout time.Duration) error {
+	var last error
+	for tries := 1; ; tries++ {
+		ac := m.agentFor(sb)
+		c, err := ac.ConnectPort(ctx, port)
+		if err == nil {
+			c.Close()
+			m.log.Info("template ready port answers", "sandbox", sb.id, "port", port, "tries", tries)
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("nothing accepted connections on guest port %d within %v (%d tries; last: %v)%s", port, timeout, tries, last, m.startLogTail(sb))
+			}
+			return ctx.Err()
+		case <-time.After(readyInterval / 4):
+		}
+	}
+}
+
 // waitReady runs cmd in sb until it exits 0. On timeout the error holds
 // the last run's output and the start command's log.
 func (m *Manager) waitReady(ctx context.Context, sb *sandbox, cmd string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	var last string
 	for tries := 1; ; tries++ {
 		var out bytes.Buffer

@@ -112,7 +112,8 @@ type TemplateRequest struct {
 	Name          string `json:"name"`
 	Image         string `json:"image,omitempty"`           // default: "default"
 	StartCmd      string `json:"start_cmd,omitempty"`       // sh -c; its output goes to /run/sietch-start.log in the guest
-	ReadyCmd      string `json:"ready_cmd,omitempty"`       // sh -c; empty: ready once the start command runs
+	ReadyPort     int    `json:"ready_port,omitempty"`      // ready once a TCP connect to this guest port succeeds (checked through the agent: no process per try)
+	ReadyCmd      string `json:"ready_cmd,omitempty"`       // sh -c, after ready_port; empty: ready once the start command runs
 	ReadyTimeoutS int    `json:"ready_timeout_s,omitempty"` // default 300
 	Limits        Limits `json:"limits,omitempty"`          // cpus, memory_mib, disk_mib of every sandbox from it
 }
@@ -122,6 +123,7 @@ type Template struct {
 	Name      string        `json:"name"`
 	Image     string        `json:"image"`
 	StartCmd  string        `json:"start_cmd,omitempty"`
+	ReadyPort int           `json:"ready_port,omitempty"`
 	ReadyCmd  string        `json:"ready_cmd,omitempty"`
 	Limits    Limits        `json:"limits"`
 	State     TemplateState `json:"state"`

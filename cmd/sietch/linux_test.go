@@ -208,7 +208,7 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	// One cold boot: the template "default", so that a create with no
 	// flags resumes it too.
 	t0 := time.Now()
-	_, buildLog, code := sietch(nil, "template", "build", "default", "--start-cmd", webServer, "--ready-cmd", "test -e /run/web.ready", "--ready-timeout", "5m")
+	_, buildLog, code := sietch(nil, "template", "build", "default", "--start-cmd", webServer, "--ready-port", "8000", "--ready-cmd", "test -e /run/web.ready", "--ready-timeout", "5m")
 	if code != 0 {
 		t.Fatalf("template build: exit %d\n%s", code, buildLog)
 	}
@@ -233,8 +233,13 @@ func TestSietchLinuxTemplates(t *testing.T) {
 		ids = append(ids, id)
 		hp := must("port", id, "8000")
 		var got identity
+		sent := time.Now()
 		getJSON(t, "http://"+hp+"/", &got)
-		skew := time.Since(time.Unix(0, int64(got.Time*1e9)))
+		// The guest read its clock somewhere between the request and the
+		// answer, each of which crosses the agent's relay (hundreds of ms
+		// here): compare it with the midpoint.
+		mid := sent.Add(time.Since(sent) / 2)
+		skew := mid.Sub(time.Unix(0, int64(got.Time*1e9)))
 		t.Logf("%s: created in %v; server answers %+v (clock %v behind the host)", id, created.Round(time.Millisecond), got, skew.Round(time.Millisecond))
 		if got.Hostname != id {
 			t.Errorf("%s: the template's server sees hostname %q; want the sandbox id", id, got.Hostname)
@@ -260,13 +265,16 @@ func TestSietchLinuxTemplates(t *testing.T) {
 		t.Errorf("template rm while sandboxes run from it: exit %d, %q; want 4 naming them", code, errOut)
 	}
 
-	// Files, a snapshot, its dependents, a restore.
+	// Files, a snapshot, its dependents, a restore; meanwhile p's
+	// lifetime ends.
 	content := make([]byte, 256<<10)
 	rand.Read(content)
 	local := filepath.Join(bin, "in.bin")
 	if err := os.WriteFile(local, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	p := must("create", "--timeout", "15s", "--on-timeout", "pause")
+	must("cp", local, p+":/root/state.bin")
 	must("cp", local, a+":/root/in.bin")
 	back := filepath.Join(bin, "back.bin")
 	must("cp", a+":/root/in.bin", back)
@@ -292,9 +300,7 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	must("rm", r)
 	must("snapshot", "rm", snap)
 
-	// The end of a lifetime pauses to disk; the next exec resumes it.
-	p := must("create", "--timeout", "10s", "--on-timeout", "pause")
-	must("cp", local, p+":/root/state.bin")
+	// The end of its lifetime paused p to disk; the next exec resumes it.
 	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(must("ls"), p+"  suspended"); time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s was not suspended at the end of its lifetime:\n%s", p, must("ls"))

@@ -14,11 +14,11 @@ import (
 )
 
 var cmdTemplate = &command{
-	synopsis: "template build NAME [--image IMAGE] [--start-cmd CMD] [--ready-cmd CMD] [--ready-timeout D] [--cpus N] [--memory SIZE] [--disk SIZE] | template ls | template rm NAME...",
+	synopsis: "template build NAME [--image IMAGE] [--start-cmd CMD] [--ready-port PORT] [--ready-cmd CMD] [--ready-timeout D] [--cpus N] [--memory SIZE] [--disk SIZE] | template ls | template rm NAME...",
 	summary: "Templates: an image booted once, its start command left running, snapshotted when its ready command passes. " +
 		"Every sandbox created from a template resumes that snapshot in milliseconds with its own identity. " +
 		"build shows each step (boot, start, ready, snapshot) and prints the name; rm is refused while sandboxes or snapshots need the template.",
-	example: "  sietch template build web --start-cmd 'python3 -m http.server 8000' --ready-cmd 'python3 -c \"import urllib.request as u; u.urlopen(\\\"http://127.0.0.1:8000\\\")\"'\n" +
+	example: "  sietch template build web --start-cmd 'python3 -m http.server 8000' --ready-port 8000\n" +
 		"  id=$(sietch create --template web)\n  sietch template ls\n  sietch template rm web\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		sub := ""
@@ -47,7 +47,8 @@ func parseTemplateBuild(fs *pflag.FlagSet, args []string) (model.TemplateRequest
 	var l limitFlags
 	fs.StringVarP(&req.Image, "image", "i", "", "image to boot (default: default)")
 	fs.StringVar(&req.StartCmd, "start-cmd", "", "command (sh -c) started after boot and left running in the template: a server, an interpreter")
-	fs.StringVar(&req.ReadyCmd, "ready-cmd", "", "command (sh -c) run until it exits 0; then the snapshot is taken")
+	fs.IntVar(&req.ReadyPort, "ready-port", 0, "ready once this guest TCP port accepts a connection (checked without starting a process in the guest)")
+	fs.StringVar(&req.ReadyCmd, "ready-cmd", "", "command (sh -c) run until it exits 0 (after --ready-port); then the snapshot is taken")
 	readyTimeout := fs.Duration("ready-timeout", 0, "how long the ready command may keep failing (default 5m)")
 	l.add(fs)
 	if err := fs.Parse(args); err != nil {
