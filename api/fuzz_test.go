@@ -15,12 +15,15 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"image":"counter","limits":{"cpus":2,"memory_mib":256,"timeout_s":60,"on_timeout":"snapshot"},"labels":{"a":"b"}}`,
 		`{"snapshot":"snap-1"}`, `{"cmd":"sh","args":["-c","echo"],"env":{"A":"1"},"stdin":"aGk=","timeout_ms":5}`,
 		`{"count":3,"snapshot":"s"}`, `{"guest_port":80,"host_port":0,"host_addr":"127.0.0.1"}`, `{"kind":"diff"}`,
+		`{"name":"web","image":"default","start_cmd":"srv","ready_port":8000,"ready_cmd":"true","ready_timeout_s":60,"limits":{"memory_mib":512}}`,
+		`{"to_disk":true}`, `{"template":"web","env":{"A":"1"}}`,
 		``, `{`, `[]`, `{"x":1}`, `{"image":1}`, `{} {}`, `null`, `{"labels":{"a":null}}`, "\xff",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		targets := []any{&model.CreateRequest{}, &model.ExecRequest{}, &model.ForkRequest{}, &model.PortRequest{}, &model.SnapshotRequest{}}
+		targets := []any{&model.CreateRequest{}, &model.ExecRequest{}, &model.ForkRequest{}, &model.PortRequest{}, &model.SnapshotRequest{},
+			&model.TemplateRequest{}, &model.PauseRequest{}}
 		for _, v := range targets {
 			for _, emptyOK := range []bool{false, true} {
 				rerr := decodeRequest(bytes.NewReader(b), v, emptyOK)

@@ -87,3 +87,61 @@ func TestSDKAgainstServer(t *testing.T) {
 		t.Errorf("List with a wrong token: %v", err)
 	}
 }
+
+// Templates, snapshots and pause to disk through the Go SDK.
+func TestSDKTemplates(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := client.New("unix://"+e.sock, e.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, err := c.BuildTemplate(ctx, model.TemplateRequest{Name: "ctr", Image: "counter"})
+	if err != nil || tp.State != model.TemplateBuilding {
+		t.Fatalf("BuildTemplate: %+v, %v", tp, err)
+	}
+	if tp, err = c.WaitTemplate(ctx, "ctr"); err != nil || tp.State != model.TemplateReady {
+		t.Fatalf("WaitTemplate: %+v, %v", tp, err)
+	}
+	if ts, err := c.Templates(ctx); err != nil || len(ts) != 1 || ts[0].Name != "ctr" {
+		t.Errorf("Templates: %+v, %v", ts, err)
+	}
+	sb, err := c.Create(ctx, model.CreateRequest{Template: "ctr"})
+	if err != nil || sb.Template != "ctr" {
+		t.Fatalf("Create from the template: %+v, %v", sb, err)
+	}
+	var ae *client.Error
+	if err := c.DeleteTemplate(ctx, "ctr"); !errors.As(err, &ae) || ae.Code != model.CodeInUse || !strings.Contains(ae.Message, sb.ID) {
+		t.Errorf("DeleteTemplate while %s runs from it: %v", sb.ID, err)
+	}
+	if sb, err = c.PauseToDisk(ctx, sb.ID); err != nil || sb.State != model.StateSuspended {
+		t.Fatalf("PauseToDisk: %+v, %v", sb, err)
+	}
+	snaps, err := c.AllSnapshots(ctx)
+	if err != nil || len(snaps) != 2 {
+		t.Fatalf("AllSnapshots: %+v, %v; want the template's and the suspend snapshot", snaps, err)
+	}
+	if sb, err = c.Resume(ctx, sb.ID); err != nil || sb.State != model.StateRunning {
+		t.Fatalf("Resume from disk: %+v, %v", sb, err)
+	}
+	user, err := c.Snapshot(ctx, sb.ID, model.SnapshotRequest{Kind: "diff"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.GetSnapshot(ctx, user.ID); err != nil || got.Base == "" {
+		t.Errorf("GetSnapshot: %+v, %v", got, err)
+	}
+	if err := c.Delete(ctx, sb.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteSnapshot(ctx, user.ID); err != nil {
+		t.Errorf("DeleteSnapshot: %v", err)
+	}
+	if err := c.DeleteTemplate(ctx, "ctr"); err != nil {
+		t.Errorf("DeleteTemplate: %v", err)
+	}
+	if snaps, _ := c.AllSnapshots(ctx); len(snaps) != 0 {
+		t.Errorf("snapshots left: %+v", snaps)
+	}
+}

@@ -184,11 +184,10 @@ func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct
 	}
 	delay := time.Millisecond
 	for {
-		id.Time = time.Now()
 		id.Entropy = make([]byte, 32)
 		rand.Read(id.Entropy)
 		hctx, hcancel := context.WithTimeout(ctx, agentTimeout)
-		res, err := ac.SetIdentity(hctx, id)
+		res, err := ac.SetIdentityNow(hctx, id)
 		hcancel()
 		if err == nil {
 			m.mu.Lock()

@@ -90,7 +90,11 @@ func (m *Manager) DeleteSnapshot(id string) error {
 	}
 	s := m.forgetSnapshotLocked(id)
 	m.mu.Unlock()
-	return m.removeSnapshotFiles(s)
+	if err := m.removeSnapshotFiles(s); err != nil {
+		return err
+	}
+	m.reapSnapshots() // a base of it sietchd kept only for it
+	return nil
 }
 
 // removeSnapshot deletes snapshot id, whatever depends on it.

@@ -239,18 +239,10 @@ func (m *Manager) remove(sb *sandbox) {
 	}
 	m.mu.Lock()
 	delete(m.sandboxes, sb.id)
-	suspended := sb.rec.Suspended
-	var keep []string
-	if suspended != "" {
-		keep = m.dependentsLocked(suspended, false)
-	}
 	m.mu.Unlock()
-	if suspended != "" && len(keep) == 0 {
-		if err := m.removeSnapshot(suspended); err != nil {
-			m.log.Warn("remove a deleted sandbox's suspend snapshot", "sandbox", sb.id, "snapshot", suspended, "err", err)
-		}
-	}
-	m.reapTemplateSnapshots()
+	// Its suspend snapshot, or a replaced template's it ran from, may be
+	// needed by nothing now.
+	m.reapSnapshots()
 	m.log.Info("sandbox deleted", "sandbox", sb.id)
 }
 

@@ -217,7 +217,7 @@ func Open(cfg Config) (*Manager, error) {
 		}
 	}
 	m.collectGarbage()
-	m.reapTemplateSnapshots()
+	m.reapSnapshots()
 	return m, nil
 }
 

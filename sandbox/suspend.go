@@ -55,10 +55,9 @@ func (m *Manager) suspendLocked(ctx context.Context, sb *sandbox) error {
 		return fmt.Errorf("pause sandbox %s to disk: its vmm ended %s: %s", sb.id, st, sb.rec.Reason)
 	}
 	if old != "" && old != snap.ID {
-		// The state it was resumed from is superseded.
-		if err := m.removeSnapshot(old); err != nil {
-			m.log.Warn("remove a superseded suspend snapshot", "sandbox", sb.id, "snapshot", old, "err", err)
-		}
+		// The state it was resumed from is superseded; it goes unless a
+		// diff still builds on it.
+		m.reapSnapshots()
 	}
 	m.log.Info("sandbox suspended", "sandbox", sb.id, "snapshot", snap.ID, "bytes", snap.SizeBytes)
 	return nil

@@ -27,7 +27,8 @@ const DefaultTemplate = "default"
 const (
 	defaultReadyTimeout = 5 * time.Minute
 	maxReadyTimeout     = time.Hour
-	readyInterval       = time.Second // between ready command runs; each is a process start in the guest
+	readyInterval       = 500 * time.Millisecond // least wait between ready checks
+	maxReadyInterval    = 5 * time.Second
 	maxCmdBytes         = 16 << 10
 	startLog            = "/run/sietch-start.log" // the start command's output, in the guest (tmpfs)
 	startExecID         = "sietch-template-start"
@@ -165,7 +166,7 @@ func (m *Manager) build(t *template, readyTimeout time.Duration) {
 	}()
 	name := t.rec.Name
 	snap, err := m.buildSteps(ctx, t, readyTimeout)
-	defer m.reapTemplateSnapshots() // after the unlock: the template it replaced may be done with
+	defer m.reapSnapshots() // after the unlock: the template it replaced may be done with
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer close(t.done)
@@ -246,6 +247,7 @@ func (m *Manager) setBuild(t *template, sandboxID, step string) {
 func (m *Manager) waitPort(ctx context.Context, sb *sandbox, port int, timeout time.Duration) error {
 	var last error
 	for tries := 1; ; tries++ {
+		t0 := time.Now()
 		ac := m.agentFor(sb)
 		c, err := ac.ConnectPort(ctx, port)
 		if err == nil {
@@ -260,9 +262,18 @@ func (m *Manager) waitPort(ctx context.Context, sb *sandbox, port int, timeout t
 				return fmt.Errorf("nothing accepted connections on guest port %d within %v (%d tries; last: %v)%s", port, timeout, tries, last, m.startLogTail(sb))
 			}
 			return ctx.Err()
-		case <-time.After(readyInterval / 4):
+		case <-time.After(readyPause(time.Since(t0))):
 		}
 	}
+}
+
+// readyPause is how long to wait after a ready check that took took: at
+// least twice as long, so that checking (each a trip into the guest, or a
+// process start there, which costs seconds on hosts that emulate guest
+// kernel mode) takes at most a third of the guest's time from what it is
+// getting ready.
+func readyPause(took time.Duration) time.Duration {
+	return min(max(readyInterval, 2*took), maxReadyInterval)
 }
 
 // waitReady runs cmd in sb until it exits 0. On timeout the error holds
@@ -270,6 +281,7 @@ func (m *Manager) waitPort(ctx context.Context, sb *sandbox, port int, timeout t
 func (m *Manager) waitReady(ctx context.Context, sb *sandbox, cmd string, timeout time.Duration) error {
 	var last string
 	for tries := 1; ; tries++ {
+		t0 := time.Now()
 		var out bytes.Buffer
 		w := &limitedBuffer{b: &out, n: 2 << 10}
 		ac := m.agentFor(sb)
@@ -296,7 +308,7 @@ func (m *Manager) waitReady(ctx context.Context, sb *sandbox, cmd string, timeou
 				return fmt.Errorf("ready command %q did not exit 0 within %v (%d tries; last: %s)%s", cmd, timeout, tries, last, m.startLogTail(sb))
 			}
 			return ctx.Err()
-		case <-time.After(readyInterval):
+		case <-time.After(readyPause(time.Since(t0))):
 		}
 	}
 }
@@ -531,16 +543,24 @@ func imageID(spec ImageSpec) string {
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
-// reapTemplateSnapshots removes the snapshots of replaced templates that
-// nothing needs any more.
-func (m *Manager) reapTemplateSnapshots() {
+// reapSnapshots removes the snapshots sietchd took for itself that nothing
+// needs any more: those of replaced templates, and the suspend snapshots
+// of sandboxes that were deleted or suspended anew while something (a diff)
+// still built on them.
+func (m *Manager) reapSnapshots() {
 	m.mu.Lock()
 	var gone []*snapRecord
 	for id, s := range m.snapshots {
-		if s.Role != model.RoleTemplate {
-			continue
-		}
-		if t, ok := m.templates[s.Template]; ok && (t.rec.Snapshot == id || t.rec.State == model.TemplateBuilding) {
+		switch s.Role {
+		case model.RoleTemplate:
+			if t, ok := m.templates[s.Template]; ok && (t.rec.Snapshot == id || t.rec.State == model.TemplateBuilding) {
+				continue
+			}
+		case model.RoleSuspend:
+			if sb, ok := m.sandboxes[s.SandboxID]; ok && sb.rec.Suspended == id {
+				continue
+			}
+		default:
 			continue
 		}
 		if len(m.dependentsLocked(id, false)) == 0 {
@@ -550,7 +570,7 @@ func (m *Manager) reapTemplateSnapshots() {
 	m.mu.Unlock()
 	for _, s := range gone {
 		if err := m.removeSnapshotFiles(s); err != nil {
-			m.log.Warn("remove a replaced template's snapshot", "snapshot", s.ID, "err", err)
+			m.log.Warn("remove a snapshot nothing needs", "snapshot", s.ID, "role", s.Role, "err", err)
 		}
 	}
 }

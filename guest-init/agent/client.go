@@ -126,6 +126,45 @@ func (c *Client) SetIdentity(ctx context.Context, id Identity) (IdentityResult, 
 	return res, err
 }
 
+// SetIdentityNow is SetIdentity with id.Time set to the host's clock when
+// the request is written, after the connection to the guest is up (which
+// can take a while right after a restore), so the guest's clock ends up
+// off only by how long the guest takes to read the request.
+func (c *Client) SetIdentityNow(ctx context.Context, id Identity) (IdentityResult, error) {
+	body := &lazyBody{make: func() ([]byte, error) {
+		id.Time = time.Now()
+		return json.Marshal(id)
+	}}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/identity", nil, body)
+	if err != nil {
+		return IdentityResult{}, err
+	}
+	defer resp.Body.Close()
+	var res IdentityResult
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxReplyBody)).Decode(&res); err != nil {
+		return res, fmt.Errorf("agent POST /v1/identity: decode reply: %w", err)
+	}
+	return res, nil
+}
+
+// lazyBody makes its bytes on the first Read: net/http reads a request
+// body only once the connection is up.
+type lazyBody struct {
+	make func() ([]byte, error)
+	r    *bytes.Reader
+}
+
+func (b *lazyBody) Read(p []byte) (int, error) {
+	if b.r == nil {
+		data, err := b.make()
+		if err != nil {
+			return 0, err
+		}
+		b.r = bytes.NewReader(data)
+	}
+	return b.r.Read(p)
+}
+
 // Start starts a background process that outlives the call (POST
 // /v1/start); signal it by the returned id while it runs.
 func (c *Client) Start(ctx context.Context, req StartRequest) (Started, error) {

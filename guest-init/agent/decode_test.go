@@ -126,6 +126,38 @@ func FuzzDecodeExecRequest(f *testing.F) {
 	})
 }
 
+// FuzzDecodeIdentity: any body is a valid identity or a 4xx with a reason;
+// an accepted one holds nothing guest-init would trip on.
+func FuzzDecodeIdentity(f *testing.F) {
+	for _, s := range []string{
+		`{"sandbox_id":"sb-1","hostname":"sb-1","time":"2026-12-07T03:00:00Z","entropy":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","env":{"A":"b"},"labels":{"k":"v"}}`,
+		`{"hostname":"a/b"}`, `{"entropy":"AA=="}`, `{"env":{"A=B":"c"}}`, `{"time":"1970-01-01T00:00:00Z"}`, `{`, `null`, `{"x":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var id Identity
+		e := decodeJSON(strings.NewReader(string(body)), maxJSONBody, &id)
+		if e == nil {
+			e = id.validate()
+		}
+		if e != nil {
+			if e.Status < 400 || e.Status > 499 || e.Message == "" {
+				t.Fatalf("error %+v is not a 4xx with a reason", e)
+			}
+			return
+		}
+		if len(id.Hostname) > maxHostname || strings.ContainsAny(id.Hostname, "\x00/ ") || (len(id.Entropy) > 0 && len(id.Entropy) < minEntropy) || len(id.Entropy) > maxEntropy {
+			t.Fatalf("accepted an invalid identity: %+v", id)
+		}
+		for k := range id.Env {
+			if k == "" || strings.ContainsAny(k, "=\x00") {
+				t.Fatalf("accepted env name %q", k)
+			}
+		}
+	})
+}
+
 // FuzzParseFileQuery: any query string yields a path inside the root or a
 // 4xx, never a panic.
 func FuzzParseFileQuery(f *testing.F) {

@@ -62,6 +62,14 @@ func TestIdentity(t *testing.T) {
 	if out.String() != "sb-1 hello own\n" {
 		t.Errorf("exec after a second identity printed %q", out.String())
 	}
+	// SetIdentityNow stamps the time as the request leaves.
+	before := time.Now()
+	if _, err := env.c.SetIdentityNow(ctx, Identity{Hostname: "sb-2"}); err != nil {
+		t.Fatal(err)
+	}
+	if m.hostname != "sb-2" || m.now.Before(before) || m.now.After(time.Now()) {
+		t.Errorf("SetIdentityNow: hostname %q, time %v; want sb-2 and a time within the call", m.hostname, m.now)
+	}
 	m.err = errors.New("no clock")
 	var ae *Error
 	if _, err := env.c.SetIdentity(ctx, Identity{Hostname: "x"}); !errors.As(err, &ae) || ae.Status != http.StatusInternalServerError || !strings.Contains(ae.Message, "no clock") {
