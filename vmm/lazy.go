@@ -41,6 +41,7 @@ const (
 type pager struct {
 	log                *slog.Logger
 	mem                *Memory
+	base, size         uint64 // the vmm's mapping of guest memory, taken while it was mapped
 	layers             []pagerLayer
 	own                *uffd.FD
 	need               snapshot.Bitmap // pages some layer holds data for: the filler's work
@@ -82,6 +83,7 @@ func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger, fill bool) 
 		return nil, err
 	}
 	p = &pager{log: log, mem: mem, own: own, wake: -1, done: make(chan struct{}),
+		base: uffd.Addr(mem.Mapping()), size: mem.Size(),
 		filled: make([]atomic.Uint64, snapshot.BitmapWords(mem.Size()))}
 	defer func() {
 		if err != nil {
@@ -229,9 +231,9 @@ func (p *pager) serve() {
 		}
 		if fds[1].Revents != 0 {
 			faults, _ = p.own.ReadFaults(buf, faults[:0])
-			base := uffd.Addr(p.mem.Mapping())
+			base := p.base
 			for _, a := range faults {
-				if a < base || a-base >= p.mem.Size() {
+				if a < base || a-base >= p.size {
 					p.log.Error("lazy memory: fault outside guest memory", "addr", a)
 					continue
 				}
@@ -247,7 +249,7 @@ func (p *pager) serve() {
 			faults, _ = d.u.ReadFaults(buf, faults[:0])
 			for _, a := range faults {
 				off, ok := d.offset(a)
-				if !ok || off >= p.mem.Size() {
+				if !ok || off >= p.size {
 					p.log.Error("lazy memory: device fault outside guest memory", "device", d.name, "addr", a)
 					continue
 				}
@@ -279,9 +281,12 @@ func (p *pager) fill() {
 	for lazyFillHold.Load() && !p.stop.Load() {
 		time.Sleep(10 * time.Millisecond)
 	}
+	if p.stop.Load() {
+		return // the VM is going away; its memory may be unmapped already
+	}
 	t := time.Now()
-	base := uffd.Addr(p.mem.Mapping())
-	pages := p.mem.Size() / pageSize
+	base := p.base
+	pages := p.size / pageSize
 	for page := uint64(0); page < pages; page++ {
 		if p.need[page/64] == 0 {
 			page |= 63
@@ -317,7 +322,7 @@ func (p *pager) end() {
 			p.log.Warn("lazy memory: end postcopy", "device", d.name, "err", err)
 		}
 	}
-	if err := p.own.Unregister(uffd.Addr(p.mem.Mapping()), p.mem.Size()); err != nil {
+	if err := p.own.Unregister(p.base, p.size); err != nil {
 		p.log.Warn("lazy memory: unregister", "err", err)
 	}
 	p.kick()

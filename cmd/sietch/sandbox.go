@@ -252,25 +252,7 @@ var cmdRm = &command{
 	summary:  "Stop and delete sandboxes (their snapshots stay). Prints each id deleted; goes on past failures.",
 	example:  "  sietch rm sb-1 sb-2\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
-		ids, err := parseIDs(fs, args)
-		if rc, done := c.parsed("rm", fs, err); done {
-			return rc
-		}
-		api, err := c.connect(true)
-		if err != nil {
-			return c.fail("rm", err)
-		}
-		rc := exitOK
-		for _, id := range ids {
-			if err := api.Delete(ctx, id); err != nil {
-				if r := c.fail("rm", err); rc == exitOK {
-					rc = r
-				}
-				continue
-			}
-			fmt.Fprintln(c.stdout, id)
-		}
-		return rc
+		return c.removeEach(ctx, "rm", "rm", "sandbox ID", fs, args, (*client.Client).Delete)
 	},
 }
 
@@ -411,21 +393,28 @@ var cmdSnapshots = &command{
 // snapshotRm deletes snapshots, printing each id deleted; a snapshot
 // something depends on is refused with the dependents named.
 func (c *cli) snapshotRm(ctx context.Context, fs *pflag.FlagSet, args []string) int {
+	return c.removeEach(ctx, "snapshot", "snapshot rm", "snapshot ID", fs, args, (*client.Client).DeleteSnapshot)
+}
+
+// removeEach parses one or more names (of what) and calls remove on each,
+// printing every one removed; it goes on past failures and returns the
+// first failure's status.
+func (c *cli) removeEach(ctx context.Context, cmd, name, what string, fs *pflag.FlagSet, args []string, remove func(*client.Client, context.Context, string) error) int {
 	err := fs.Parse(args)
 	if err == nil && fs.NArg() == 0 {
-		err = errors.New("want at least one snapshot ID")
+		err = fmt.Errorf("want at least one %s", what)
 	}
-	if rc, done := c.parsed("snapshot", fs, err); done {
+	if rc, done := c.parsed(cmd, fs, err); done {
 		return rc
 	}
 	api, err := c.connect(true)
 	if err != nil {
-		return c.fail("snapshot rm", err)
+		return c.fail(name, err)
 	}
 	rc := exitOK
 	for _, id := range fs.Args() {
-		if err := api.DeleteSnapshot(ctx, id); err != nil {
-			if r := c.fail("snapshot rm", err); rc == exitOK {
+		if err := remove(api, ctx, id); err != nil {
+			if r := c.fail(name, err); rc == exitOK {
 				rc = r
 			}
 			continue

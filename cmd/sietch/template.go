@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/sietch-vm/sietch/api/client"
 	"github.com/sietch-vm/sietch/api/model"
 )
 
@@ -171,26 +172,5 @@ func (c *cli) templateLs(ctx context.Context, fs *pflag.FlagSet, args []string) 
 }
 
 func (c *cli) templateRm(ctx context.Context, fs *pflag.FlagSet, args []string) int {
-	err := fs.Parse(args)
-	if err == nil && fs.NArg() == 0 {
-		err = errors.New("want at least one template NAME")
-	}
-	if rc, done := c.parsed("template", fs, err); done {
-		return rc
-	}
-	api, err := c.connect(true)
-	if err != nil {
-		return c.fail("template rm", err)
-	}
-	rc := exitOK
-	for _, name := range fs.Args() {
-		if err := api.DeleteTemplate(ctx, name); err != nil {
-			if r := c.fail("template rm", err); rc == exitOK {
-				rc = r
-			}
-			continue
-		}
-		fmt.Fprintln(c.stdout, name)
-	}
-	return rc
+	return c.removeEach(ctx, "template", "template rm", "template NAME", fs, args, (*client.Client).DeleteTemplate)
 }

@@ -29,16 +29,8 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	attr, argv, e := a.prepare(&req)
+	p, attr, argv, e := a.begin(&req)
 	if e != nil {
-		writeError(w, e)
-		return
-	}
-	p := &process{id: req.ID, exited: make(chan struct{})}
-	if p.id == "" {
-		p.id = randomHex(8)
-	}
-	if e := a.register(p); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -116,6 +108,23 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 	a.unregister(p) // before the final event: once a client sees it, the id is free
 	ew.finish(finalEvent(p))
 	a.log.Info("agent: exec ended", "id", p.id, "pid", p.pid, "status", p.status, "timed_out", p.timedOut.Load())
+}
+
+// begin prepares req and registers a process for it under its id (a new
+// one when it has none); the caller unregisters it.
+func (a *Agent) begin(req *ExecRequest) (*process, *os.ProcAttr, []string, *Error) {
+	attr, argv, e := a.prepare(req)
+	if e != nil {
+		return nil, nil, nil, e
+	}
+	p := &process{id: req.ID, exited: make(chan struct{})}
+	if p.id == "" {
+		p.id = randomHex(8)
+	}
+	if e := a.register(p); e != nil {
+		return nil, nil, nil, e
+	}
+	return p, attr, argv, nil
 }
 
 // prepare turns a request into what os.StartProcess takes.

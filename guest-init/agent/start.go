@@ -43,16 +43,8 @@ func (a *Agent) handleStart(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("log %q: want an absolute path in the guest", sreq.Log))
 		return
 	}
-	attr, argv, e := a.prepare(&req)
+	p, attr, argv, e := a.begin(&req)
 	if e != nil {
-		writeError(w, e)
-		return
-	}
-	p := &process{id: req.ID, exited: make(chan struct{})}
-	if p.id == "" {
-		p.id = randomHex(8)
-	}
-	if e := a.register(p); e != nil {
 		writeError(w, e)
 		return
 	}
