@@ -49,6 +49,7 @@ type pager struct {
 	wake               int             // eventfd: device added, or stop
 	stop               atomic.Bool     // abandon filling (the VM is closing)
 	fillStarted        atomic.Bool     // the background filler has been started
+	workers            sync.WaitGroup  // serve and fill; release waits for them before closing their fds
 	done               chan struct{}   // closed when the pager has ended
 	served, background atomic.Uint64
 	devServed          atomic.Uint64 // faults of device processes
@@ -114,6 +115,7 @@ func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger, fill bool) 
 	if err := own.RegisterBytes(mem.Mapping()); err != nil {
 		return nil, err
 	}
+	p.workers.Add(1)
 	go p.serve()
 	if fill {
 		p.fillAll()
@@ -125,6 +127,7 @@ func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger, fill bool) 
 // page comes in, then the pager ends (wait returns).
 func (p *pager) fillAll() {
 	if p.fillStarted.CompareAndSwap(false, true) {
+		p.workers.Add(1)
 		go p.fill()
 	}
 }
@@ -206,6 +209,7 @@ func (p *pager) resolve(u *uffd.FD, addr, page uint64) error {
 
 // serve is the fault handler thread.
 func (p *pager) serve() {
+	defer p.workers.Done()
 	runtime.LockOSThread() // it must never wait for a P held by a faulting goroutine
 	buf := make([]byte, 64*uffd.MsgSize)
 	var faults []uint64
@@ -278,6 +282,7 @@ var lazyFillHold atomic.Bool
 
 // fill copies every data page not yet in, then ends the pager.
 func (p *pager) fill() {
+	defer p.workers.Done()
 	for lazyFillHold.Load() && !p.stop.Load() {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -363,6 +368,10 @@ func (p *pager) release() {
 	if p.wake >= 0 {
 		p.kick()
 	}
+	// The handler thread and the filler use the userfaultfds: they must be
+	// gone before the fds are closed (a closed fd number can be reused).
+	// The filler stops at its next page, the handler at its next wake.
+	p.workers.Wait()
 	if !ended {
 		// Not every page is in: wake anything waiting and let it see
 		// zeros; the VM is being torn down.
