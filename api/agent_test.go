@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/sietch-vm/sietch/wire/agentproto"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -32,7 +34,7 @@ func startAgent(t *testing.T) (root, sock string) {
 		t.Fatal(err)
 	}
 	sock = filepath.Join(t.TempDir(), "v.sock")
-	shim, err := agenttest.Listen(sock, agent.Port)
+	shim, err := agenttest.Listen(sock, agentproto.Port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +53,7 @@ func startAgent(t *testing.T) (root, sock string) {
 func TestAgentExecFilesPorts(t *testing.T) {
 	root, sock := startAgent(t)
 	e := newEnv(t, func(c *sandbox.Config) {
-		c.AgentDial = func(string) func(context.Context) (net.Conn, error) { return agent.DialUDS(sock, agent.Port) }
+		c.AgentDial = func(string) func(context.Context) (net.Conn, error) { return agentproto.DialUDS(sock, agentproto.Port) }
 	})
 	sb := e.create(model.CreateRequest{Image: "counter"})
 	id := sb.ID

@@ -1,59 +1,57 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 
 	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/internal/httpjson"
 	"github.com/sietch-vm/sietch/sandbox"
 )
 
 // fail answers err from the manager with its status and stable code.
 func (s *Server) fail(w http.ResponseWriter, err error) {
-	status, e := errorOf(err)
-	if status >= 500 {
+	e := errorOf(err)
+	if e.Status >= 500 {
 		s.log.Warn("request failed", "err", err)
 	}
-	writeError(w, status, e)
+	httpjson.WriteError(w, e)
 }
 
 // errorOf maps a manager error to its HTTP status and body.
-func errorOf(err error) (int, model.Error) {
+func errorOf(err error) *httpjson.Error {
 	msg := err.Error()
 	var tooBig *http.MaxBytesError
+	e := func(status int, code string) *httpjson.Error {
+		return &httpjson.Error{Status: status, Code: code, Message: msg}
+	}
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
-		return http.StatusNotFound, model.Error{Code: model.CodeNotFound, Message: msg}
+		return e(http.StatusNotFound, model.CodeNotFound)
 	case errors.Is(err, sandbox.ErrWrongState):
-		return http.StatusConflict, model.Error{Code: model.CodeWrongState, Message: msg}
+		return e(http.StatusConflict, model.CodeWrongState)
 	case errors.Is(err, sandbox.ErrInUse):
-		return http.StatusConflict, model.Error{Code: model.CodeInUse, Message: msg}
+		return e(http.StatusConflict, model.CodeInUse)
 	case errors.Is(err, sandbox.ErrLimit):
-		return http.StatusTooManyRequests, model.Error{Code: model.CodeLimit, Message: msg}
+		return e(http.StatusTooManyRequests, model.CodeLimit)
 	case errors.Is(err, sandbox.ErrAgentUnavailable):
-		return http.StatusServiceUnavailable, model.Error{Code: model.CodeAgentUnavailable, Message: msg, Retry: true}
+		r := e(http.StatusServiceUnavailable, model.CodeAgentUnavailable)
+		r.Retry = true
+		return r
 	case errors.Is(err, sandbox.ErrInvalid):
-		return http.StatusBadRequest, model.Error{Code: model.CodeBadRequest, Message: msg}
+		return e(http.StatusBadRequest, model.CodeBadRequest)
 	case errors.As(err, &tooBig):
-		return http.StatusRequestEntityTooLarge, model.Error{Code: model.CodeBodyTooLarge, Message: msg}
+		return e(http.StatusRequestEntityTooLarge, model.CodeBodyTooLarge)
 	case errors.Is(err, sandbox.ErrClosed):
-		return http.StatusServiceUnavailable, model.Error{Code: model.CodeInternal, Message: "sietchd is shutting down; retry when it is back", Retry: true}
+		return &httpjson.Error{Status: http.StatusServiceUnavailable, Code: model.CodeInternal, Message: "sietchd is shutting down; retry when it is back", Retry: true}
 	}
-	return http.StatusInternalServerError, model.Error{Code: model.CodeInternal, Message: msg}
+	return e(http.StatusInternalServerError, model.CodeInternal)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b, _ = json.Marshal(model.ErrorBody{Error: model.Error{Code: model.CodeInternal, Message: "encode the response: " + err.Error()}})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
+// writeJSON sends v as JSON with status.
+func writeJSON(w http.ResponseWriter, status int, v any) { httpjson.Write(w, status, v) }
 
-func writeError(w http.ResponseWriter, status int, e model.Error) {
-	writeJSON(w, status, model.ErrorBody{Error: e})
+// writeError sends an error with status and code in the envelope.
+func writeError(w http.ResponseWriter, status int, code, format string, args ...any) {
+	httpjson.WriteError(w, httpjson.Errorf(status, code, format, args...))
 }

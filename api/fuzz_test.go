@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/sietch-vm/sietch/api/model"
@@ -26,15 +27,16 @@ func FuzzDecodeRequest(f *testing.F) {
 			&model.TemplateRequest{}, &model.PauseRequest{}}
 		for _, v := range targets {
 			for _, emptyOK := range []bool{false, true} {
-				rerr := decodeRequest(bytes.NewReader(b), v, emptyOK)
+				req := httptest.NewRequest("POST", "/", bytes.NewReader(b))
+				rerr := decodeRequest(httptest.NewRecorder(), req, v, emptyOK)
 				if rerr == nil {
 					continue
 				}
-				if rerr.status < 400 || rerr.status > 499 || rerr.body.Code == "" || rerr.body.Message == "" {
+				if rerr.Status < 400 || rerr.Status > 499 || rerr.Code == "" || rerr.Message == "" {
 					t.Fatalf("decode %q: %+v", b, rerr)
 				}
-				if rerr.status == http.StatusBadRequest && rerr.body.Code != model.CodeInvalidJSON && rerr.body.Code != model.CodeUnknownField {
-					t.Fatalf("decode %q: code %s", b, rerr.body.Code)
+				if rerr.Status == http.StatusBadRequest && rerr.Code != model.CodeInvalidJSON && rerr.Code != model.CodeUnknownField {
+					t.Fatalf("decode %q: code %s", b, rerr.Code)
 				}
 			}
 		}

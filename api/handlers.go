@@ -7,7 +7,6 @@ import (
 	"strconv"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/vmm"
 )
 
 // openapiDoc is the API's OpenAPI 3 document, served as is.
@@ -17,20 +16,6 @@ var openapiDoc []byte
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, model.Health{Status: "ok", Version: s.version, Sandboxes: len(s.m.List()), KVM: s.kvm()})
-}
-
-// describeKVM sums up `vmm check` in one line.
-func describeKVM() string {
-	rep := vmm.CheckHost()
-	switch {
-	case rep.OpenErr != nil:
-		return "unavailable: " + rep.OpenErr.Error()
-	case !rep.OK():
-		return "unusable: run `vmm check` for what is missing"
-	case rep.Modes.Emulated():
-		return "ok; guest kernel mode is instruction-emulated (nested, page-table-based KVM): Linux boots in seconds"
-	}
-	return "ok; guest kernel mode runs natively"
 }
 
 func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
@@ -158,8 +143,7 @@ func (s *Server) ports(w http.ResponseWriter, r *http.Request) {
 func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
 	hp, err := strconv.Atoi(r.PathValue("host_port"))
 	if err != nil || hp < 1 || hp > 65535 {
-		writeError(w, http.StatusBadRequest, model.Error{Code: model.CodeBadRequest,
-			Message: fmt.Sprintf("host port %q is not a port number (1-65535)", r.PathValue("host_port"))})
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%s", fmt.Sprintf("host port %q is not a port number (1-65535)", r.PathValue("host_port")))
 		return
 	}
 	if err := s.m.RemovePort(r.PathValue("id"), hp); err != nil {

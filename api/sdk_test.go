@@ -1,6 +1,8 @@
 package api
 
 import (
+	"github.com/sietch-vm/sietch/wire/agentproto"
+
 	"bytes"
 	"context"
 	"errors"
@@ -11,7 +13,6 @@ import (
 
 	"github.com/sietch-vm/sietch/api/client"
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/guest-init/agent"
 	"github.com/sietch-vm/sietch/sandbox"
 )
 
@@ -20,7 +21,7 @@ import (
 func TestSDKAgainstServer(t *testing.T) {
 	root, sock := startAgent(t)
 	e := newEnv(t, func(c *sandbox.Config) {
-		c.AgentDial = func(string) func(context.Context) (net.Conn, error) { return agent.DialUDS(sock, agent.Port) }
+		c.AgentDial = func(string) func(context.Context) (net.Conn, error) { return agentproto.DialUDS(sock, agentproto.Port) }
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -12,10 +12,10 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/internal/httpjson"
 	"github.com/sietch-vm/sietch/sandbox"
 )
 
@@ -29,9 +29,7 @@ type Config struct {
 }
 
 // Route is one registered method and path pattern.
-type Route struct {
-	Method, Path string
-}
+type Route = httpjson.Route
 
 // Server answers the API.
 type Server struct {
@@ -40,7 +38,7 @@ type Server struct {
 	log     *slog.Logger
 	version string
 	kvm     func() string
-	mux     *http.ServeMux
+	mux     http.Handler
 	routes  []Route
 	srv     *http.Server
 }
@@ -60,70 +58,48 @@ func New(cfg Config) (*Server, error) {
 		cfg.Version = "dev"
 	}
 	if cfg.KVM == nil {
-		cfg.KVM = sync.OnceValue(describeKVM)
+		cfg.KVM = cfg.Manager.HostKVM
 	}
-	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), log: cfg.Logger, version: cfg.Version, kvm: cfg.KVM, mux: http.NewServeMux()}
+	s := &Server{m: cfg.Manager, token: []byte(cfg.Token), log: cfg.Logger, version: cfg.Version, kvm: cfg.KVM}
 	s.register()
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
 	return s, nil
 }
 
-// register builds the route table; every path also gets a JSON 405 for
-// the methods it lacks, and "/" a JSON 404.
+// register builds the route table (httpjson.Mux: JSON 404, and 405 with
+// Allow, for every miss).
 func (s *Server) register() {
-	handle := func(method, path string, h http.HandlerFunc) {
-		s.mux.HandleFunc(method+" "+path, h)
-		s.routes = append(s.routes, Route{method, path})
-	}
-	handle("GET", "/v1/health", s.health)
-	handle("GET", "/v1/openapi.yaml", s.openapi)
-	handle("GET", "/metrics", s.metrics)
-	handle("POST", "/v1/sandboxes", s.create)
-	handle("GET", "/v1/sandboxes", s.list)
-	handle("GET", "/v1/sandboxes/{id}", s.get)
-	handle("DELETE", "/v1/sandboxes/{id}", s.delete)
-	handle("POST", "/v1/sandboxes/{id}/pause", s.pause)
-	handle("POST", "/v1/sandboxes/{id}/resume", s.resume)
-	handle("POST", "/v1/sandboxes/{id}/snapshots", s.snapshot)
-	handle("GET", "/v1/sandboxes/{id}/snapshots", s.snapshots)
-	handle("POST", "/v1/sandboxes/{id}/fork", s.fork)
-	handle("POST", "/v1/sandboxes/{id}/exec", s.exec)
-	handle("PUT", "/v1/sandboxes/{id}/files", s.upload)
-	handle("GET", "/v1/sandboxes/{id}/files", s.download)
-	handle("POST", "/v1/sandboxes/{id}/ports", s.addPort)
-	handle("GET", "/v1/sandboxes/{id}/ports", s.ports)
-	handle("DELETE", "/v1/sandboxes/{id}/ports/{host_port}", s.removePort)
-	handle("GET", "/v1/sandboxes/{id}/console", s.console)
-	handle("GET", "/v1/images", s.images)
-	handle("POST", "/v1/templates", s.buildTemplate)
-	handle("GET", "/v1/templates", s.templates)
-	handle("GET", "/v1/templates/{name}", s.template)
-	handle("DELETE", "/v1/templates/{name}", s.deleteTemplate)
-	handle("GET", "/v1/snapshots", s.allSnapshots)
-	handle("GET", "/v1/snapshots/{id}", s.getSnapshot)
-	handle("DELETE", "/v1/snapshots/{id}", s.deleteSnapshot)
-
-	methods := map[string][]string{}
-	var paths []string
-	for _, r := range s.routes {
-		if methods[r.Path] == nil {
-			paths = append(paths, r.Path)
-		}
-		methods[r.Path] = append(methods[r.Path], r.Method)
-	}
-	for _, p := range paths {
-		allow := strings.Join(methods[p], ", ")
-		s.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", allow)
-			writeError(w, http.StatusMethodNotAllowed, model.Error{Code: model.CodeMethodNotAllowed,
-				Message: fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)})
-		})
-	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, model.Error{Code: model.CodeNotFound,
-			Message: fmt.Sprintf("no route %s; GET /v1/openapi.yaml lists them", r.URL.Path)})
-	})
+	m := httpjson.NewMux()
+	m.Handle("GET", "/v1/health", s.health)
+	m.Handle("GET", "/v1/openapi.yaml", s.openapi)
+	m.Handle("GET", "/metrics", s.metrics)
+	m.Handle("POST", "/v1/sandboxes", s.create)
+	m.Handle("GET", "/v1/sandboxes", s.list)
+	m.Handle("GET", "/v1/sandboxes/{id}", s.get)
+	m.Handle("DELETE", "/v1/sandboxes/{id}", s.delete)
+	m.Handle("POST", "/v1/sandboxes/{id}/pause", s.pause)
+	m.Handle("POST", "/v1/sandboxes/{id}/resume", s.resume)
+	m.Handle("POST", "/v1/sandboxes/{id}/snapshots", s.snapshot)
+	m.Handle("GET", "/v1/sandboxes/{id}/snapshots", s.snapshots)
+	m.Handle("POST", "/v1/sandboxes/{id}/fork", s.fork)
+	m.Handle("POST", "/v1/sandboxes/{id}/exec", s.exec)
+	m.Handle("PUT", "/v1/sandboxes/{id}/files", s.upload)
+	m.Handle("GET", "/v1/sandboxes/{id}/files", s.download)
+	m.Handle("POST", "/v1/sandboxes/{id}/ports", s.addPort)
+	m.Handle("GET", "/v1/sandboxes/{id}/ports", s.ports)
+	m.Handle("DELETE", "/v1/sandboxes/{id}/ports/{host_port}", s.removePort)
+	m.Handle("GET", "/v1/sandboxes/{id}/console", s.console)
+	m.Handle("GET", "/v1/images", s.images)
+	m.Handle("POST", "/v1/templates", s.buildTemplate)
+	m.Handle("GET", "/v1/templates", s.templates)
+	m.Handle("GET", "/v1/templates/{name}", s.template)
+	m.Handle("DELETE", "/v1/templates/{name}", s.deleteTemplate)
+	m.Handle("GET", "/v1/snapshots", s.allSnapshots)
+	m.Handle("GET", "/v1/snapshots/{id}", s.getSnapshot)
+	m.Handle("DELETE", "/v1/snapshots/{id}", s.deleteSnapshot)
+	s.routes = m.Routes()
+	s.mux = m.Handler("GET /v1/openapi.yaml lists them")
 }
 
 // Routes lists the registered routes, in registration order.
@@ -142,7 +118,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			s.log.Error("handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
 			if rw.status == 0 {
-				writeError(rw, http.StatusInternalServerError, model.Error{Code: model.CodeInternal, Message: "internal error; the server log has the details"})
+				writeError(rw, http.StatusInternalServerError, model.CodeInternal, "%s", "internal error; the server log has the details")
 			}
 		}
 		level := slog.LevelDebug
@@ -153,8 +129,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if !(r.Method == http.MethodGet && r.URL.Path == "/v1/health") && !s.authorized(r) {
 		rw.Header().Set("WWW-Authenticate", `Bearer realm="sietchd"`)
-		writeError(rw, http.StatusUnauthorized, model.Error{Code: model.CodeUnauthorized,
-			Message: "missing or wrong bearer token: send Authorization: Bearer <the token in sietchd's state directory, file token>"})
+		writeError(rw, http.StatusUnauthorized, model.CodeUnauthorized, "%s", "missing or wrong bearer token: send Authorization: Bearer <the token in sietchd's state directory, file token>")
 		return
 	}
 	s.mux.ServeHTTP(rw, r)

@@ -106,14 +106,14 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Query().Get("path")
 	if path == "" {
-		writeError(w, http.StatusBadRequest, model.Error{Code: model.CodeBadRequest, Message: "the path query parameter is missing: PUT .../files?path=/abs/path"})
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%s", "the path query parameter is missing: PUT .../files?path=/abs/path")
 		return
 	}
 	var mode os.FileMode
 	if m := r.URL.Query().Get("mode"); m != "" {
 		var err error
 		if mode, err = unixmode.Parse(m); err != nil {
-			writeError(w, http.StatusBadRequest, model.Error{Code: model.CodeBadRequest, Message: err.Error()})
+			writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%s", err.Error())
 			return
 		}
 	}
@@ -127,7 +127,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Query().Get("path")
 	if path == "" {
-		writeError(w, http.StatusBadRequest, model.Error{Code: model.CodeBadRequest, Message: "the path query parameter is missing: GET .../files?path=/abs/path"})
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%s", "the path query parameter is missing: GET .../files?path=/abs/path")
 		return
 	}
 	id := r.PathValue("id")
@@ -146,7 +146,7 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 	if f := r.URL.Query().Get("follow"); f != "" {
 		var err error
 		if follow, err = strconv.ParseBool(f); err != nil {
-			writeError(w, http.StatusBadRequest, model.Error{Code: model.CodeBadRequest, Message: fmt.Sprintf("follow=%q: want 1 or 0", f)})
+			writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%s", fmt.Sprintf("follow=%q: want 1 or 0", f))
 			return
 		}
 	}

@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"github.com/sietch-vm/sietch/wire/agentproto"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -17,14 +19,13 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/guest-init/agent"
 )
 
 // agentConn is a guest agent client for one sandbox operation; unreachable
 // records whether a dial failed, which makes the operation's error
 // ErrAgentUnavailable.
 type agentConn struct {
-	*agent.Client
+	*agentproto.Client
 	unreachable atomic.Bool
 }
 
@@ -36,10 +37,10 @@ func (m *Manager) agentFor(sb *sandbox) *agentConn {
 	if m.cfg.AgentDial != nil {
 		dial = m.cfg.AgentDial(sb.id)
 	} else {
-		dial = agent.DialUDS(filepath.Join(sb.dir, fileVsock), agent.Port)
+		dial = agentproto.DialUDS(filepath.Join(sb.dir, fileVsock), agentproto.Port)
 	}
 	ac := &agentConn{}
-	ac.Client = agent.NewClient(func(ctx context.Context) (net.Conn, error) {
+	ac.Client = agentproto.NewClient(func(ctx context.Context) (net.Conn, error) {
 		dctx, cancel := context.WithTimeout(ctx, agentTimeout)
 		defer cancel()
 		c, err := dial(dctx)
@@ -88,7 +89,7 @@ func (m *Manager) agentDone(sb *sandbox, ac *agentConn, err error) error {
 	if !reachable {
 		return fmt.Errorf("%w: the guest agent of sandbox %s does not answer (still booting?); retry in a few seconds: %v", ErrAgentUnavailable, sb.id, err)
 	}
-	var ae *agent.Error
+	var ae *agentproto.Error
 	if errors.As(err, &ae) {
 		switch {
 		case ae.Status == http.StatusNotFound:
@@ -123,7 +124,7 @@ func (m *Manager) Exec(ctx context.Context, id string, req model.ExecRequest, st
 	if err != nil {
 		return model.ExecExit{}, err
 	}
-	res, err := ac.Exec(ctx, agent.ExecRequest{Cmd: req.Cmd, Args: req.Args, Env: req.Env, Cwd: req.Cwd, TimeoutMS: int64(req.TimeoutMS)}, stdin, stdout, stderr)
+	res, err := ac.Exec(ctx, agentproto.ExecRequest{Cmd: req.Cmd, Args: req.Args, Env: req.Env, Cwd: req.Cwd, TimeoutMS: int64(req.TimeoutMS)}, stdin, stdout, stderr)
 	if err := m.agentDone(sb, ac, err); err != nil {
 		return model.ExecExit{}, err
 	}
@@ -177,7 +178,7 @@ func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct
 	defer cancel()
 	ac := m.agentFor(sb)
 	m.mu.Lock()
-	id := agent.Identity{SandboxID: sb.id, Hostname: sb.id, Env: cloneMap(sb.rec.Env), Labels: cloneMap(sb.rec.Labels)}
+	id := agentproto.Identity{SandboxID: sb.id, Hostname: sb.id, Env: cloneMap(sb.rec.Env), Labels: cloneMap(sb.rec.Labels)}
 	m.mu.Unlock()
 	if id.Labels == nil {
 		id.Labels = map[string]string{}
@@ -198,7 +199,7 @@ func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct
 			return nil
 		}
 		m.log.Debug("guest identity not set yet", "sandbox", sb.id, "err", err)
-		var ae *agent.Error
+		var ae *agentproto.Error
 		if errors.As(err, &ae) {
 			// The agent answered and refused: no retry will help.
 			return fmt.Errorf("the guest agent refused the sandbox's identity: %w", err)

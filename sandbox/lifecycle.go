@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/vmm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // Bounds on labels: they are stored with every record.
@@ -125,7 +125,7 @@ func checkLabels(labels map[string]string) error {
 func (m *Manager) newSandbox(kind string, l model.Limits, labels, env map[string]string) *sandbox {
 	id := newID("sb-")
 	sb := &sandbox{id: id, dir: filepath.Join(m.cfg.StateDir, "sandboxes", id), pidfd: -1, done: closedChan(), ports: map[int]*forward{}}
-	sb.ctl = vmm.NewControlClient(filepath.Join(sb.dir, fileAPISock))
+	sb.ctl = control.NewClient(filepath.Join(sb.dir, fileAPISock))
 	sb.rec = record{Kind: kind, Env: cloneMap(env), Sandbox: model.Sandbox{
 		ID: id, State: model.StateCreating, Limits: l, Labels: cloneMap(labels), CreatedAt: time.Now().UTC(),
 	}}
@@ -248,7 +248,7 @@ func (m *Manager) remove(sb *sandbox) {
 
 // Pause parks the sandbox's vCPUs.
 func (m *Manager) Pause(ctx context.Context, id string) (model.Sandbox, error) {
-	return m.control(ctx, id, model.StatePaused, "pause", func(ctx context.Context, c *vmm.ControlClient) error { return c.Pause(ctx) })
+	return m.control(ctx, id, model.StatePaused, "pause", func(ctx context.Context, c *control.Client) error { return c.Pause(ctx) })
 }
 
 // Resume lets a paused sandbox run again; a suspended one is restored
@@ -269,11 +269,11 @@ func (m *Manager) Resume(ctx context.Context, id string) (model.Sandbox, error) 
 		defer m.mu.Unlock()
 		return sb.view(), nil
 	}
-	return m.control(ctx, id, model.StateRunning, "resume", func(ctx context.Context, c *vmm.ControlClient) error { return c.Resume(ctx) })
+	return m.control(ctx, id, model.StateRunning, "resume", func(ctx context.Context, c *control.Client) error { return c.Resume(ctx) })
 }
 
 // control moves sandbox id to state to through call on its control socket.
-func (m *Manager) control(ctx context.Context, id string, to model.State, action string, call func(context.Context, *vmm.ControlClient) error) (model.Sandbox, error) {
+func (m *Manager) control(ctx context.Context, id string, to model.State, action string, call func(context.Context, *control.Client) error) (model.Sandbox, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
 		return model.Sandbox{}, err
@@ -302,7 +302,7 @@ func (m *Manager) control(ctx context.Context, id string, to model.State, action
 // controlError turns the vmm's refusal (409: it stopped, or is not in the
 // state we thought) into ErrWrongState.
 func controlError(id, action string, err error) error {
-	var ce *vmm.ControlError
+	var ce *control.Error
 	if errors.As(err, &ce) && ce.Status == http.StatusConflict {
 		return fmt.Errorf("%w: sandbox %s: %s: %s", ErrWrongState, id, action, ce.Message)
 	}
@@ -348,7 +348,7 @@ func (m *Manager) expire(sb *sandbox) {
 		}
 	}
 	if l.OnTimeout == OnTimeoutSnapshot {
-		snap, err := m.snapshotLocked(context.Background(), sb, model.SnapshotRequest{Kind: vmm.SnapshotFull}, snapRole{})
+		snap, err := m.snapshotLocked(context.Background(), sb, model.SnapshotRequest{Kind: control.SnapshotFull}, snapRole{})
 		if err != nil {
 			m.log.Error("snapshot at the end of the lifetime", "sandbox", sb.id, "err", err)
 			reason += "; the snapshot failed: " + err.Error()

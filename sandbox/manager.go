@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,7 +19,7 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/vmm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // Image kinds.
@@ -63,7 +64,7 @@ type Config struct {
 	// more memory per sandbox, a little faster to first answer here).
 	RestoreMemory string
 	// AgentDial returns the dialer of a sandbox's guest agent; nil dials the
-	// sandbox's vsock socket (agent.DialUDS). Tests reach an agent running
+	// sandbox's vsock socket (agentproto.DialUDS). Tests reach an agent running
 	// as a host process this way.
 	AgentDial func(sandboxID string) func(ctx context.Context) (net.Conn, error)
 }
@@ -102,9 +103,10 @@ type Manager struct {
 	sandboxes map[string]*sandbox
 	snapshots map[string]*snapRecord
 	templates map[string]*template
-	orphans   []string  // snapshots of replaced templates, removed once nothing needs them
-	boot      histogram // create from an image until the vmm runs
-	restore   histogram // create from a snapshot until the vmm runs
+	hostKVM   func() string // probeHost, once
+	orphans   []string      // snapshots of replaced templates, removed once nothing needs them
+	boot      histogram     // create from an image until the vmm runs
+	restore   histogram     // create from a snapshot until the vmm runs
 }
 
 // sandbox is one sandbox at run time.
@@ -112,7 +114,7 @@ type sandbox struct {
 	op  sync.Mutex // one lifecycle operation (pause, snapshot, delete…) at a time
 	id  string
 	dir string
-	ctl *vmm.ControlClient
+	ctl *control.Client
 
 	// Guarded by Manager.mu.
 	rec        record
@@ -178,6 +180,7 @@ func Open(cfg Config) (*Manager, error) {
 		boot:      newHistogram(),
 		restore:   newHistogram(),
 	}
+	m.hostKVM = sync.OnceValue(m.probeHost)
 	if m.wakeR, m.wakeW, err = os.Pipe(); err != nil {
 		db.close()
 		return nil, fmt.Errorf("sandbox manager: %w", err)
@@ -366,6 +369,22 @@ func (m *Manager) List() []model.Sandbox {
 		return strings.Compare(a.ID, b.ID)
 	})
 	return out
+}
+
+// HostKVM says in one line what `vmm check` finds on this host; the probe
+// runs once, in the vmm binary (sietchd links no machine code).
+func (m *Manager) HostKVM() string { return m.hostKVM() }
+
+// probeHost runs `vmm check --json`.
+func (m *Manager) probeHost() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, m.cfg.VMMPath, "check", "--json").Output()
+	var h control.HostCheck
+	if jerr := json.Unmarshal(out, &h); jerr != nil {
+		return fmt.Sprintf("unknown: %s check --json failed: %v", m.cfg.VMMPath, errors.Join(err, jerr))
+	}
+	return h.Summary()
 }
 
 // Images returns the configured images by name.

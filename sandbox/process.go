@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/vmm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // Files in a sandbox's directory (<state>/sandboxes/<id>).
@@ -149,7 +149,7 @@ func (m *Manager) waitRunning(ctx context.Context, sb *sandbox, done <-chan stru
 		ictx, icancel := context.WithTimeout(ctx, time.Second)
 		info, err := sb.ctl.Info(ictx)
 		icancel()
-		if err == nil && (info.State == vmm.StateRunning || info.State == vmm.StatePaused) {
+		if err == nil && (info.State == control.StateRunning || info.State == control.StatePaused) {
 			return nil
 		}
 		select {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/vmm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // maxFork bounds one fork request.
@@ -40,16 +40,16 @@ type snapRole struct {
 func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.SnapshotRequest, role snapRole) (model.Snapshot, error) {
 	switch req.Kind {
 	case "":
-		req.Kind = vmm.SnapshotFull
-	case vmm.SnapshotFull, vmm.SnapshotDiff:
+		req.Kind = control.SnapshotFull
+	case control.SnapshotFull, control.SnapshotDiff:
 	default:
-		return model.Snapshot{}, fmt.Errorf("%w: snapshot kind %q: want %q or %q", ErrInvalid, req.Kind, vmm.SnapshotFull, vmm.SnapshotDiff)
+		return model.Snapshot{}, fmt.Errorf("%w: snapshot kind %q: want %q or %q", ErrInvalid, req.Kind, control.SnapshotFull, control.SnapshotDiff)
 	}
 	m.mu.Lock()
 	prev := sb.rec.State
 	base := sb.rec.LastSnapshot
 	err := checkMove(sb.id, prev, model.StateSnapshotting, "be snapshotted")
-	if err == nil && req.Kind == vmm.SnapshotDiff && base == "" {
+	if err == nil && req.Kind == control.SnapshotDiff && base == "" {
 		err = fmt.Errorf("%w: sandbox %s has no earlier snapshot for a diff to build on; take a full one first", ErrWrongState, sb.id)
 	}
 	if err == nil {
@@ -65,12 +65,12 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.Sna
 			Role: role.role, Template: role.template},
 		Kind: sb.rec.Kind,
 	}
-	if req.Kind == vmm.SnapshotDiff {
+	if req.Kind == control.SnapshotDiff {
 		snap.Base = base
 	}
 	snap.Dir = filepath.Join(m.cfg.StateDir, "snapshots", snap.ID)
 	cctx, cancel := context.WithTimeout(ctx, controlTimeout)
-	err = sb.ctl.Snapshot(cctx, vmm.SnapshotRequest{Dir: snap.Dir, Kind: req.Kind})
+	err = sb.ctl.Snapshot(cctx, control.SnapshotRequest{Dir: snap.Dir, Kind: req.Kind})
 	cancel()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -160,7 +160,7 @@ func (m *Manager) Fork(ctx context.Context, id string, req model.ForkRequest) ([
 	}
 	m.mu.Unlock()
 	if snapID == "" {
-		snap, err := m.Snapshot(ctx, id, model.SnapshotRequest{Kind: vmm.SnapshotFull})
+		snap, err := m.Snapshot(ctx, id, model.SnapshotRequest{Kind: control.SnapshotFull})
 		if err != nil {
 			return nil, err
 		}

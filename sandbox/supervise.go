@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/vmm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // exitInfo is how a vmm ended. known is false when it was not our child
@@ -207,7 +207,7 @@ func lastLine(b []byte) string {
 // socket with that pid) is supervised again, the others are failed.
 func (m *Manager) reattach(r record) {
 	sb := &sandbox{id: r.ID, dir: filepath.Join(m.cfg.StateDir, "sandboxes", r.ID), rec: r, pidfd: -1, ports: map[int]*forward{}}
-	sb.ctl = vmm.NewControlClient(filepath.Join(sb.dir, fileAPISock))
+	sb.ctl = control.NewClient(filepath.Join(sb.dir, fileAPISock))
 	sb.done = closedChan()
 	m.mu.Lock()
 	m.sandboxes[r.ID] = sb
@@ -240,7 +240,7 @@ func (m *Manager) reattach(r record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch info.State {
-	case vmm.StatePaused:
+	case control.StatePaused:
 		sb.rec.State = model.StatePaused
 	default:
 		sb.rec.State = model.StateRunning // a snapshot or start cut short by the restart is over

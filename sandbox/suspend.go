@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/vmm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // Suspend pauses a sandbox to disk: a full snapshot, then its vmm exits
@@ -37,7 +37,7 @@ func (m *Manager) suspendLocked(ctx context.Context, sb *sandbox) error {
 	if err != nil {
 		return err
 	}
-	snap, err := m.snapshotLocked(ctx, sb, model.SnapshotRequest{Kind: vmm.SnapshotFull}, snapRole{role: model.RoleSuspend})
+	snap, err := m.snapshotLocked(ctx, sb, model.SnapshotRequest{Kind: control.SnapshotFull}, snapRole{role: model.RoleSuspend})
 	if err != nil {
 		return fmt.Errorf("pause sandbox %s to disk: %w", sb.id, err)
 	}

@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"github.com/sietch-vm/sietch/wire/agentproto"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -14,8 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/api/model"
-	"github.com/sietch-vm/sietch/guest-init/agent"
-	"github.com/sietch-vm/sietch/vmm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // DefaultTemplate is the template a create without template, image or
@@ -205,7 +206,7 @@ func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time
 	if t.rec.StartCmd != "" {
 		m.setBuild(t, sb.ID, model.StepStart)
 		ac := m.agentFor(run)
-		_, err := ac.Start(ctx, agent.StartRequest{ID: startExecID, Cmd: "sh", Args: []string{"-c", t.rec.StartCmd}, Log: startLog})
+		_, err := ac.Start(ctx, agentproto.StartRequest{ID: startExecID, Cmd: "sh", Args: []string{"-c", t.rec.StartCmd}, Log: startLog})
 		if err := m.agentDone(run, ac, err); err != nil {
 			return model.Snapshot{}, fmt.Errorf("start command: %w", err)
 		}
@@ -228,7 +229,7 @@ func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time
 	m.setBuild(t, sb.ID, model.StepSnapshot)
 	run.op.Lock()
 	defer run.op.Unlock()
-	return m.snapshotLocked(ctx, run, model.SnapshotRequest{Kind: vmm.SnapshotFull}, snapRole{role: model.RoleTemplate, template: name})
+	return m.snapshotLocked(ctx, run, model.SnapshotRequest{Kind: control.SnapshotFull}, snapRole{role: model.RoleTemplate, template: name})
 }
 
 // setBuild records a build's sandbox and step.
@@ -285,7 +286,7 @@ func (m *Manager) waitReady(ctx context.Context, sb *sandbox, cmd string, timeou
 		var out bytes.Buffer
 		w := &limitedBuffer{b: &out, n: 2 << 10}
 		ac := m.agentFor(sb)
-		res, err := ac.Exec(ctx, agent.ExecRequest{Cmd: "sh", Args: []string{"-c", cmd}}, nil, w, w)
+		res, err := ac.Exec(ctx, agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", cmd}}, nil, w, w)
 		err = m.agentDone(sb, ac, err)
 		switch {
 		case err == nil && res.ExitCode == 0:

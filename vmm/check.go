@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/kvm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // HostReport is what `vmm check` found out about this host's KVM.
@@ -59,6 +60,24 @@ func CheckHost() HostReport {
 		recordProfile(r.Modes.Emulated()) // `vmm run` uses it until reboot
 	}
 	return r
+}
+
+// Wire is the report as `vmm check --json` prints it.
+func (r HostReport) Wire() control.HostCheck {
+	h := control.HostCheck{OK: r.OK(), Device: r.Device, APIVersion: r.APIVersion,
+		Emulated: r.Modes.Emulated(), UserLoopNS: r.Modes.CPL3.Nanoseconds(), KernLoopNS: r.Modes.CPL0.Nanoseconds()}
+	switch {
+	case r.OpenErr != nil:
+		h.Error = r.OpenErr.Error()
+	case r.ModesErr != nil:
+		h.Error = "guest mode probe: " + r.ModesErr.Error()
+	}
+	for _, c := range r.Caps {
+		if c.Required && !c.Present {
+			h.Missing = append(h.Missing, c.Name)
+		}
+	}
+	return h
 }
 
 // Print writes the report for a person.

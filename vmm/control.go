@@ -1,158 +1,59 @@
 package vmm
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sietch-vm/sietch/devices"
+	"github.com/sietch-vm/sietch/internal/httpjson"
 	"github.com/sietch-vm/sietch/virtio"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // The control socket: one vmm's HTTP/JSON API on a unix socket (DESIGN.md
-// "Processes"), shaped after Firecracker's API (swagger/firecracker.yaml):
-// PUT for actions, 204 on success, a JSON error body otherwise.
+// "Processes"); its wire types, states, error codes and client are package
+// control's.
 
-// States a Machine reports (GET /info "state").
-const (
-	StateCreated = "created" // built, Run not called yet
-	StateRunning = "running"
-	StatePaused  = "paused"
-	StateStopped = "stopped" // the guest or the host ended it
-)
-
-// Error codes of the control API. They are stable: clients compare them.
-const (
-	CodeAlreadyPaused    = "already_paused"
-	CodeNotPaused        = "not_paused"
-	CodeNotStarted       = "not_started"
-	CodeStopped          = "vm_stopped"
-	CodeInvalidJSON      = "invalid_json"
-	CodeUnknownField     = "unknown_field"
-	CodeInvalidArgument  = "invalid_argument"
-	CodeBodyTooLarge     = "body_too_large"
-	CodeNotFound         = "not_found"
-	CodeMethodNotAllowed = "method_not_allowed"
-	CodeNotImplemented   = "not_implemented"
-	CodeNoDiffBase       = "no_diff_base"
-	CodeInternal         = "internal"
-)
-
-// MaxControlBody bounds request (and, in the client, response) bodies.
-const MaxControlBody = 1 << 20
-
-// ControlInfo is the body of GET /info.
-type ControlInfo struct {
-	ID       string       `json:"id,omitempty"`
-	State    string       `json:"state"`
-	VCPUs    int          `json:"vcpus"`
-	MemBytes uint64       `json:"mem_bytes"`
-	Cmdline  string       `json:"cmdline"`
-	Compat   bool         `json:"compat"`
-	Devices  []DeviceInfo `json:"devices"`
-	UptimeMS int64        `json:"uptime_ms"` // since Run started; 0 before
-	VMMPID   int          `json:"vmm_pid"`
-	Exit     string       `json:"exit,omitempty"` // how the VM ended, once stopped
-}
-
-// DeviceInfo is one guest-visible device in ControlInfo.
-type DeviceInfo struct {
-	Name     string `json:"name"`
-	Kind     string `json:"kind"`
-	MMIOBase uint64 `json:"mmio_base,omitempty"`
-	IOPort   uint16 `json:"io_port,omitempty"`
-	IRQ      uint32 `json:"irq,omitempty"`
-}
-
-// Snapshot kinds (PUT /snapshot "kind").
-const (
-	SnapshotFull = "full" // all of guest memory
-	SnapshotDiff = "diff" // pages dirtied since the last snapshot
-)
-
-// SnapshotRequest is the body of PUT /snapshot.
-type SnapshotRequest struct {
-	Dir  string `json:"dir"`            // absolute path of the snapshot directory
-	Kind string `json:"kind,omitempty"` // SnapshotFull (default) or SnapshotDiff
-}
-
-func (r *SnapshotRequest) validate() error {
-	switch {
-	case r.Dir == "":
-		return errors.New(`"dir" is required: the absolute path of the snapshot directory`)
-	case strings.IndexByte(r.Dir, 0) >= 0:
-		return errors.New(`"dir" contains a NUL byte`)
-	case !filepath.IsAbs(r.Dir):
-		// The vmm's working directory is not the client's.
-		return fmt.Errorf(`"dir" %q is relative; give an absolute path`, r.Dir)
-	}
-	switch r.Kind {
-	case "":
-		r.Kind = SnapshotFull
-	case SnapshotFull, SnapshotDiff:
-	default:
-		return fmt.Errorf(`"kind" %q is not "full" or "diff"`, r.Kind)
-	}
-	return nil
-}
-
-// ControlError is the API's error: {"error": {"code": …, "message": …}}.
-type ControlError struct {
-	Status  int    `json:"-"` // HTTP status
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func (e *ControlError) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
-
-type errorBody struct {
-	Error *ControlError `json:"error"`
-}
-
-// State says whether the VM runs: StateCreated, StateRunning, StatePaused
-// or StateStopped.
+// State says whether the VM runs: control.StateCreated, StateRunning,
+// StatePaused or StateStopped.
 func (m *Machine) State() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
 	case m.stopped:
-		return StateStopped
+		return control.StateStopped
 	case !m.started:
-		return StateCreated
+		return control.StateCreated
 	case m.pausing:
-		return StatePaused
+		return control.StatePaused
 	}
-	return StateRunning
+	return control.StateRunning
 }
 
 // Info describes the VM for GET /info.
-func (m *Machine) Info() ControlInfo {
-	info := ControlInfo{
+func (m *Machine) Info() control.Info {
+	info := control.Info{
 		State:    m.State(),
 		VCPUs:    m.cfg.CPUs,
 		MemBytes: m.cfg.MemSize,
 		Cmdline:  m.cmdline,
 		Compat:   m.compat,
 		VMMPID:   os.Getpid(),
-		Devices: []DeviceInfo{
+		Devices: []control.DeviceInfo{
 			{Name: "serial0", Kind: "uart-8250", IOPort: devices.COM1Base, IRQ: devices.COM1IRQ},
 			{Name: "i8042", Kind: "i8042", IOPort: devices.I8042Base},
 			{Name: "power", Kind: "sietch-power", IOPort: devices.PowerPort},
 		},
 	}
 	for _, d := range m.virtio {
-		info.Devices = append(info.Devices, DeviceInfo{Name: d.name, Kind: virtioKind(d.id), MMIOBase: d.base, IRQ: d.irq})
+		info.Devices = append(info.Devices, control.DeviceInfo{Name: d.name, Kind: virtioKind(d.id), MMIOBase: d.base, IRQ: d.irq})
 	}
 	m.mu.Lock()
 	if !m.runAt.IsZero() {
@@ -183,7 +84,7 @@ func virtioKind(id uint32) string {
 type ControlServer struct {
 	m   *Machine
 	id  string
-	mux *http.ServeMux
+	h   http.Handler
 	srv *http.Server
 	// opMu makes state changes one at a time: a Resume that slipped into a
 	// Pause still waiting for vCPUs to park would leave Pause waiting forever.
@@ -193,37 +94,22 @@ type ControlServer struct {
 // NewControlServer returns the control API of m; id (optional) is reported
 // in GET /info.
 func NewControlServer(m *Machine, id string) *ControlServer {
-	s := &ControlServer{m: m, id: id, mux: http.NewServeMux()}
-	routes := map[string][]string{} // path → methods, for 405 answers
-	handle := func(method, path string, h http.HandlerFunc) {
-		s.mux.HandleFunc(method+" "+path, h)
-		routes[path] = append(routes[path], method)
-	}
-	handle(http.MethodGet, "/info", s.info)
-	handle(http.MethodPut, "/pause", s.pause)
-	handle(http.MethodPut, "/resume", s.resume)
-	handle(http.MethodPut, "/stop", s.stop)
-	handle(http.MethodPut, "/snapshot", s.snapshot)
-	for path, methods := range routes {
-		allow := strings.Join(methods, ", ")
-		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", allow)
-			writeError(w, &ControlError{Status: http.StatusMethodNotAllowed, Code: CodeMethodNotAllowed,
-				Message: fmt.Sprintf("%s %s is not supported; use %s", r.Method, path, allow)})
-		})
-	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &ControlError{Status: http.StatusNotFound, Code: CodeNotFound,
-			Message: fmt.Sprintf("no such endpoint %q; there are /info, /pause, /resume, /stop and /snapshot", r.URL.Path)})
-	})
+	s := &ControlServer{m: m, id: id}
+	mux := httpjson.NewMux()
+	mux.Handle(http.MethodGet, "/info", s.info)
+	mux.Handle(http.MethodPut, "/pause", s.pause)
+	mux.Handle(http.MethodPut, "/resume", s.resume)
+	mux.Handle(http.MethodPut, "/stop", s.stop)
+	mux.Handle(http.MethodPut, "/snapshot", s.snapshot)
+	s.h = mux.Handler("there are /info, /pause, /resume, /stop and /snapshot")
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }
 
 // ServeHTTP answers one control request.
 func (s *ControlServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxControlBody)
-	s.mux.ServeHTTP(w, r)
+	r.Body = http.MaxBytesReader(w, r.Body, control.MaxBody)
+	s.h.ServeHTTP(w, r)
 }
 
 // Serve answers requests on ln until Shutdown; it returns nil after Shutdown.
@@ -243,27 +129,27 @@ func (s *ControlServer) Shutdown(ctx context.Context) error {
 func (s *ControlServer) info(w http.ResponseWriter, r *http.Request) {
 	info := s.m.Info()
 	info.ID = s.id
-	writeJSON(w, http.StatusOK, info)
+	httpjson.Write(w, http.StatusOK, info)
 }
 
 // notApplicable explains why the VM in state st cannot take an action.
-func notApplicable(st string) *ControlError {
+func notApplicable(st string) *control.Error {
 	switch st {
-	case StateCreated:
-		return &ControlError{Status: http.StatusConflict, Code: CodeNotStarted, Message: "the VM has not started running yet; retry in a moment"}
-	case StateStopped:
-		return &ControlError{Status: http.StatusConflict, Code: CodeStopped, Message: "the VM has stopped; GET /info says how it ended"}
-	case StatePaused:
-		return &ControlError{Status: http.StatusConflict, Code: CodeAlreadyPaused, Message: "the VM is already paused"}
+	case control.StateCreated:
+		return httpjson.Errorf(http.StatusConflict, control.CodeNotStarted, "the VM has not started running yet; retry in a moment")
+	case control.StateStopped:
+		return httpjson.Errorf(http.StatusConflict, control.CodeStopped, "the VM has stopped; GET /info says how it ended")
+	case control.StatePaused:
+		return httpjson.Errorf(http.StatusConflict, control.CodeAlreadyPaused, "the VM is already paused")
 	}
-	return &ControlError{Status: http.StatusConflict, Code: CodeNotPaused, Message: "the VM is not paused; nothing to resume"}
+	return httpjson.Errorf(http.StatusConflict, control.CodeNotPaused, "the VM is not paused; nothing to resume")
 }
 
 func (s *ControlServer) pause(w http.ResponseWriter, r *http.Request) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
-	if st := s.m.State(); st != StateRunning {
-		writeError(w, notApplicable(st))
+	if st := s.m.State(); st != control.StateRunning {
+		httpjson.WriteError(w, notApplicable(st))
 		return
 	}
 	if err := s.m.Pause(); err != nil {
@@ -276,8 +162,8 @@ func (s *ControlServer) pause(w http.ResponseWriter, r *http.Request) {
 func (s *ControlServer) resume(w http.ResponseWriter, r *http.Request) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
-	if st := s.m.State(); st != StatePaused {
-		writeError(w, notApplicable(st))
+	if st := s.m.State(); st != control.StatePaused {
+		httpjson.WriteError(w, notApplicable(st))
 		return
 	}
 	if err := s.m.Resume(); err != nil {
@@ -290,8 +176,8 @@ func (s *ControlServer) resume(w http.ResponseWriter, r *http.Request) {
 func (s *ControlServer) stop(w http.ResponseWriter, r *http.Request) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
-	if st := s.m.State(); st == StateStopped {
-		writeError(w, notApplicable(st))
+	if st := s.m.State(); st == control.StateStopped {
+		httpjson.WriteError(w, notApplicable(st))
 		return
 	}
 	s.m.Stop("stopped through the control socket")
@@ -299,31 +185,31 @@ func (s *ControlServer) stop(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *ControlServer) snapshot(w http.ResponseWriter, r *http.Request) {
-	var req SnapshotRequest
-	if cerr := decodeBody(r.Body, &req); cerr != nil {
-		writeError(w, cerr)
+	var req control.SnapshotRequest
+	if e := httpjson.Decode(r.Body, control.MaxBody, &req, false); e != nil {
+		httpjson.WriteError(w, e)
 		return
 	}
-	if err := req.validate(); err != nil {
-		writeError(w, &ControlError{Status: http.StatusBadRequest, Code: CodeInvalidArgument, Message: err.Error()})
+	if err := req.Validate(); err != nil {
+		httpjson.WriteError(w, httpjson.Errorf(http.StatusBadRequest, control.CodeInvalidArgument, "%s", err.Error()))
 		return
 	}
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
-	if st := s.m.State(); st == StateStopped {
-		writeError(w, notApplicable(st))
+	if st := s.m.State(); st == control.StateStopped {
+		httpjson.WriteError(w, notApplicable(st))
 		return
 	}
 	take := s.m.Snapshot
-	if req.Kind == SnapshotDiff {
+	if req.Kind == control.SnapshotDiff {
 		take = s.m.SnapshotDiff
 	}
 	if err := take(req.Dir); err != nil {
 		switch {
 		case errors.Is(err, ErrSnapshotUnsupported):
-			err = &ControlError{Status: http.StatusNotImplemented, Code: CodeNotImplemented, Message: err.Error()}
+			err = httpjson.Errorf(http.StatusNotImplemented, control.CodeNotImplemented, "%s", err.Error())
 		case errors.Is(err, ErrNoDiffBase):
-			err = &ControlError{Status: http.StatusConflict, Code: CodeNoDiffBase, Message: err.Error()}
+			err = httpjson.Errorf(http.StatusConflict, control.CodeNoDiffBase, "%s", err.Error())
 		}
 		s.failed(w, err)
 		return
@@ -331,70 +217,18 @@ func (s *ControlServer) snapshot(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// failed answers an error from the Machine: a ControlError as it is, an
+// failed answers an error from the Machine: a control.Error as it is, an
 // action refused because the VM ended meanwhile as 409, anything else as 500.
 func (s *ControlServer) failed(w http.ResponseWriter, err error) {
-	var cerr *ControlError
+	var cerr *control.Error
 	switch {
 	case errors.As(err, &cerr):
-	case s.m.State() == StateStopped:
-		cerr = notApplicable(StateStopped)
+	case s.m.State() == control.StateStopped:
+		cerr = notApplicable(control.StateStopped)
 	default:
-		cerr = &ControlError{Status: http.StatusInternalServerError, Code: CodeInternal, Message: err.Error()}
+		cerr = httpjson.Errorf(http.StatusInternalServerError, httpjson.CodeInternal, "%s", err.Error())
 	}
-	writeError(w, cerr)
-}
-
-// decodeBody decodes exactly one JSON object with only known fields.
-func decodeBody(body io.Reader, v any) *ControlError {
-	bad := func(code, format string, a ...any) *ControlError {
-		return &ControlError{Status: http.StatusBadRequest, Code: code, Message: fmt.Sprintf(format, a...)}
-	}
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		// Anything but the end of the body after the object is an error.
-		if _, err2 := dec.Token(); err2 != io.EOF {
-			err = errors.New("data after the JSON object")
-			if err2 != nil && !isJSONSyntax(err2) {
-				err = err2
-			}
-		}
-	}
-	var tooBig *http.MaxBytesError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &tooBig):
-		return &ControlError{Status: http.StatusRequestEntityTooLarge, Code: CodeBodyTooLarge,
-			Message: fmt.Sprintf("the request body is over %d bytes", tooBig.Limit)}
-	case err == io.EOF:
-		return bad(CodeInvalidJSON, "the request body is empty; send a JSON object")
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return bad(CodeUnknownField, "%s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	return bad(CodeInvalidJSON, "the request body is not the expected JSON object: %s", strings.TrimPrefix(err.Error(), "json: "))
-}
-
-func isJSONSyntax(err error) bool {
-	var se *json.SyntaxError
-	return errors.As(err, &se)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b, _ = json.Marshal(errorBody{&ControlError{Code: CodeInternal, Message: fmt.Sprintf("encode the response: %v", err)}})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
-func writeError(w http.ResponseWriter, e *ControlError) {
-	writeJSON(w, e.Status, errorBody{e})
+	httpjson.WriteError(w, cerr)
 }
 
 // ListenControl listens on the unix socket path, mode 0600 (whoever can
@@ -428,93 +262,4 @@ func ListenControl(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("control socket %s: restrict to its owner: %w", path, err)
 	}
 	return ln, nil
-}
-
-// ControlClient calls a vmm's control API over its unix socket.
-type ControlClient struct {
-	path string
-	hc   *http.Client
-}
-
-// NewControlClient returns a client of the control socket at path.
-func NewControlClient(path string) *ControlClient {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-	}
-	return &ControlClient{path: path, hc: &http.Client{Transport: tr}}
-}
-
-// Info returns GET /info.
-func (c *ControlClient) Info(ctx context.Context) (*ControlInfo, error) {
-	var info ControlInfo
-	if err := c.do(ctx, http.MethodGet, "/info", nil, &info); err != nil {
-		return nil, err
-	}
-	return &info, nil
-}
-
-// Pause parks every vCPU; it returns once the guest makes no progress.
-func (c *ControlClient) Pause(ctx context.Context) error {
-	return c.do(ctx, http.MethodPut, "/pause", nil, nil)
-}
-
-// Resume lets a paused VM run again.
-func (c *ControlClient) Resume(ctx context.Context) error {
-	return c.do(ctx, http.MethodPut, "/resume", nil, nil)
-}
-
-// Stop ends the VM (its vmm exits with ExitStopped).
-func (c *ControlClient) Stop(ctx context.Context) error {
-	return c.do(ctx, http.MethodPut, "/stop", nil, nil)
-}
-
-// Snapshot writes a snapshot of the VM into req.Dir.
-func (c *ControlClient) Snapshot(ctx context.Context, req SnapshotRequest) error {
-	return c.do(ctx, http.MethodPut, "/snapshot", req, nil)
-}
-
-// do sends one request; an API error comes back as *ControlError.
-func (c *ControlClient) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("%s %s: encode the request: %w", method, path, err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://vmm"+path, body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s on control socket %s: %w (is `vmm run --api-sock %s` running?)", method, path, c.path, err, c.path)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxControlBody))
-	if err != nil {
-		return fmt.Errorf("%s %s: read the response: %w", method, path, err)
-	}
-	if resp.StatusCode >= 400 {
-		var eb errorBody
-		if json.Unmarshal(b, &eb) != nil || eb.Error == nil {
-			return &ControlError{Status: resp.StatusCode, Code: CodeInternal,
-				Message: fmt.Sprintf("%s %s: %s without a JSON error: %q", method, path, resp.Status, b)}
-		}
-		eb.Error.Status = resp.StatusCode
-		return eb.Error
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: decode the response: %w", method, path, err)
-		}
-	}
-	return nil
 }

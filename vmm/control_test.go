@@ -1,6 +1,10 @@
 package vmm
 
 import (
+	"github.com/sietch-vm/sietch/internal/httpjson"
+
+	"github.com/sietch-vm/sietch/wire/control"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,7 +24,7 @@ import (
 const counterSlow = "n=6000000000"
 
 // serveControl serves m's control API on a fresh unix socket for the test.
-func serveControl(t *testing.T, m *Machine) (sock string, c *ControlClient) {
+func serveControl(t *testing.T, m *Machine) (sock string, c *control.Client) {
 	t.Helper()
 	sock = filepath.Join(t.TempDir(), "vmm.sock")
 	ln, err := ListenControl(sock)
@@ -43,12 +47,12 @@ func serveControl(t *testing.T, m *Machine) (sock string, c *ControlClient) {
 			t.Errorf("the socket file outlived the server: %v", err)
 		}
 	})
-	return sock, NewControlClient(sock)
+	return sock, control.NewClient(sock)
 }
 
 func wantCode(t *testing.T, err error, status int, code string) {
 	t.Helper()
-	var cerr *ControlError
+	var cerr *control.Error
 	if !errors.As(err, &cerr) {
 		t.Fatalf("error = %v, want a %d %s API error", err, status, code)
 	}
@@ -68,10 +72,10 @@ func TestControlLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State != StateCreated {
-		t.Errorf("state before Run = %q, want %q", info.State, StateCreated)
+	if info.State != control.StateCreated {
+		t.Errorf("state before Run = %q, want %q", info.State, control.StateCreated)
 	}
-	wantCode(t, c.Pause(ctx), http.StatusConflict, CodeNotStarted)
+	wantCode(t, c.Pause(ctx), http.StatusConflict, control.CodeNotStarted)
 
 	done := make(chan Exit, 1)
 	go func() {
@@ -86,19 +90,19 @@ func TestControlLifecycle(t *testing.T) {
 	if info, err = c.Info(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info.ID != "test-vm" || info.State != StateRunning || info.VCPUs != 1 || info.MemBytes != 64<<20 ||
+	if info.ID != "test-vm" || info.State != control.StateRunning || info.VCPUs != 1 || info.MemBytes != 64<<20 ||
 		info.VMMPID != os.Getpid() || !strings.Contains(info.Cmdline, counterSlow) || info.Exit != "" {
 		t.Errorf("info of the running VM = %+v", info)
 	}
 	if len(info.Devices) == 0 || info.Devices[0].Name != "serial0" || info.Devices[0].IOPort != 0x3f8 || info.Devices[0].IRQ != 4 {
 		t.Errorf("devices = %+v, want serial0 at port 0x3f8, IRQ 4 first", info.Devices)
 	}
-	wantCode(t, c.Resume(ctx), http.StatusConflict, CodeNotPaused)
+	wantCode(t, c.Resume(ctx), http.StatusConflict, control.CodeNotPaused)
 
 	if err := c.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, err = c.Info(ctx); err != nil || info.State != StatePaused {
+	if info, err = c.Info(ctx); err != nil || info.State != control.StatePaused {
 		t.Fatalf("info after pause = %+v, %v; want paused", info, err)
 	}
 	before := console.String()
@@ -106,12 +110,12 @@ func TestControlLifecycle(t *testing.T) {
 	if after := console.String(); after != before {
 		t.Fatalf("paused guest kept printing: %q", strings.TrimPrefix(after, before))
 	}
-	wantCode(t, c.Pause(ctx), http.StatusConflict, CodeAlreadyPaused)
+	wantCode(t, c.Pause(ctx), http.StatusConflict, control.CodeAlreadyPaused)
 
 	if err := c.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if info, err = c.Info(ctx); err != nil || info.State != StateRunning {
+	if info, err = c.Info(ctx); err != nil || info.State != control.StateRunning {
 		t.Fatalf("info after resume = %+v, %v; want running", info, err)
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -133,15 +137,15 @@ func TestControlLifecycle(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after PUT /stop")
 	}
-	if info, err = c.Info(ctx); err != nil || info.State != StateStopped || !strings.Contains(info.Exit, "control socket") {
+	if info, err = c.Info(ctx); err != nil || info.State != control.StateStopped || !strings.Contains(info.Exit, "control socket") {
 		t.Errorf("info after stop = %+v, %v; want stopped by the control socket", info, err)
 	}
-	wantCode(t, c.Pause(ctx), http.StatusConflict, CodeStopped)
-	wantCode(t, c.Stop(ctx), http.StatusConflict, CodeStopped)
+	wantCode(t, c.Pause(ctx), http.StatusConflict, control.CodeStopped)
+	wantCode(t, c.Stop(ctx), http.StatusConflict, control.CodeStopped)
 }
 
 // rawRequest sends one request over the unix socket and decodes an error body.
-func rawRequest(t *testing.T, sock, method, path string, body io.Reader) (*http.Response, *ControlError) {
+func rawRequest(t *testing.T, sock, method, path string, body io.Reader) (*http.Response, *control.Error) {
 	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
@@ -165,7 +169,7 @@ func rawRequest(t *testing.T, sock, method, path string, body io.Reader) (*http.
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, ct)
 	}
-	var eb errorBody
+	var eb httpjson.Envelope
 	if err := json.Unmarshal(b, &eb); err != nil || eb.Error == nil {
 		t.Fatalf("%s %s: %s with a body that is no JSON error: %q", method, path, resp.Status, b)
 	}
@@ -175,29 +179,29 @@ func rawRequest(t *testing.T, sock, method, path string, body io.Reader) (*http.
 func TestControlBadRequests(t *testing.T) {
 	m := newGuest(t, "counter", "", 1, &syncBuffer{})
 	sock, _ := serveControl(t, m)
-	big := `{"dir": "/tmp/x", "kind": "full"}` + strings.Repeat(" ", MaxControlBody)
+	big := `{"dir": "/tmp/x", "kind": "full"}` + strings.Repeat(" ", control.MaxBody)
 	tests := []struct {
 		name, method, path, body string
 		status                   int
 		code                     string
 	}{
-		{"diff snapshot before any snapshot", "PUT", "/snapshot", `{"dir": "/tmp/snap", "kind": "diff"}`, 409, CodeNoDiffBase},
-		{"snapshot into a directory that cannot exist", "PUT", "/snapshot", `{"dir": "/dev/null/snap"}`, 500, CodeInternal},
-		{"bad JSON", "PUT", "/snapshot", `{"dir": `, 400, CodeInvalidJSON},
-		{"not an object", "PUT", "/snapshot", `["/tmp/snap"]`, 400, CodeInvalidJSON},
-		{"wrong type", "PUT", "/snapshot", `{"dir": 7}`, 400, CodeInvalidJSON},
-		{"empty body", "PUT", "/snapshot", ``, 400, CodeInvalidJSON},
-		{"trailing data", "PUT", "/snapshot", `{"dir": "/tmp/snap"} {}`, 400, CodeInvalidJSON},
-		{"unknown field", "PUT", "/snapshot", `{"dir": "/tmp/snap", "mem_file": "/x"}`, 400, CodeUnknownField},
-		{"no dir", "PUT", "/snapshot", `{"kind": "full"}`, 400, CodeInvalidArgument},
-		{"relative dir", "PUT", "/snapshot", `{"dir": "snap"}`, 400, CodeInvalidArgument},
-		{"bad kind", "PUT", "/snapshot", `{"dir": "/tmp/snap", "kind": "half"}`, 400, CodeInvalidArgument},
-		{"oversized body", "PUT", "/snapshot", big, 413, CodeBodyTooLarge},
-		{"wrong method on snapshot", "GET", "/snapshot", ``, 405, CodeMethodNotAllowed},
-		{"wrong method on pause", "POST", "/pause", ``, 405, CodeMethodNotAllowed},
-		{"wrong method on info", "DELETE", "/info", ``, 405, CodeMethodNotAllowed},
-		{"no such endpoint", "GET", "/machine-config", ``, 404, CodeNotFound},
-		{"pause before the VM runs", "PUT", "/pause", ``, 409, CodeNotStarted},
+		{"diff snapshot before any snapshot", "PUT", "/snapshot", `{"dir": "/tmp/snap", "kind": "diff"}`, 409, control.CodeNoDiffBase},
+		{"snapshot into a directory that cannot exist", "PUT", "/snapshot", `{"dir": "/dev/null/snap"}`, 500, httpjson.CodeInternal},
+		{"bad JSON", "PUT", "/snapshot", `{"dir": `, 400, httpjson.CodeInvalidJSON},
+		{"not an object", "PUT", "/snapshot", `["/tmp/snap"]`, 400, httpjson.CodeInvalidJSON},
+		{"wrong type", "PUT", "/snapshot", `{"dir": 7}`, 400, httpjson.CodeInvalidJSON},
+		{"empty body", "PUT", "/snapshot", ``, 400, httpjson.CodeInvalidJSON},
+		{"trailing data", "PUT", "/snapshot", `{"dir": "/tmp/snap"} {}`, 400, httpjson.CodeInvalidJSON},
+		{"unknown field", "PUT", "/snapshot", `{"dir": "/tmp/snap", "mem_file": "/x"}`, 400, httpjson.CodeUnknownField},
+		{"no dir", "PUT", "/snapshot", `{"kind": "full"}`, 400, control.CodeInvalidArgument},
+		{"relative dir", "PUT", "/snapshot", `{"dir": "snap"}`, 400, control.CodeInvalidArgument},
+		{"bad kind", "PUT", "/snapshot", `{"dir": "/tmp/snap", "kind": "half"}`, 400, control.CodeInvalidArgument},
+		{"oversized body", "PUT", "/snapshot", big, 413, httpjson.CodeBodyTooLarge},
+		{"wrong method on snapshot", "GET", "/snapshot", ``, 405, httpjson.CodeMethodNotAllowed},
+		{"wrong method on pause", "POST", "/pause", ``, 405, httpjson.CodeMethodNotAllowed},
+		{"wrong method on info", "DELETE", "/info", ``, 405, httpjson.CodeMethodNotAllowed},
+		{"no such endpoint", "GET", "/machine-config", ``, 404, httpjson.CodeNotFound},
+		{"pause before the VM runs", "PUT", "/pause", ``, 409, control.CodeNotStarted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,8 +284,8 @@ func FuzzControlRequest(f *testing.F) {
 		if err != nil {
 			return // not a request a client could send
 		}
-		var snap SnapshotRequest
-		if req.URL.Path == "/snapshot" && decodeBody(strings.NewReader(body), &snap) == nil && snap.validate() == nil && snap.Kind == SnapshotFull {
+		var snap control.SnapshotRequest
+		if req.URL.Path == "/snapshot" && httpjson.Decode(strings.NewReader(body), control.MaxBody, &snap, false) == nil && snap.Validate() == nil && snap.Kind == control.SnapshotFull {
 			return // a valid snapshot request writes files wherever it says
 		}
 		rec := httptest.NewRecorder()
@@ -289,7 +293,7 @@ func FuzzControlRequest(f *testing.F) {
 		if rec.Code < 400 {
 			return
 		}
-		var eb errorBody
+		var eb httpjson.Envelope
 		if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error == nil || eb.Error.Code == "" || eb.Error.Message == "" {
 			t.Fatalf("%q %q: status %d with body %q, want a JSON error with a code", method, path, rec.Code, rec.Body)
 		}

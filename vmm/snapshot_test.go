@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/snapshot"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // snapCounterN makes the counter guest run for a couple of seconds here.
@@ -63,7 +64,7 @@ func snapshotMidRun(t *testing.T, dir string, cpus int) string {
 	if err := m.Snapshot(dir); err != nil {
 		t.Fatal(err)
 	}
-	if st := m.State(); st != StatePaused {
+	if st := m.State(); st != control.StatePaused {
 		t.Errorf("state after snapshotting a paused VM = %s, want paused", st)
 	}
 	m.Stop("snapshot taken")
@@ -109,7 +110,7 @@ func TestSnapshotRestoreCounter(t *testing.T) {
 			}
 			t.Logf("restore of a %d MiB guest took %v", r.cfg.MemSize>>20, time.Since(start))
 			t.Cleanup(func() { r.Close() })
-			if st := r.State(); st != StateCreated {
+			if st := r.State(); st != control.StateCreated {
 				t.Errorf("restored VM state = %s, want created", st)
 			}
 

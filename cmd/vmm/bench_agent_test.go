@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/sietch-vm/sietch/wire/agentproto"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -10,8 +12,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/sietch-vm/sietch/guest-init/agent"
 )
 
 // BenchmarkAgent boots the project kernel with the guest-init initramfs on
@@ -43,7 +43,7 @@ func BenchmarkAgent(b *testing.B) {
 			"--disk", rootImg+",ro", "--disk", upper, "--vsock", "3,"+uds, "--rng")
 		ready += vm.waitReady(b, ctx)
 		start := vm.started
-		client := agent.NewClient(agent.DialUDS(uds, agent.Port))
+		client := agentproto.NewClient(agentproto.DialUDS(uds, agentproto.Port))
 		if _, err := client.Health(ctx); err != nil {
 			b.Fatal(err)
 		}
@@ -51,7 +51,7 @@ func BenchmarkAgent(b *testing.B) {
 		var rounds []time.Duration
 		for range 10 {
 			t := time.Now()
-			if res, err := client.Exec(ctx, agent.ExecRequest{Cmd: "true"}, nil, nil, nil); err != nil || res.ExitCode != 0 {
+			if res, err := client.Exec(ctx, agentproto.ExecRequest{Cmd: "true"}, nil, nil, nil); err != nil || res.ExitCode != 0 {
 				b.Fatalf("exec true: %+v %v", res, err)
 			}
 			rounds = append(rounds, time.Since(t))

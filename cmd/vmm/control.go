@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sietch-vm/sietch/vmm"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // controlTimeout bounds one client call; pausing waits for every vCPU to
@@ -30,7 +31,7 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 	var dir, kind *string
 	if name == "snapshot" {
 		dir = fs.String("dir", "", "`DIR` to write the snapshot into (required)")
-		kind = fs.String("kind", vmm.SnapshotFull, "full (all memory) or diff (pages dirtied since the last snapshot)")
+		kind = fs.String("kind", control.SnapshotFull, "full (all memory) or diff (pages dirtied since the last snapshot)")
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm %s --api-sock PATH [flags]\n\nFlags:\n%s", name, fs.FlagUsages())
@@ -54,28 +55,28 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 	if *sock == "" {
 		return bad("--api-sock is required")
 	}
-	var req vmm.SnapshotRequest
+	var req control.SnapshotRequest
 	if name == "snapshot" {
 		if *dir == "" {
 			return bad("--dir is required")
 		}
-		if *kind != vmm.SnapshotFull && *kind != vmm.SnapshotDiff {
+		if *kind != control.SnapshotFull && *kind != control.SnapshotDiff {
 			return bad("--kind must be full or diff, not %q", *kind)
 		}
 		abs, err := filepath.Abs(*dir) // the vmm's working directory is not ours
 		if err != nil {
 			return bad("--dir: %v", err)
 		}
-		req = vmm.SnapshotRequest{Dir: abs, Kind: *kind}
+		req = control.SnapshotRequest{Dir: abs, Kind: *kind}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
-	c := vmm.NewControlClient(*sock)
+	c := control.NewClient(*sock)
 	var err error
 	switch name {
 	case "info":
-		var info *vmm.ControlInfo
+		var info *control.Info
 		if info, err = c.Info(ctx); err == nil {
 			b, _ := json.MarshalIndent(info, "", "  ")
 			fmt.Fprintf(stdout, "%s\n", b)

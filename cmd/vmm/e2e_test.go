@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/sietch-vm/sietch/wire/agentproto"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -17,8 +19,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/sietch-vm/sietch/guest-init/agent"
 )
 
 // e2eTimeout bounds the whole end-to-end run: boot (~25 s here, most of it
@@ -78,12 +78,12 @@ func TestLinuxEndToEnd(t *testing.T) {
 		"--net", tp.name + ",mac=52:54:00:e2:e2:01", "--vsock", "3," + uds, "--rng"}
 	vm := startLinux(t, ctx, "ip", args...)
 	t.Logf("agent ready %v after vmm start", vm.waitReady(t, ctx).Round(time.Millisecond))
-	client := agent.NewClient(agent.DialUDS(uds, agent.Port))
+	client := agentproto.NewClient(agentproto.DialUDS(uds, agentproto.Port))
 	if _, err := client.Health(ctx); err != nil {
 		t.Fatalf("agent health: %v", err)
 	}
 
-	run := func(name string, req agent.ExecRequest, stdout, stderr io.Writer) agent.ExecResult {
+	run := func(name string, req agentproto.ExecRequest, stdout, stderr io.Writer) agentproto.ExecResult {
 		t.Helper()
 		t0 := time.Now()
 		res, err := client.Exec(ctx, req, nil, stdout, stderr)
@@ -96,7 +96,7 @@ func TestLinuxEndToEnd(t *testing.T) {
 	// guest-init's own view (PID 1's binary, reached through /proc): the
 	// hostname, the mount plan, the environment programs get.
 	var out, errOut bytes.Buffer
-	if res := run("guest-init info", agent.ExecRequest{Cmd: "/proc/1/exe", Args: []string{"info"}}, &out, &errOut); res.ExitCode != 0 {
+	if res := run("guest-init info", agentproto.ExecRequest{Cmd: "/proc/1/exe", Args: []string{"info"}}, &out, &errOut); res.ExitCode != 0 {
 		t.Fatalf("guest-init info: exit %d\n%s%s", res.ExitCode, &out, &errOut)
 	}
 	info := "\n" + out.String()
@@ -117,7 +117,7 @@ func TestLinuxEndToEnd(t *testing.T) {
 	}
 	out.Reset()
 	errOut.Reset()
-	if res := run("uname -a", agent.ExecRequest{Cmd: "uname", Args: []string{"-a"}}, &out, &errOut); res.ExitCode != 0 ||
+	if res := run("uname -a", agentproto.ExecRequest{Cmd: "uname", Args: []string{"-a"}}, &out, &errOut); res.ExitCode != 0 ||
 		!strings.HasPrefix(out.String(), "Linux sietch-e2e ") {
 		t.Errorf("uname -a: exit %d, stdout %q, stderr %q; want Linux sietch-e2e …", res.ExitCode, &out, &errOut)
 	}
@@ -127,7 +127,7 @@ func TestLinuxEndToEnd(t *testing.T) {
 	py := &stampedWriter{}
 	errOut.Reset()
 	t0 := time.Now()
-	res := run("python3", agent.ExecRequest{Cmd: "python3", Args: []string{"-c",
+	res := run("python3", agentproto.ExecRequest{Cmd: "python3", Args: []string{"-c",
 		"import sys, time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(1)\nprint('clock', time.time())\nsys.exit(7)"}}, py, &errOut)
 	end := time.Now()
 	ticks, clock, _ := strings.Cut(py.buf.String(), "clock ")
@@ -161,7 +161,7 @@ func TestLinuxEndToEnd(t *testing.T) {
 	srvDone := make(chan struct{})
 	go func() {
 		defer close(srvDone)
-		client.Exec(srvCtx, agent.ExecRequest{Cmd: "python3", Args: []string{"-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/root"}}, nil, io.Discard, io.Discard)
+		client.Exec(srvCtx, agentproto.ExecRequest{Cmd: "python3", Args: []string{"-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", "/root"}}, nil, io.Discard, io.Discard)
 	}()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -226,7 +226,7 @@ func TestLinuxEndToEnd(t *testing.T) {
 
 // forwardPort relays each connection to ln to guestPort through the agent,
 // as sietchd's port forwarding does.
-func forwardPort(ctx context.Context, ln net.Listener, client *agent.Client, guestPort int) {
+func forwardPort(ctx context.Context, ln net.Listener, client *agentproto.Client, guestPort int) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {

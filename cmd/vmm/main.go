@@ -2,6 +2,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,12 +35,12 @@ Usage:
   vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
           [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--net TAP[,mac=M]]
           [--vsock CID,UDS] [--rng] [--no-jail] [--api-sock PATH]
-  vmm restore --from DIR [--fork-id ID] [--net-tap TAP] [--memory auto|lazy|eager]
+  vmm restore --from DIR [--fork-id ID] [--net-tap TAP] [--memory auto|lazy|ondemand|eager]
           [--track-dirty] [--api-sock PATH] [--log-level LEVEL]
   vmm info|pause|resume|stop --api-sock PATH
   vmm snapshot --api-sock PATH --dir DIR [--kind full|diff]
   vmm flatten --dir DIR
-  vmm check
+  vmm check [--json]
   vmm help
 
 Commands:
@@ -236,12 +237,18 @@ func pumpConsole(in io.Reader, m *vmm.Machine) {
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
+	asJSON := len(args) == 1 && args[0] == "--json"
+	if len(args) > 0 && !asJSON {
 		fmt.Fprintf(stderr, "vmm check: unexpected argument %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
 	r := vmm.CheckHost()
-	r.Print(stdout)
+	if asJSON {
+		b, _ := json.Marshal(r.Wire())
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		r.Print(stdout)
+	}
 	if !r.OK() {
 		return exitError
 	}

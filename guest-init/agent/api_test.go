@@ -13,13 +13,15 @@ import (
 	"testing"
 
 	"github.com/sietch-vm/sietch/guest-init/agent/agenttest"
+	"github.com/sietch-vm/sietch/internal/httpjson"
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // raw sends one request as curl through socat would and returns the
 // status, the Allow header and the decoded JSON error body.
 func raw(t *testing.T, env *testEnv, method, path, body string, hdr map[string]string) (int, string, Error) {
 	t.Helper()
-	dial := DialUDS(env.sock, Port)
+	dial := agentproto.DialUDS(env.sock, agentproto.Port)
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		DisableKeepAlives: true,
@@ -41,13 +43,16 @@ func raw(t *testing.T, env *testEnv, method, path, body string, hdr map[string]s
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	var e Error
+	var envl httpjson.Envelope
 	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		if err := json.Unmarshal(b, &e); err != nil || e.Code == "" || e.Message == "" {
-			t.Errorf("%s %s: %d body %q is not a JSON error with code and message", method, path, resp.StatusCode, b)
+		if err := json.Unmarshal(b, &envl); err != nil || envl.Error == nil || envl.Error.Code == "" || envl.Error.Message == "" {
+			t.Errorf("%s %s: %d body %q is not the JSON error envelope with code and message", method, path, resp.StatusCode, b)
 		}
 	}
-	return resp.StatusCode, resp.Header.Get("Allow"), e
+	if envl.Error == nil {
+		return resp.StatusCode, resp.Header.Get("Allow"), Error{}
+	}
+	return resp.StatusCode, resp.Header.Get("Allow"), *envl.Error
 }
 
 // Every kind of bad request gets a 4xx with a JSON reason, and the agent
@@ -61,17 +66,17 @@ func TestMalformedRequests(t *testing.T) {
 		status                   int
 		code                     string
 	}{
-		{"bad JSON", "POST", "/v1/exec", `{"cmd":`, nil, 400, "bad_request"},
-		{"not JSON", "POST", "/v1/exec", `cmd=true`, nil, 400, "bad_request"},
-		{"empty body", "POST", "/v1/exec", ``, nil, 400, "bad_request"},
-		{"unknown field", "POST", "/v1/exec", `{"cmd":"true","bogus":1}`, nil, 400, "bad_request"},
-		{"wrong type", "POST", "/v1/exec", `{"cmd":5}`, nil, 400, "bad_request"},
-		{"trailing data", "POST", "/v1/exec", `{"cmd":"true"} {}`, nil, 400, "bad_request"},
+		{"bad JSON", "POST", "/v1/exec", `{"cmd":`, nil, 400, "invalid_json"},
+		{"not JSON", "POST", "/v1/exec", `cmd=true`, nil, 400, "invalid_json"},
+		{"empty body", "POST", "/v1/exec", ``, nil, 400, "invalid_json"},
+		{"unknown field", "POST", "/v1/exec", `{"cmd":"true","bogus":1}`, nil, 400, "unknown_field"},
+		{"wrong type", "POST", "/v1/exec", `{"cmd":5}`, nil, 400, "invalid_json"},
+		{"trailing data", "POST", "/v1/exec", `{"cmd":"true"} {}`, nil, 400, "invalid_json"},
 		{"missing cmd", "POST", "/v1/exec", `{"args":["x"]}`, nil, 400, "bad_request"},
 		{"NUL in arg", "POST", "/v1/exec", `{"cmd":"true","args":["a\u0000b"]}`, nil, 400, "bad_request"},
 		{"bad env name", "POST", "/v1/exec", `{"cmd":"true","env":{"A=B":"c"}}`, nil, 400, "bad_request"},
 		{"negative timeout", "POST", "/v1/exec", `{"cmd":"true","timeout_ms":-1}`, nil, 400, "bad_request"},
-		{"huge body", "POST", "/v1/exec", big, nil, 413, "payload_too_large"},
+		{"huge body", "POST", "/v1/exec", big, nil, 413, "body_too_large"},
 		{"wrong method", "GET", "/v1/exec", ``, nil, 405, "method_not_allowed"},
 		{"wrong method health", "DELETE", "/v1/health", ``, nil, 405, "method_not_allowed"},
 		{"unknown endpoint", "GET", "/v2/nothing", ``, nil, 404, "not_found"},
@@ -79,7 +84,7 @@ func TestMalformedRequests(t *testing.T) {
 		{"signal bad name", "POST", "/v1/exec/nope/signal", `{"signal":"SIGNOPE"}`, nil, 400, "bad_request"},
 		{"signal number too big", "POST", "/v1/exec/nope/signal", `{"signal":"99"}`, nil, 400, "bad_request"},
 		{"resize zero", "POST", "/v1/exec/nope/resize", `{"rows":0,"cols":80}`, nil, 400, "bad_request"},
-		{"resize overflow", "POST", "/v1/exec/nope/resize", `{"rows":70000,"cols":80}`, nil, 400, "bad_request"},
+		{"resize overflow", "POST", "/v1/exec/nope/resize", `{"rows":70000,"cols":80}`, nil, 400, "invalid_json"},
 		{"stdin unknown exec", "POST", "/v1/exec/nope/stdin", `x`, nil, 404, "not_found"},
 		{"unknown query", "GET", "/v1/stat?path=/x&bogus=1", ``, nil, 400, "bad_request"},
 		{"repeated query", "GET", "/v1/stat?path=/x&path=/y", ``, nil, 400, "bad_request"},
@@ -94,7 +99,7 @@ func TestMalformedRequests(t *testing.T) {
 		{"port too big", "POST", "/v1/ports/70000/connect", ``, map[string]string{"Connection": "Upgrade", "Upgrade": "tcp"}, 400, "bad_request"},
 		{"port not a number", "POST", "/v1/ports/http/connect", ``, map[string]string{"Connection": "Upgrade", "Upgrade": "tcp"}, 400, "bad_request"},
 		{"shutdown unsupported", "POST", "/v1/shutdown", `{"poweroff":true}`, nil, 501, "not_implemented"},
-		{"shutdown bad body", "POST", "/v1/shutdown", `{"poweroff":"yes"}`, nil, 400, "bad_request"},
+		{"shutdown bad body", "POST", "/v1/shutdown", `{"poweroff":"yes"}`, nil, 400, "invalid_json"},
 		{"huge header", "GET", "/v1/health", ``, map[string]string{"X-Big": strings.Repeat("b", 64<<10)}, 431, ""},
 	}
 	for _, tt := range tests {
@@ -117,7 +122,7 @@ func TestMalformedRequests(t *testing.T) {
 func TestGarbageStream(t *testing.T) {
 	env := startAgent(t, Config{})
 	for _, junk := range []string{"\x00\x01\x02\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", strings.Repeat("A", 1<<20)} {
-		c, err := DialUDS(env.sock, Port)(testCtx(t))
+		c, err := agentproto.DialUDS(env.sock, agentproto.Port)(testCtx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +131,7 @@ func TestGarbageStream(t *testing.T) {
 		c.Close()
 	}
 	if _, err := env.c.Health(testCtx(t)); err != nil {
-		t.Fatalf("Health after garbage: %v", err)
+		t.Fatalf("agentproto.Health after garbage: %v", err)
 	}
 }
 
@@ -211,14 +216,14 @@ func TestPortRelay(t *testing.T) {
 	}
 }
 
-// DialUDS names what went wrong in the handshake.
+// agentproto.DialUDS names what went wrong in the handshake.
 func TestDialUDSErrors(t *testing.T) {
 	env := startAgent(t, Config{})
-	_, err := DialUDS(env.sock, 9999)(testCtx(t))
+	_, err := agentproto.DialUDS(env.sock, 9999)(testCtx(t))
 	if err == nil || !strings.Contains(err.Error(), "nothing listens on guest port 9999") {
 		t.Fatalf("dial refused port: %v", err)
 	}
-	_, err = DialUDS(env.sock+".missing", Port)(testCtx(t))
+	_, err = agentproto.DialUDS(env.sock+".missing", agentproto.Port)(testCtx(t))
 	if err == nil || !strings.Contains(err.Error(), "is the VM running") {
 		t.Fatalf("dial missing socket: %v", err)
 	}
@@ -238,7 +243,7 @@ func TestDialUDSErrors(t *testing.T) {
 		io.WriteString(c, "NOPE busy\n")
 		c.Close()
 	}()
-	_, err = DialUDS(sock, Port)(testCtx(t))
+	_, err = agentproto.DialUDS(sock, agentproto.Port)(testCtx(t))
 	if err == nil || !strings.Contains(err.Error(), `"NOPE busy"`) {
 		t.Fatalf("dial odd device: %v; want the reply named", err)
 	}

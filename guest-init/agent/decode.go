@@ -1,13 +1,12 @@
 package agent
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"time"
+
+	"github.com/sietch-vm/sietch/internal/httpjson"
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // Bounds on an exec request, checked at the edge.
@@ -19,57 +18,26 @@ const (
 	maxTTYCells = 10000 // rows or cols
 )
 
-// decodeJSON reads exactly one JSON value into v from at most limit bytes
-// of r, refusing unknown fields.
+// decodeJSON reads exactly one JSON object into v from at most limit bytes
+// of r, refusing unknown fields (httpjson.Decode).
 func decodeJSON(r io.Reader, limit int64, v any) *Error {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return badRequest("read body: %v", err)
-	}
-	if int64(len(b)) > limit {
-		return apiErr(codeTooLarge, "JSON body larger than %d bytes", limit)
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return badRequest("empty body; want a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequest("decode JSON body: %v", jsonReason(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return badRequest("decode JSON body: data after the JSON object")
-	}
-	return nil
-}
-
-// jsonReason says where a JSON error is, when the decoder knows.
-func jsonReason(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("syntax error at byte %d: %v", se.Offset, se)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %q: got JSON %s, want %v", te.Field, te.Value, te.Type)
-	}
-	return err.Error()
+	return httpjson.Decode(r, limit, v, false)
 }
 
 // decodeExecRequest reads and checks a POST /v1/exec body.
-func decodeExecRequest(r io.Reader) (ExecRequest, *Error) {
-	var req ExecRequest
+func decodeExecRequest(r io.Reader) (agentproto.ExecRequest, *Error) {
+	var req agentproto.ExecRequest
 	if e := decodeJSON(r, maxJSONBody, &req); e != nil {
-		return ExecRequest{}, e
+		return agentproto.ExecRequest{}, e
 	}
-	if e := req.validate(); e != nil {
-		return ExecRequest{}, e
+	if e := validateExec(&req); e != nil {
+		return agentproto.ExecRequest{}, e
 	}
 	return req, nil
 }
 
 // validate checks what the kernel or the agent would otherwise trip on.
-func (req *ExecRequest) validate() *Error {
+func validateExec(req *agentproto.ExecRequest) *Error {
 	if req.ID != "" {
 		if e := validID(req.ID); e != nil {
 			return e

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 func TestResolvePath(t *testing.T) {
@@ -136,10 +138,10 @@ func FuzzDecodeIdentity(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var id Identity
+		var id agentproto.Identity
 		e := decodeJSON(strings.NewReader(string(body)), maxJSONBody, &id)
 		if e == nil {
-			e = id.validate()
+			e = validateIdentity(&id)
 		}
 		if e != nil {
 			if e.Status < 400 || e.Status > 499 || e.Message == "" {

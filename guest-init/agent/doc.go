@@ -1,21 +1,21 @@
-// Package agent is the guest agent: exec, files, ports and health over HTTP/1.1 on a vsock stream.
+// Package agent is the guest agent's server: exec, files, ports, identity and health over HTTP/1.1 on a vsock stream.
 package agent
 
-// Wire protocol (docs/AGENT.md has the full text, with curl examples).
+// Wire protocol: its types, codes and the host-side client are package
+// wire/agentproto's; docs/AGENT.md has the full text, with curl examples.
 //
-// Transport. The agent listens on vsock port Port (1024) in the guest.
-// The host connects to the vsock device's unix socket, writes
-// "CONNECT 1024\n" and reads "OK <host port>\n"; from then on the stream
-// is the agent's. Each stream carries HTTP/1.1; the Client sends one
-// request per stream. Request headers are limited to 16 KiB and must
-// arrive within 30 s; bodies have no deadline.
+// Transport. The agent listens on vsock port agentproto.Port (1024) in
+// the guest; each stream carries HTTP/1.1. Request headers are limited to
+// 16 KiB and must arrive within 30 s; bodies have no deadline.
 //
-// Errors. Every refusal is a 4xx (or 5xx) with the JSON body
-// {"code": "bad_request", "message": "..."}; codes: bad_request 400,
-// forbidden 403, not_found 404, method_not_allowed 405, conflict 409,
-// payload_too_large 413, too_many_requests 429, internal 500,
-// not_implemented 501, bad_gateway 502. JSON bodies are limited to
-// 64 KiB, must hold exactly one object and may not carry unknown fields.
+// Errors. Every refusal is a 4xx (or 5xx) with the envelope of package
+// httpjson, {"error": {"code": "bad_request", "message": "..."}}; codes:
+// invalid_json and unknown_field 400 (a body that does not decode),
+// bad_request 400 (a value refused), forbidden 403, not_found 404,
+// method_not_allowed 405, conflict 409, body_too_large 413,
+// too_many_requests 429, internal 500, not_implemented 501,
+// bad_gateway 502. JSON bodies are limited to 64 KiB and must hold exactly
+// one object with only known fields.
 //
 // Exec.
 //
@@ -39,11 +39,11 @@ package agent
 // are refused (403), as is anything outside the root, and symlinks are
 // followed only while they stay inside it (os.Root).
 //
-//	PUT    /v1/files?path=&mode=        body → temp file beside path, fsync, rename; 200 FileInfo
+//	PUT    /v1/files?path=&mode=        body → temp file beside path, fsync, rename; 200 agentproto.FileInfo
 //	GET    /v1/files?path=              file bytes; mode in X-Sietch-Mode (octal)
-//	GET    /v1/stat?path=               FileInfo of path itself (lstat)
-//	GET    /v1/list?path=               {"entries":[FileInfo...]} sorted by name
-//	POST   /v1/mkdir?path=&mode=&parents=   200 FileInfo
+//	GET    /v1/stat?path=               agentproto.FileInfo of path itself (lstat)
+//	GET    /v1/list?path=               {"entries":[agentproto.FileInfo...]} sorted by name
+//	POST   /v1/mkdir?path=&mode=&parents=   200 agentproto.FileInfo
 //	DELETE /v1/files?path=&recursive=   204
 //
 // FileInfo: {"name","type":"file|dir|symlink|other","size","mode":"0755","mtime","target"?}.
@@ -52,7 +52,7 @@ package agent
 // "Upgrade: tcp" answers 101 and relays the stream to 127.0.0.1:port,
 // passing on half-closes; 502 if the port refuses.
 //
-// Health and shutdown. GET /v1/health → {"status":"ok","uptime_s",
+// agentproto.Health and shutdown. GET /v1/health → {"status":"ok","uptime_s",
 // "load1","mem_total","mem_available","disk_total","disk_free","cpus",
 // "execs"}; POST /v1/shutdown {"poweroff":bool} → 202, then
 // Config.Shutdown (501 without one).

@@ -9,32 +9,26 @@ import (
 	"net/http"
 	"strings"
 	"syscall"
+
+	"github.com/sietch-vm/sietch/internal/httpjson"
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
-// Error is a request the agent refused or failed: its HTTP status and the
-// JSON body {"code": ..., "message": ...}.
-type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
+// Error is an API error (httpjson's, in the agentproto envelope).
+type Error = agentproto.Error
 
-func (e *Error) Error() string {
-	return fmt.Sprintf("agent: %d %s: %s", e.Status, e.Code, e.Message)
-}
-
-// Error codes in the JSON body; each goes with one HTTP status.
+// Codes: agentproto's, and httpjson's shared ones.
 const (
-	codeBadRequest       = "bad_request"        // 400
-	codeForbidden        = "forbidden"          // 403
-	codeNotFound         = "not_found"          // 404
-	codeMethodNotAllowed = "method_not_allowed" // 405
-	codeConflict         = "conflict"           // 409
-	codeTooLarge         = "payload_too_large"  // 413
-	codeTooMany          = "too_many_requests"  // 429
-	codeInternal         = "internal"           // 500
-	codeNotImplemented   = "not_implemented"    // 501
-	codeBadGateway       = "bad_gateway"        // 502
+	codeBadRequest       = agentproto.CodeBadRequest
+	codeForbidden        = agentproto.CodeForbidden
+	codeNotFound         = httpjson.CodeNotFound
+	codeMethodNotAllowed = httpjson.CodeMethodNotAllowed
+	codeConflict         = agentproto.CodeConflict
+	codeTooLarge         = httpjson.CodeBodyTooLarge
+	codeTooMany          = agentproto.CodeTooMany
+	codeInternal         = httpjson.CodeInternal
+	codeNotImplemented   = agentproto.CodeNotImplemented
+	codeBadGateway       = agentproto.CodeBadGateway
 )
 
 var statusOfCode = map[string]int{
@@ -56,16 +50,16 @@ func apiErr(code, format string, args ...any) *Error {
 
 func badRequest(format string, args ...any) *Error { return apiErr(codeBadRequest, format, args...) }
 
-// writeError sends e as the JSON error body.
+// writeError sends e in the error envelope.
 func writeError(w http.ResponseWriter, e *Error) {
-	writeJSON(w, e.Status, e)
+	writeJSON(w, e.Status, httpjson.Envelope{Error: e})
 }
 
 // writeJSON sends v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"code":"internal","message":"encode reply"}`)
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encode reply"}}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

@@ -13,6 +13,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 const (
@@ -64,7 +66,7 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
-	ew.send(execEvent{ID: p.id, PID: p.pid})
+	ew.send(agentproto.ExecEvent{ID: p.id, PID: p.pid})
 
 	var readers sync.WaitGroup
 	for i, f := range p.output {
@@ -112,7 +114,7 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 
 // begin prepares req and registers a process for it under its id (a new
 // one when it has none); the caller unregisters it.
-func (a *Agent) begin(req *ExecRequest) (*process, *os.ProcAttr, []string, *Error) {
+func (a *Agent) begin(req *agentproto.ExecRequest) (*process, *os.ProcAttr, []string, *Error) {
 	attr, argv, e := a.prepare(req)
 	if e != nil {
 		return nil, nil, nil, e
@@ -128,7 +130,7 @@ func (a *Agent) begin(req *ExecRequest) (*process, *os.ProcAttr, []string, *Erro
 }
 
 // prepare turns a request into what os.StartProcess takes.
-func (a *Agent) prepare(req *ExecRequest) (*os.ProcAttr, []string, *Error) {
+func (a *Agent) prepare(req *agentproto.ExecRequest) (*os.ProcAttr, []string, *Error) {
 	a.mu.Lock()
 	env := mergeEnv(a.cfg.Env, nil)
 	env = append(env, a.extraEnv...)
@@ -164,7 +166,7 @@ func (a *Agent) prepare(req *ExecRequest) (*os.ProcAttr, []string, *Error) {
 }
 
 // startError explains why the child could not chdir or execve.
-func startError(req *ExecRequest, cwd string, err error) *Error {
+func startError(req *agentproto.ExecRequest, cwd string, err error) *Error {
 	cmd := req.Cmd
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -205,8 +207,8 @@ func (a *Agent) wait(p *process) {
 	p.status = st.Sys().(syscall.WaitStatus)
 }
 
-func finalEvent(p *process) execEvent {
-	ev := execEvent{TimedOut: p.timedOut.Load()}
+func finalEvent(p *process) agentproto.ExecEvent {
+	ev := agentproto.ExecEvent{TimedOut: p.timedOut.Load()}
 	switch {
 	case p.waitErr != nil:
 		ev.Error = "wait: " + p.waitErr.Error()
@@ -271,12 +273,12 @@ type eventWriter struct {
 	broken bool // the client is gone, or the last event went out
 }
 
-func (ew *eventWriter) send(ev execEvent) { ew.write(ev, false) }
+func (ew *eventWriter) send(ev agentproto.ExecEvent) { ew.write(ev, false) }
 
 // finish sends the last event; nothing is sent after it.
-func (ew *eventWriter) finish(ev execEvent) { ew.write(ev, true) }
+func (ew *eventWriter) finish(ev agentproto.ExecEvent) { ew.write(ev, true) }
 
-func (ew *eventWriter) write(ev execEvent, last bool) {
+func (ew *eventWriter) write(ev agentproto.ExecEvent, last bool) {
 	b, err := json.Marshal(ev)
 	if err != nil {
 		return
@@ -306,9 +308,9 @@ func (ew *eventWriter) copyOutput(f *os.File, stderr bool) {
 		if n > 0 {
 			chunk := append([]byte(nil), buf[:n]...)
 			if stderr {
-				ew.send(execEvent{Stderr: chunk})
+				ew.send(agentproto.ExecEvent{Stderr: chunk})
 			} else {
-				ew.send(execEvent{Stdout: chunk})
+				ew.send(agentproto.ExecEvent{Stdout: chunk})
 			}
 		}
 		if err != nil {
@@ -343,7 +345,7 @@ func (a *Agent) handleStdin(w http.ResponseWriter, r *http.Request) {
 
 // handleSignal signals the exec's process group: POST /v1/exec/{id}/signal.
 func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
-	var req signalRequest
+	var req agentproto.SignalRequest
 	if e := decodeJSON(r.Body, maxJSONBody, &req); e != nil {
 		writeError(w, e)
 		return
@@ -366,7 +368,7 @@ func (a *Agent) handleSignal(w http.ResponseWriter, r *http.Request) {
 
 // handleResize sets the exec's terminal size: POST /v1/exec/{id}/resize.
 func (a *Agent) handleResize(w http.ResponseWriter, r *http.Request) {
-	var req TTYSize
+	var req agentproto.TTYSize
 	if e := decodeJSON(r.Body, maxJSONBody, &req); e != nil {
 		writeError(w, e)
 		return

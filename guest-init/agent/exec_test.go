@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // watchWriter collects output and tells a waiter when it contains a string.
@@ -52,12 +54,12 @@ func TestExecStreamsBeforeExit(t *testing.T) {
 	stdinR, stdinW := io.Pipe()
 	out := newWatch("first\n")
 	type result struct {
-		res ExecResult
+		res agentproto.ExecResult
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		res, err := env.c.Exec(ctx, ExecRequest{Cmd: "sh", Args: []string{"-c", "echo first; read x; echo second $x; exit 3"}}, stdinR, out, nil)
+		res, err := env.c.Exec(ctx, agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo first; read x; echo second $x; exit 3"}}, stdinR, out, nil)
 		done <- result{res, err}
 	}()
 	select {
@@ -83,7 +85,7 @@ func TestExecStreamsBeforeExit(t *testing.T) {
 func TestExecPrintSleepPrint(t *testing.T) {
 	env := startAgent(t, Config{})
 	var stdout, stderr bytes.Buffer
-	res, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", "echo one; sleep 0.2; echo two >&2; sleep 0.2; echo three; echo four >&2"}}, nil, &stdout, &stderr)
+	res, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo one; sleep 0.2; echo two >&2; sleep 0.2; echo three; echo four >&2"}}, nil, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("Exec: %v", err)
 	}
@@ -109,7 +111,7 @@ func TestExecExitStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.script, func(t *testing.T) {
-			res, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", tt.script}}, nil, nil, nil)
+			res, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", tt.script}}, nil, nil, nil)
 			if err != nil {
 				t.Fatalf("Exec: %v", err)
 			}
@@ -125,7 +127,7 @@ func TestExecQuickExitKeepsOutput(t *testing.T) {
 	env := startAgent(t, Config{})
 	for i := 0; i < 10; i++ {
 		var stdout, stderr bytes.Buffer
-		res, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", "head -c 3000000 /dev/zero | tr '\\0' a; echo err >&2"}}, nil, &stdout, &stderr)
+		res, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "head -c 3000000 /dev/zero | tr '\\0' a; echo err >&2"}}, nil, &stdout, &stderr)
 		if err != nil {
 			t.Fatalf("Exec: %v", err)
 		}
@@ -139,7 +141,7 @@ func TestExecQuickExitKeepsOutput(t *testing.T) {
 func TestExecTimeoutKillsGroup(t *testing.T) {
 	env := startAgent(t, Config{})
 	var stdout bytes.Buffer
-	res, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", "sleep 60 & echo $!; wait"}, TimeoutMS: 300}, nil, &stdout, nil)
+	res, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "sleep 60 & echo $!; wait"}, TimeoutMS: 300}, nil, &stdout, nil)
 	if err != nil {
 		t.Fatalf("Exec: %v", err)
 	}
@@ -181,7 +183,7 @@ func TestExecStdin(t *testing.T) {
 	in := make([]byte, 3<<20)
 	rand.NewChaCha8([32]byte{1}).Read(in)
 	var out bytes.Buffer
-	res, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "cat"}, bytes.NewReader(in), &out, nil)
+	res, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "cat"}, bytes.NewReader(in), &out, nil)
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("Exec: %+v, %v", res, err)
 	}
@@ -190,7 +192,7 @@ func TestExecStdin(t *testing.T) {
 	}
 	// Without stdin the process reads /dev/null, not the agent's stdin.
 	out.Reset()
-	res, err = env.c.Exec(testCtx(t), ExecRequest{Cmd: "wc", Args: []string{"-c"}}, nil, &out, nil)
+	res, err = env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "wc", Args: []string{"-c"}}, nil, &out, nil)
 	if err != nil || strings.TrimSpace(out.String()) != "0" {
 		t.Fatalf("wc -c without stdin: %q %+v %v", out.String(), res, err)
 	}
@@ -199,7 +201,7 @@ func TestExecStdin(t *testing.T) {
 func TestExecEnvCwdUser(t *testing.T) {
 	env := startAgent(t, Config{Env: []string{"PATH=" + os.Getenv("PATH"), "BASE=1", "OVER=base"}})
 	var out bytes.Buffer
-	res, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $BASE $OVER $NEW; pwd"}, Env: map[string]string{"OVER": "req", "NEW": "x y"}, Cwd: "/tmp"}, nil, &out, nil)
+	res, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $BASE $OVER $NEW; pwd"}, Env: map[string]string{"OVER": "req", "NEW": "x y"}, Cwd: "/tmp"}, nil, &out, nil)
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("Exec: %+v %v", res, err)
 	}
@@ -207,7 +209,7 @@ func TestExecEnvCwdUser(t *testing.T) {
 		t.Fatalf("got %q", out.String())
 	}
 	out.Reset()
-	if _, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "pwd"}, nil, &out, nil); err != nil || out.String() != env.root+"\n" {
+	if _, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "pwd"}, nil, &out, nil); err != nil || out.String() != env.root+"\n" {
 		t.Fatalf("default cwd: %q %v; want the root %s", out.String(), err, env.root)
 	}
 	if os.Geteuid() != 0 {
@@ -215,7 +217,7 @@ func TestExecEnvCwdUser(t *testing.T) {
 	}
 	for _, user := range []string{"nobody", "65534"} {
 		out.Reset()
-		res, err = env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", "id -u; id -G"}, User: user, Cwd: "/tmp"}, nil, &out, nil)
+		res, err = env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "id -u; id -G"}, User: user, Cwd: "/tmp"}, nil, &out, nil)
 		if err != nil || res.ExitCode != 0 {
 			t.Fatalf("user %s: %+v %v", user, res, err)
 		}
@@ -232,19 +234,19 @@ func TestExecStartErrors(t *testing.T) {
 	os.WriteFile(env.root+"/noexec", []byte("#!/bin/sh\n"), 0o644)
 	tests := []struct {
 		name   string
-		req    ExecRequest
+		req    agentproto.ExecRequest
 		status int
 	}{
-		{"no such command", ExecRequest{Cmd: "no-such-command-sietch"}, 404},
-		{"no such path", ExecRequest{Cmd: "/no/such/bin"}, 404},
-		{"not executable", ExecRequest{Cmd: env.root + "/noexec"}, 403},
-		{"directory", ExecRequest{Cmd: "/tmp"}, 400},
-		{"missing cwd", ExecRequest{Cmd: "true", Cwd: "/no/such/dir"}, 400},
-		{"cwd is a file", ExecRequest{Cmd: "true", Cwd: file}, 400},
-		{"relative cwd", ExecRequest{Cmd: "true", Cwd: "tmp"}, 400},
-		{"unknown user", ExecRequest{Cmd: "true", User: "no-such-user-sietch"}, 400},
-		{"bad id", ExecRequest{Cmd: "true", ID: "a/b"}, 400},
-		{"bad tty", ExecRequest{Cmd: "true", TTY: &TTYSize{Rows: 0, Cols: 80}}, 400},
+		{"no such command", agentproto.ExecRequest{Cmd: "no-such-command-sietch"}, 404},
+		{"no such path", agentproto.ExecRequest{Cmd: "/no/such/bin"}, 404},
+		{"not executable", agentproto.ExecRequest{Cmd: env.root + "/noexec"}, 403},
+		{"directory", agentproto.ExecRequest{Cmd: "/tmp"}, 400},
+		{"missing cwd", agentproto.ExecRequest{Cmd: "true", Cwd: "/no/such/dir"}, 400},
+		{"cwd is a file", agentproto.ExecRequest{Cmd: "true", Cwd: file}, 400},
+		{"relative cwd", agentproto.ExecRequest{Cmd: "true", Cwd: "tmp"}, 400},
+		{"unknown user", agentproto.ExecRequest{Cmd: "true", User: "no-such-user-sietch"}, 400},
+		{"bad id", agentproto.ExecRequest{Cmd: "true", ID: "a/b"}, 400},
+		{"bad tty", agentproto.ExecRequest{Cmd: "true", TTY: &agentproto.TTYSize{Rows: 0, Cols: 80}}, 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -263,11 +265,11 @@ func TestExecDuplicateID(t *testing.T) {
 	out := newWatch("up")
 	done := make(chan error, 1)
 	go func() {
-		_, err := env.c.Exec(ctx, ExecRequest{ID: "dup", Cmd: "sh", Args: []string{"-c", "echo up; sleep 60"}, TimeoutMS: 30000}, nil, out, nil)
+		_, err := env.c.Exec(ctx, agentproto.ExecRequest{ID: "dup", Cmd: "sh", Args: []string{"-c", "echo up; sleep 60"}, TimeoutMS: 30000}, nil, out, nil)
 		done <- err
 	}()
 	<-out.found
-	_, err := env.c.Exec(ctx, ExecRequest{ID: "dup", Cmd: "true"}, nil, nil, nil)
+	_, err := env.c.Exec(ctx, agentproto.ExecRequest{ID: "dup", Cmd: "true"}, nil, nil, nil)
 	var e *Error
 	if !errors.As(err, &e) || e.Status != http.StatusConflict {
 		t.Fatalf("second exec with id dup: %v; want 409", err)
@@ -287,10 +289,10 @@ func TestExecPTYResizeSignal(t *testing.T) {
 	stdinR, stdinW := io.Pipe()
 	out := newWatch("24 80")
 	done := make(chan error, 1)
-	var res ExecResult
+	var res agentproto.ExecResult
 	go func() {
 		var err error
-		res, err = env.c.Exec(ctx, ExecRequest{ID: "tty1", Cmd: "sh", Args: []string{"-c", "stty size; read x; stty size; test -t 0 && echo tty"}, TTY: &TTYSize{Rows: 24, Cols: 80}}, stdinR, out, nil)
+		res, err = env.c.Exec(ctx, agentproto.ExecRequest{ID: "tty1", Cmd: "sh", Args: []string{"-c", "stty size; read x; stty size; test -t 0 && echo tty"}, TTY: &agentproto.TTYSize{Rows: 24, Cols: 80}}, stdinR, out, nil)
 		done <- err
 	}()
 	<-out.found
@@ -309,7 +311,7 @@ func TestExecPTYResizeSignal(t *testing.T) {
 	out = newWatch("ready")
 	go func() {
 		var err error
-		res, err = env.c.Exec(ctx, ExecRequest{ID: "tty2", Cmd: "sh", Args: []string{"-c", "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done"}, TTY: &TTYSize{Rows: 10, Cols: 40}}, nil, out, nil)
+		res, err = env.c.Exec(ctx, agentproto.ExecRequest{ID: "tty2", Cmd: "sh", Args: []string{"-c", "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done"}, TTY: &agentproto.TTYSize{Rows: 10, Cols: 40}}, nil, out, nil)
 		done <- err
 	}()
 	<-out.found
@@ -330,10 +332,10 @@ func TestExecSignalPipes(t *testing.T) {
 	ctx := testCtx(t)
 	out := newWatch("ready")
 	done := make(chan error, 1)
-	var res ExecResult
+	var res agentproto.ExecResult
 	go func() {
 		var err error
-		res, err = env.c.Exec(ctx, ExecRequest{ID: "p1", Cmd: "sh", Args: []string{"-c", "echo ready; exec sleep 60"}}, nil, out, nil)
+		res, err = env.c.Exec(ctx, agentproto.ExecRequest{ID: "p1", Cmd: "sh", Args: []string{"-c", "echo ready; exec sleep 60"}}, nil, out, nil)
 		done <- err
 	}()
 	<-out.found
@@ -363,7 +365,7 @@ func TestExecConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var out bytes.Buffer
-			res, err := env.c.Exec(ctx, ExecRequest{Cmd: "sh", Args: []string{"-c", "echo start $0; sleep 0.3; echo end $0; exit $(($0 % 7))", strconv.Itoa(i)}}, nil, &out, nil)
+			res, err := env.c.Exec(ctx, agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo start $0; sleep 0.3; echo end $0; exit $(($0 % 7))", strconv.Itoa(i)}}, nil, &out, nil)
 			want := fmt.Sprintf("start %d\nend %d\n", i, i)
 			if err != nil || out.String() != want || res.ExitCode != i%7 {
 				errs <- fmt.Errorf("exec %d: output %q, %+v, %v", i, out.String(), res, err)
@@ -385,7 +387,7 @@ func TestExecCancelKills(t *testing.T) {
 	ctx2, cancel := contextWithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		_, err := env.c.Exec(ctx2, ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $$; exec sleep 60"}}, nil, out, nil)
+		_, err := env.c.Exec(ctx2, agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $$; exec sleep 60"}}, nil, out, nil)
 		done <- err
 	}()
 	<-out.found
@@ -402,7 +404,7 @@ func TestExecCancelKills(t *testing.T) {
 func TestExecBackgroundChildDoesNotHold(t *testing.T) {
 	env := startAgent(t, Config{})
 	var out bytes.Buffer
-	res, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", "sleep 120 & echo $!"}}, nil, &out, nil)
+	res, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "sleep 120 & echo $!"}}, nil, &out, nil)
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("Exec: %+v %v", res, err)
 	}
@@ -419,7 +421,7 @@ func TestCloseKillsExecs(t *testing.T) {
 	out := newWatch("\n")
 	done := make(chan error, 1)
 	go func() {
-		_, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $$; exec sleep 60"}}, nil, out, nil)
+		_, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $$; exec sleep 60"}}, nil, out, nil)
 		done <- err
 	}()
 	<-out.found

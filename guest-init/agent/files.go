@@ -13,10 +13,9 @@ import (
 	"strconv"
 
 	"github.com/sietch-vm/sietch/internal/unixmode"
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
-// modeHeader carries a downloaded file's mode, as octal Unix bits.
-const modeHeader = "X-Sietch-Mode"
 
 const copyBuffer = 1 << 20
 
@@ -59,7 +58,7 @@ func (a *Agent) handleDownload(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
-	h.Set(modeHeader, unixmode.Format(fi.Mode()))
+	h.Set(agentproto.ModeHeader, unixmode.Format(fi.Mode()))
 	h.Set("Last-Modified", fi.ModTime().UTC().Format(http.TimeFormat))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
@@ -168,8 +167,8 @@ func (a *Agent) replyInfo(w http.ResponseWriter, p fileParams, status int) {
 	writeJSON(w, status, a.fileInfo(name, p.Rel, fi))
 }
 
-func (a *Agent) fileInfo(name, rel string, fi fs.FileInfo) FileInfo {
-	info := FileInfo{
+func (a *Agent) fileInfo(name, rel string, fi fs.FileInfo) agentproto.FileInfo {
+	info := agentproto.FileInfo{
 		Name:    name,
 		Type:    fileType(fi.Mode()),
 		Size:    fi.Size(),
@@ -192,11 +191,6 @@ func fileType(m fs.FileMode) string {
 		return "symlink"
 	}
 	return "other"
-}
-
-// listReply is the body of GET /v1/list.
-type listReply struct {
-	Entries []FileInfo `json:"entries"`
 }
 
 // handleList lists a directory sorted by name: GET /v1/list?path=.
@@ -226,7 +220,7 @@ func (a *Agent) handleList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	reply := listReply{Entries: make([]FileInfo, 0, len(ents))}
+	reply := agentproto.ListReply{Entries: make([]agentproto.FileInfo, 0, len(ents))}
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil {
@@ -296,4 +290,9 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// modeBits keeps the parts of an os.FileMode that chmod sets.
+func modeBits(m os.FileMode) os.FileMode {
+	return m & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
 }

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // 64 MiB up and down, compared by SHA-256, with the mode kept both ways.
@@ -58,7 +60,7 @@ func TestFilesModesAndTree(t *testing.T) {
 		t.Fatalf("Upload again: %v", err)
 	}
 	var out bytes.Buffer
-	if res, err := env.c.Exec(ctx, ExecRequest{Cmd: r + "/run.sh"}, nil, &out, nil); err != nil || res.ExitCode != 0 || out.String() != "ran again\n" {
+	if res, err := env.c.Exec(ctx, agentproto.ExecRequest{Cmd: r + "/run.sh"}, nil, &out, nil); err != nil || res.ExitCode != 0 || out.String() != "ran again\n" {
 		t.Fatalf("run uploaded script: %q %+v %v", out.String(), res, err)
 	}
 	if err := env.c.Upload(ctx, r+"/suid", 0o711|os.ModeSetuid, strings.NewReader("x")); err != nil {

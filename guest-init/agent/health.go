@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // handleHealth reports liveness and basic metrics: GET /v1/health.
 func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
-	h := Health{Status: "ok", CPUs: runtime.NumCPU(), UptimeS: time.Since(a.started).Seconds()}
+	h := agentproto.Health{Status: "ok", CPUs: runtime.NumCPU(), UptimeS: time.Since(a.started).Seconds()}
 	var si unix.Sysinfo_t
 	if unix.Sysinfo(&si) == nil {
 		unit := uint64(si.Unit)
@@ -60,7 +62,7 @@ func memAvailable() (uint64, bool) {
 
 // handleShutdown replies, then calls Config.Shutdown: POST /v1/shutdown.
 func (a *Agent) handleShutdown(w http.ResponseWriter, r *http.Request) {
-	var req shutdownRequest
+	var req agentproto.ShutdownRequest
 	if e := decodeJSON(r.Body, maxJSONBody, &req); e != nil {
 		writeError(w, e)
 		return

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // Bounds on an identity request.
@@ -17,24 +19,6 @@ const (
 	maxIdentityKV = 128 // env and labels entries each
 )
 
-// Identity is the body of POST /v1/identity: who this machine is now.
-// sietchd sends it after every restore, fork and template create, since a
-// snapshot is a moment, not an identity: the restored guest still has the
-// source's hostname, a clock stopped at the snapshot, and the same random
-// state as every other copy. Zero fields are left as they are.
-type Identity struct {
-	SandboxID string            `json:"sandbox_id,omitempty"` // SIETCH_SANDBOX_ID in every later exec
-	Hostname  string            `json:"hostname,omitempty"`
-	Time      time.Time         `json:"time,omitzero"`     // the host's wall clock when sent
-	Entropy   []byte            `json:"entropy,omitempty"` // fresh host randomness for the kernel's pool (base64)
-	Env       map[string]string `json:"env,omitempty"`     // added to every later exec's environment
-	Labels    map[string]string `json:"labels,omitempty"`  // written to LabelsFile for programs to read
-}
-
-// LabelsFile is where the sandbox's labels are, as a JSON object, for
-// programs in the guest.
-const LabelsFile = "/run/sietch/labels.json"
-
 // Machine is what the identity endpoint asks of the machine's owner
 // (guest-init): set the hostname, the wall clock and reseed the kernel's
 // random pool. Empty arguments are left alone.
@@ -42,21 +26,14 @@ type Machine interface {
 	SetIdentity(hostname string, now time.Time, entropy []byte) error
 }
 
-// IdentityResult is the reply of POST /v1/identity.
-type IdentityResult struct {
-	// ClockStepNS is how far the guest's wall clock moved to the host's
-	// (positive: it was behind).
-	ClockStepNS int64 `json:"clock_step_ns"`
-}
-
 // handleIdentity applies a new identity: POST /v1/identity.
 func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
-	var id Identity
+	var id agentproto.Identity
 	if e := decodeJSON(r.Body, maxJSONBody, &id); e != nil {
 		writeError(w, e)
 		return
 	}
-	if e := id.validate(); e != nil {
+	if e := validateIdentity(&id); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -65,7 +42,7 @@ func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(codeNotImplemented, "this agent cannot set the hostname, clock or entropy (not running as guest-init); send only env, labels and sandbox_id"))
 		return
 	}
-	var res IdentityResult
+	var res agentproto.IdentityResult
 	if machine {
 		before := time.Now()
 		if err := a.cfg.Machine.SetIdentity(id.Hostname, id.Time, id.Entropy); err != nil {
@@ -96,7 +73,7 @@ func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-func (id *Identity) validate() *Error {
+func validateIdentity(id *agentproto.Identity) *Error {
 	if len(id.Hostname) > maxHostname || strings.ContainsAny(id.Hostname, "\x00/ ") {
 		return badRequest("hostname %.80q: at most %d bytes, no NUL, '/' or space", id.Hostname, maxHostname)
 	}
@@ -117,21 +94,21 @@ func (id *Identity) validate() *Error {
 	return nil
 }
 
-// writeLabels replaces LabelsFile atomically.
+// writeLabels replaces agentproto.LabelsFile atomically.
 func writeLabels(labels map[string]string) *Error {
 	b, err := json.Marshal(labels)
 	if err != nil {
 		return apiErr(codeInternal, "encode labels: %v", err)
 	}
-	dir := filepath.Dir(LabelsFile)
+	dir := filepath.Dir(agentproto.LabelsFile)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fsError("create", dir, err)
 	}
-	tmp := LabelsFile + ".tmp"
+	tmp := agentproto.LabelsFile + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return fsError("write", tmp, err)
 	}
-	if err := os.Rename(tmp, LabelsFile); err != nil {
+	if err := os.Rename(tmp, agentproto.LabelsFile); err != nil {
 		return fsError("rename", tmp, err)
 	}
 	return nil

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // fakeMachine records what the identity endpoint asks of guest-init.
@@ -36,7 +38,7 @@ func TestIdentity(t *testing.T) {
 	ctx := testCtx(t)
 	ent := bytes.Repeat([]byte{7}, 32)
 	at := time.Now().Add(12 * time.Minute)
-	res, err := env.c.SetIdentity(ctx, Identity{SandboxID: "sb-1", Hostname: "sb-1", Time: at, Entropy: ent, Env: map[string]string{"GREETING": "hi", "LANG": "C.UTF-8"}})
+	res, err := env.c.SetIdentity(ctx, agentproto.Identity{SandboxID: "sb-1", Hostname: "sb-1", Time: at, Entropy: ent, Env: map[string]string{"GREETING": "hi", "LANG": "C.UTF-8"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,24 +49,24 @@ func TestIdentity(t *testing.T) {
 		t.Errorf("clock step %v; want about 12m", d)
 	}
 	var out bytes.Buffer
-	if _, err := env.c.Exec(ctx, ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $SIETCH_SANDBOX_ID $GREETING $LANG"}}, nil, &out, nil); err != nil {
+	if _, err := env.c.Exec(ctx, agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $SIETCH_SANDBOX_ID $GREETING $LANG"}}, nil, &out, nil); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "sb-1 hi C.UTF-8\n" {
 		t.Errorf("exec after identity printed %q", out.String())
 	}
 	// A later identity adds to the env; an exec's own env still wins.
-	if _, err := env.c.SetIdentity(ctx, Identity{Env: map[string]string{"GREETING": "hello"}}); err != nil {
+	if _, err := env.c.SetIdentity(ctx, agentproto.Identity{Env: map[string]string{"GREETING": "hello"}}); err != nil {
 		t.Fatal(err)
 	}
 	out.Reset()
-	env.c.Exec(ctx, ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $SIETCH_SANDBOX_ID $GREETING $X"}, Env: map[string]string{"X": "own"}}, nil, &out, nil)
+	env.c.Exec(ctx, agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo $SIETCH_SANDBOX_ID $GREETING $X"}, Env: map[string]string{"X": "own"}}, nil, &out, nil)
 	if out.String() != "sb-1 hello own\n" {
 		t.Errorf("exec after a second identity printed %q", out.String())
 	}
 	// SetIdentityNow stamps the time as the request leaves.
 	before := time.Now()
-	if _, err := env.c.SetIdentityNow(ctx, Identity{Hostname: "sb-2"}); err != nil {
+	if _, err := env.c.SetIdentityNow(ctx, agentproto.Identity{Hostname: "sb-2"}); err != nil {
 		t.Fatal(err)
 	}
 	if m.hostname != "sb-2" || m.now.Before(before) || m.now.After(time.Now()) {
@@ -72,7 +74,7 @@ func TestIdentity(t *testing.T) {
 	}
 	m.err = errors.New("no clock")
 	var ae *Error
-	if _, err := env.c.SetIdentity(ctx, Identity{Hostname: "x"}); !errors.As(err, &ae) || ae.Status != http.StatusInternalServerError || !strings.Contains(ae.Message, "no clock") {
+	if _, err := env.c.SetIdentity(ctx, agentproto.Identity{Hostname: "x"}); !errors.As(err, &ae) || ae.Status != http.StatusInternalServerError || !strings.Contains(ae.Message, "no clock") {
 		t.Errorf("machine failure: %v", err)
 	}
 }
@@ -81,13 +83,13 @@ func TestIdentityRefused(t *testing.T) {
 	env := startAgent(t, Config{})
 	ctx := testCtx(t)
 	var ae *Error
-	if _, err := env.c.SetIdentity(ctx, Identity{Hostname: "sb-1"}); !errors.As(err, &ae) || ae.Status != http.StatusNotImplemented {
+	if _, err := env.c.SetIdentity(ctx, agentproto.Identity{Hostname: "sb-1"}); !errors.As(err, &ae) || ae.Status != http.StatusNotImplemented {
 		t.Errorf("hostname without guest-init: %v; want 501", err)
 	}
-	if _, err := env.c.SetIdentity(ctx, Identity{Env: map[string]string{"A": "b"}}); err != nil {
+	if _, err := env.c.SetIdentity(ctx, agentproto.Identity{Env: map[string]string{"A": "b"}}); err != nil {
 		t.Errorf("env without guest-init: %v", err)
 	}
-	for _, bad := range []Identity{
+	for _, bad := range []agentproto.Identity{
 		{Hostname: strings.Repeat("h", 65)},
 		{Hostname: "a/b"},
 		{Entropy: []byte{1, 2, 3}},
@@ -108,7 +110,7 @@ func TestStartBackground(t *testing.T) {
 	env := startAgent(t, Config{})
 	ctx := testCtx(t)
 	log := filepath.Join(t.TempDir(), "srv.log")
-	st, err := env.c.Start(ctx, StartRequest{ID: "srv", Cmd: "sh", Args: []string{"-c", "echo up; echo err >&2; exec sleep 60"}, Log: log})
+	st, err := env.c.Start(ctx, agentproto.StartRequest{ID: "srv", Cmd: "sh", Args: []string{"-c", "echo up; echo err >&2; exec sleep 60"}, Log: log})
 	if err != nil || st.ID != "srv" || st.PID <= 0 {
 		t.Fatalf("start: %+v %v", st, err)
 	}
@@ -121,10 +123,10 @@ func TestStartBackground(t *testing.T) {
 	}
 	waitFor(t, func() bool { h, _ := env.c.Health(ctx); return h.Execs == 0 })
 	var ae *Error
-	if _, err := env.c.Start(ctx, StartRequest{Cmd: "true", Log: "relative.log"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+	if _, err := env.c.Start(ctx, agentproto.StartRequest{Cmd: "true", Log: "relative.log"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
 		t.Errorf("relative log: %v; want 400", err)
 	}
-	if _, err := env.c.Start(ctx, StartRequest{Cmd: "no-such-program-here"}); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+	if _, err := env.c.Start(ctx, agentproto.StartRequest{Cmd: "no-such-program-here"}); !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
 		t.Errorf("missing program: %v; want 404", err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // process is one running exec: its own process group (or session, on a
@@ -46,7 +48,7 @@ func (s *stdio) close() {
 }
 
 // openStdio creates the pipes or the PTY a request asks for.
-func openStdio(req *ExecRequest, p *process) (*stdio, error) {
+func openStdio(req *agentproto.ExecRequest, p *process) (*stdio, error) {
 	if req.TTY != nil {
 		ptmx, tty, err := pty.Open()
 		if err != nil {

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 const reaperHelperEnv = "SIETCH_AGENT_REAPER_HELPER"
@@ -84,11 +86,11 @@ func reaperScenarios(t *testing.T) {
 	// The agent with a reaper gets its execs' statuses and output.
 	env := startAgent(t, Config{Reaper: r})
 	var out bytes.Buffer
-	res, err := env.c.Exec(testCtx(t), ExecRequest{Cmd: "sh", Args: []string{"-c", "echo hi; (sleep 0.1 &); exit 4"}}, nil, &out, nil)
+	res, err := env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo hi; (sleep 0.1 &); exit 4"}}, nil, &out, nil)
 	if err != nil || res.ExitCode != 4 || out.String() != "hi\n" {
 		t.Fatalf("exec under the reaper: %q %+v %v", out.String(), res, err)
 	}
-	res, err = env.c.Exec(testCtx(t), ExecRequest{Cmd: "sleep", Args: []string{"30"}, TimeoutMS: 100}, nil, nil, nil)
+	res, err = env.c.Exec(testCtx(t), agentproto.ExecRequest{Cmd: "sleep", Args: []string{"30"}, TimeoutMS: 100}, nil, nil, nil)
 	if err != nil || !res.TimedOut || res.Signal != "SIGKILL" {
 		t.Fatalf("timeout under the reaper: %+v %v", res, err)
 	}

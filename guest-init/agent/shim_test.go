@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/guest-init/agent/agenttest"
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // testEnv is an agent on a fresh root behind a shim, and a client.
 type testEnv struct {
 	a    *Agent
-	c    *Client
+	c    *agentproto.Client
 	root string
 	sock string
 }
@@ -39,7 +40,7 @@ func startAgent(t *testing.T, cfg Config) *testEnv {
 		t.Fatalf("New: %v", err)
 	}
 	sock := filepath.Join(t.TempDir(), "v.sock")
-	shim, err := agenttest.Listen(sock, Port)
+	shim, err := agenttest.Listen(sock, agentproto.Port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func startAgent(t *testing.T, cfg Config) *testEnv {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &testEnv{a: a, c: NewClient(DialUDS(sock, Port)), root: a.root, sock: sock}
+	return &testEnv{a: a, c: agentproto.NewClient(agentproto.DialUDS(sock, agentproto.Port)), root: a.root, sock: sock}
 }
 
 // testCtx bounds a test's requests so a bug fails it rather than hanging it.

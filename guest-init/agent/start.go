@@ -4,38 +4,21 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
-
-// StartRequest is the body of POST /v1/start: a background process that
-// outlives the request, such as a template's server. Its stdin is
-// /dev/null; stdout and stderr are appended to Log (default: discarded).
-type StartRequest struct {
-	ID   string            `json:"id,omitempty"`
-	Cmd  string            `json:"cmd"`
-	Args []string          `json:"args,omitempty"`
-	Env  map[string]string `json:"env,omitempty"`
-	Cwd  string            `json:"cwd,omitempty"`
-	User string            `json:"user,omitempty"`
-	Log  string            `json:"log,omitempty"` // absolute path in the guest; its directory must exist
-}
-
-// Started is the reply of POST /v1/start.
-type Started struct {
-	ID  string `json:"id"`
-	PID int    `json:"pid"`
-}
 
 // handleStart starts a background process in its own session and
 // answers at once: POST /v1/start. The process is an exec like the
 // others (signal it by id) until it exits.
 func (a *Agent) handleStart(w http.ResponseWriter, r *http.Request) {
-	var sreq StartRequest
+	var sreq agentproto.StartRequest
 	if e := decodeJSON(r.Body, maxJSONBody, &sreq); e != nil {
 		writeError(w, e)
 		return
 	}
-	req := ExecRequest{ID: sreq.ID, Cmd: sreq.Cmd, Args: sreq.Args, Env: sreq.Env, Cwd: sreq.Cwd, User: sreq.User}
-	if e := req.validate(); e != nil {
+	req := agentproto.ExecRequest{ID: sreq.ID, Cmd: sreq.Cmd, Args: sreq.Args, Env: sreq.Env, Cwd: sreq.Cwd, User: sreq.User}
+	if e := validateExec(&req); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -84,5 +67,5 @@ func (a *Agent) handleStart(w http.ResponseWriter, r *http.Request) {
 		a.unregister(p)
 		a.log.Info("agent: background process ended", "id", p.id, "pid", p.pid, "status", p.status)
 	}()
-	writeJSON(w, http.StatusOK, Started{ID: p.id, PID: p.pid})
+	writeJSON(w, http.StatusOK, agentproto.Started{ID: p.id, PID: p.pid})
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/vsock"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // The agent answers over a real AF_VSOCK socket, reached through the
@@ -23,7 +25,7 @@ func TestListenVsockLoopback(t *testing.T) {
 	port := l.Addr().(*vsock.Addr).Port
 	go a.Serve(l)
 	defer a.Close()
-	c := NewClient(func(ctx context.Context) (net.Conn, error) { return vsock.DialContext(ctx, vsock.Local, port, nil) })
+	c := agentproto.NewClient(func(ctx context.Context) (net.Conn, error) { return vsock.DialContext(ctx, vsock.Local, port, nil) })
 	ctx, cancel := context.WithTimeout(testCtx(t), 500*time.Millisecond)
 	defer cancel()
 	h, err := c.Health(ctx)
@@ -31,6 +33,6 @@ func TestListenVsockLoopback(t *testing.T) {
 		t.Skipf("vsock loopback (CID %d) unavailable, the vsock_loopback module may be missing: %v", vsock.Local, err)
 	}
 	if h.Status != "ok" {
-		t.Fatalf("Health over vsock: %+v", h)
+		t.Fatalf("agentproto.Health over vsock: %+v", h)
 	}
 }

@@ -2,6 +2,8 @@
 package main
 
 import (
+	"github.com/sietch-vm/sietch/wire/agentproto"
+
 	"fmt"
 	"log/slog"
 	"net"
@@ -74,7 +76,7 @@ func pid1() {
 	in.startAgent()
 	in.steps.Done("agent")
 
-	fmt.Fprintf(os.Stdout, "%sagent ready on vsock port %d (t=%.3fs)\n", initrt.LogPrefix, agent.Port, in.steps.Uptime().Seconds())
+	fmt.Fprintf(os.Stdout, "%sagent ready on vsock port %d (t=%.3fs)\n", initrt.LogPrefix, agentproto.Port, in.steps.Uptime().Seconds())
 	in.log.Debug("start-up", "steps", in.steps.String())
 
 	for sig := range stop {
@@ -146,9 +148,9 @@ func (in *init1) startAgent() {
 		Logger:   in.log,
 	})
 	in.must(err)
-	l, err := agent.ListenVsock(agent.Port)
+	l, err := agent.ListenVsock(agentproto.Port)
 	if err != nil {
-		in.fatal(fmt.Errorf("listen on vsock port %d: %w: the VM needs a vsock device (vmm run --vsock CID,UDS)", agent.Port, err))
+		in.fatal(fmt.Errorf("listen on vsock port %d: %w: the VM needs a vsock device (vmm run --vsock CID,UDS)", agentproto.Port, err))
 	}
 	go in.serve(a, l)
 }
@@ -160,7 +162,7 @@ func (in *init1) serve(a *agent.Agent, l net.Listener) {
 		in.log.Error("agent stopped serving; listening again in 1s", "err", err)
 		time.Sleep(time.Second)
 		for {
-			if l, err = agent.ListenVsock(agent.Port); err == nil {
+			if l, err = agent.ListenVsock(agentproto.Port); err == nil {
 				break
 			}
 			in.log.Error("agent cannot listen; retrying in 1s", "err", err)

@@ -1,4 +1,4 @@
-package agent
+package agentproto
 
 import (
 	"encoding/json"
@@ -10,6 +10,9 @@ import (
 
 // Port is the vsock port the agent listens on in the guest.
 const Port = 1024
+
+// ModeHeader carries a downloaded file's mode, as octal Unix bits.
+const ModeHeader = "X-Sietch-Mode"
 
 // ExecRequest is the body of POST /v1/exec.
 type ExecRequest struct {
@@ -38,8 +41,8 @@ type ExecResult struct {
 	TimedOut bool   // the agent killed it at timeout_ms
 }
 
-// execEvent is one line of the application/x-ndjson exec stream.
-type execEvent struct {
+// ExecEvent is one line of the application/x-ndjson exec stream.
+type ExecEvent struct {
 	ID       string `json:"id,omitempty"`
 	PID      int    `json:"pid,omitempty"`
 	Stdout   []byte `json:"stdout,omitempty"` // base64 in JSON
@@ -50,13 +53,13 @@ type execEvent struct {
 	Error    string `json:"error,omitempty"`
 }
 
-// signalRequest is the body of POST /v1/exec/{id}/signal.
-type signalRequest struct {
+// SignalRequest is the body of POST /v1/exec/{id}/signal.
+type SignalRequest struct {
 	Signal string `json:"signal"`
 }
 
-// shutdownRequest is the body of POST /v1/shutdown.
-type shutdownRequest struct {
+// ShutdownRequest is the body of POST /v1/shutdown.
+type ShutdownRequest struct {
 	Poweroff bool `json:"poweroff"`
 }
 
@@ -112,7 +115,51 @@ func (fi *FileInfo) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// modeBits keeps the parts of an os.FileMode that chmod sets.
-func modeBits(m os.FileMode) os.FileMode {
-	return m & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
+// ListReply is the body of GET /v1/list.
+type ListReply struct {
+	Entries []FileInfo `json:"entries"`
+}
+
+// StartRequest is the body of POST /v1/start: a background process that
+// outlives the request, such as a template's server. Its stdin is
+// /dev/null; stdout and stderr are appended to Log (default: discarded).
+type StartRequest struct {
+	ID   string            `json:"id,omitempty"`
+	Cmd  string            `json:"cmd"`
+	Args []string          `json:"args,omitempty"`
+	Env  map[string]string `json:"env,omitempty"`
+	Cwd  string            `json:"cwd,omitempty"`
+	User string            `json:"user,omitempty"`
+	Log  string            `json:"log,omitempty"` // absolute path in the guest; its directory must exist
+}
+
+// Started is the reply of POST /v1/start.
+type Started struct {
+	ID  string `json:"id"`
+	PID int    `json:"pid"`
+}
+
+// Identity is the body of POST /v1/identity: who this machine is now.
+// sietchd sends it after every restore, fork and template create, since a
+// snapshot is a moment, not an identity: the restored guest still has the
+// source's hostname, a clock stopped at the snapshot, and the same random
+// state as every other copy. Zero fields are left as they are.
+type Identity struct {
+	SandboxID string            `json:"sandbox_id,omitempty"` // SIETCH_SANDBOX_ID in every later exec
+	Hostname  string            `json:"hostname,omitempty"`
+	Time      time.Time         `json:"time,omitzero"`     // the host's wall clock when sent
+	Entropy   []byte            `json:"entropy,omitempty"` // fresh host randomness for the kernel's pool (base64)
+	Env       map[string]string `json:"env,omitempty"`     // added to every later exec's environment
+	Labels    map[string]string `json:"labels,omitempty"`  // written to LabelsFile for programs to read
+}
+
+// LabelsFile is where the sandbox's labels are, as a JSON object, for
+// programs in the guest.
+const LabelsFile = "/run/sietch/labels.json"
+
+// IdentityResult is the reply of POST /v1/identity.
+type IdentityResult struct {
+	// ClockStepNS is how far the guest's wall clock moved to the host's
+	// (positive: it was behind).
+	ClockStepNS int64 `json:"clock_step_ns"`
 }

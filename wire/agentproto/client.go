@@ -1,4 +1,4 @@
-package agent
+package agentproto
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sietch-vm/sietch/internal/httpjson"
 	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
@@ -97,13 +98,7 @@ func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, 
 // readError reads an error reply; a body that is not the agent's JSON
 // still yields an *Error with the status and the start of the body.
 func readError(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	e := &Error{}
-	if json.Unmarshal(b, e) != nil || e.Code == "" {
-		e = &Error{Code: "http_" + strconv.Itoa(resp.StatusCode), Message: string(bytes.TrimSpace(b))}
-	}
-	e.Status = resp.StatusCode
-	return e
+	return httpjson.ReadError(resp, maxErrorBody)
 }
 
 // Health asks whether the agent is up, with basic machine metrics.
@@ -116,7 +111,7 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 // Shutdown asks guest-init to power the machine off (or reboot it, with
 // poweroff false). The agent replies before it starts.
 func (c *Client) Shutdown(ctx context.Context, poweroff bool) error {
-	return c.doJSON(ctx, http.MethodPost, "/v1/shutdown", nil, shutdownRequest{Poweroff: poweroff}, nil)
+	return c.doJSON(ctx, http.MethodPost, "/v1/shutdown", nil, ShutdownRequest{Poweroff: poweroff}, nil)
 }
 
 // SetIdentity tells the guest who it is now (POST /v1/identity).
@@ -202,7 +197,7 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, stdin io.Reader, std
 			}
 			return res, fmt.Errorf("agent exec %s (id %s): stream ended before the exit status: %w", req.Cmd, res.ID, err)
 		}
-		var ev execEvent
+		var ev ExecEvent
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return res, fmt.Errorf("agent exec %s: bad event %.80q: %w", req.Cmd, line, err)
 		}
@@ -294,7 +289,7 @@ func (c *Client) streamStdin(ctx context.Context, cancel context.CancelCauseFunc
 // Signal sends a signal ("SIGTERM", "TERM" or "15") to a running exec's
 // process group.
 func (c *Client) Signal(ctx context.Context, execID string, sig string) error {
-	return c.doJSON(ctx, http.MethodPost, "/v1/exec/"+url.PathEscape(execID)+"/signal", nil, signalRequest{Signal: sig}, nil)
+	return c.doJSON(ctx, http.MethodPost, "/v1/exec/"+url.PathEscape(execID)+"/signal", nil, SignalRequest{Signal: sig}, nil)
 }
 
 // Resize sets the terminal size of a running exec started with a TTY.
@@ -324,9 +319,9 @@ func (c *Client) Download(ctx context.Context, path string, w io.Writer) (os.Fil
 		return 0, err
 	}
 	defer resp.Body.Close()
-	mode, err := unixmode.Parse(resp.Header.Get(modeHeader))
+	mode, err := unixmode.Parse(resp.Header.Get(ModeHeader))
 	if err != nil {
-		return 0, fmt.Errorf("agent download %s: header %s: %w", path, modeHeader, err)
+		return 0, fmt.Errorf("agent download %s: header %s: %w", path, ModeHeader, err)
 	}
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		return 0, fmt.Errorf("agent download %s: %w", path, err)
@@ -343,7 +338,7 @@ func (c *Client) Stat(ctx context.Context, path string) (FileInfo, error) {
 
 // List returns a directory's entries sorted by name.
 func (c *Client) List(ctx context.Context, path string) ([]FileInfo, error) {
-	var r listReply
+	var r ListReply
 	err := c.doJSON(ctx, http.MethodGet, "/v1/list", url.Values{"path": {path}}, nil, &r)
 	return r.Entries, err
 }

@@ -1,4 +1,4 @@
-package agent
+package agentproto
 
 import (
 	"context"
