@@ -16,7 +16,6 @@ import (
 	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
-
 const copyBuffer = 1 << 20
 
 // fileQuery parses the request's query or answers the error itself.
