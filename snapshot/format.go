@@ -202,7 +202,8 @@ func decode(r io.Reader, size int64) (*State, error) {
 func marshalState(s *State) ([]byte, error) { return json.Marshal(s) }
 
 // unmarshalState decodes a payload as Read does: unknown fields are
-// refused, and so is anything after the state.
+// refused at every depth (see strictUnmarshal), and so is anything after
+// the state.
 func unmarshalState(payload []byte) (*State, error) {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
@@ -210,7 +211,7 @@ func unmarshalState(payload []byte) (*State, error) {
 	if err := dec.Decode(s); err != nil {
 		return nil, fmt.Errorf("state payload does not decode (%v): %w", err, ErrIncomplete)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("state payload has data after the state: %w", ErrIncomplete)
 	}
 	return s, nil

@@ -213,7 +213,7 @@ func goldenDiff(t testing.TB, want, got []byte) string {
 	case len(gone)+len(added) > 0:
 		b.WriteString("a field rename changed the snapshot format: keep the old JSON name with a struct tag, or " + fix)
 	case len(changed) > 0:
-		b.WriteString("values moved between keys: an encoder drops or swaps fields (or fillByPath changed); fix it, or if the format change is meant, " + fix)
+		b.WriteString("values moved between keys: a wire type drops or swaps a field, or a struct gained or reordered fields (fillByPath derives each value from its field's position; TestStateGoldenReads names the field); carry the field in wire.go, or if the format change is meant, " + fix)
 	default:
 		b.WriteString("same keys and values, different order or layout: if that is meant, " + fix)
 	}
