@@ -52,7 +52,7 @@ func Write(dir string, s *State) error {
 	if err := validate(&st); err != nil {
 		return fmt.Errorf("write snapshot %s: %w", dir, err)
 	}
-	payload, err := json.Marshal(&st)
+	payload, err := marshalState(&st)
 	if err != nil {
 		return fmt.Errorf("write snapshot %s: encode state: %w", dir, err)
 	}
@@ -184,20 +184,35 @@ func decode(r io.Reader, size int64) (*State, error) {
 	if sum := sha256.Sum256(payload); !bytes.Equal(sum[:], hdr[20:headerSize]) {
 		return nil, fmt.Errorf("payload SHA-256 %x, header says %x: %w", sum[:8], hdr[20:28], ErrChecksum)
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
-	s := new(State)
-	if err := dec.Decode(s); err != nil {
-		return nil, fmt.Errorf("state payload does not decode (%v): %w", err, ErrIncomplete)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("state payload has data after the state: %w", ErrIncomplete)
+	s, err := unmarshalState(payload)
+	if err != nil {
+		return nil, err
 	}
 	if s.Version != FormatVersion {
 		return nil, fmt.Errorf("state says format version %d inside a version %d file: %w", s.Version, FormatVersion, ErrVersion)
 	}
 	if err := validate(s); err != nil {
 		return nil, err
+	}
+	return s, nil
+}
+
+// marshalState is the payload Write stores for s. The golden test
+// (golden_test.go) pins its output.
+func marshalState(s *State) ([]byte, error) { return json.Marshal(s) }
+
+// unmarshalState decodes a payload as Read does: unknown fields are
+// refused at every depth (see strictUnmarshal), and so is anything after
+// the state.
+func unmarshalState(payload []byte) (*State, error) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	s := new(State)
+	if err := dec.Decode(s); err != nil {
+		return nil, fmt.Errorf("state payload does not decode (%v): %w", err, ErrIncomplete)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("state payload has data after the state: %w", ErrIncomplete)
 	}
 	return s, nil
 }

@@ -30,6 +30,16 @@ func TestReadRefuses(t *testing.T) {
 			return frame(p)
 		}
 	}
+	// edit replaces old with new in the payload and frames it again.
+	edit := func(old, new string) func(t *testing.T, dir string, b []byte) []byte {
+		return func(t *testing.T, _ string, b []byte) []byte {
+			p := bytes.Replace(b[headerSize:], []byte(old), []byte(new), 1)
+			if bytes.Equal(p, b[headerSize:]) {
+				t.Fatalf("payload has no %s", old)
+			}
+			return frame(p)
+		}
+	}
 	for _, tc := range []struct {
 		name   string
 		mutate func(t *testing.T, dir string, b []byte) []byte // returns the new state file; nil removes it
@@ -83,6 +93,14 @@ func TestReadRefuses(t *testing.T) {
 		{"unknown field", func(t *testing.T, _ string, b []byte) []byte {
 			return frame(bytes.Replace(b[headerSize:], []byte(`{"Version":1,`), []byte(`{"Version":1,"Extra":true,`), 1))
 		}, ErrIncomplete, "Extra"},
+		// A field renamed since the snapshot was written must be refused at
+		// any depth, not read as zero.
+		{"unknown field in a vCPU", edit(`"Regs":{"RAX"`, `"Regs":{"RAXX":1,"RAX"`), ErrIncomplete, `vCPU: json: unknown field "RAXX"`},
+		{"unknown field in the PIT", edit(`"PIT":{`, `"PIT":{"Junk":1,`), ErrIncomplete, `VM: json: unknown field "Junk"`},
+		{"unknown field in a transport", edit(`"Transport":{`, `"Transport":{"Junk":1,`), ErrIncomplete, `devices: json: unknown field "Junk"`},
+		{"data after the state", func(_ *testing.T, _ string, b []byte) []byte {
+			return frame(append(bytes.Clone(b[headerSize:]), '}'))
+		}, ErrIncomplete, "data after the state"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := snapshotDir(t, good)
