@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/sandbox"
 )
 
 // openapiDoc is the API's OpenAPI 3 document, served as is.
@@ -28,16 +29,16 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req, false) {
 		return
 	}
-	sb, err := s.m.Create(r.Context(), req)
+	sb, err := s.m.Create(r.Context(), createIn(req))
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, sb)
+	writeJSON(w, http.StatusCreated, sandboxOut(sb))
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string][]model.Sandbox{"sandboxes": s.m.List()})
+	writeJSON(w, http.StatusOK, map[string][]model.Sandbox{"sandboxes": mapOut(s.m.List(), sandboxOut)})
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -46,7 +47,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sb)
+	writeJSON(w, http.StatusOK, sandboxOut(sb))
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +72,7 @@ func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sb)
+	writeJSON(w, http.StatusOK, sandboxOut(sb))
 }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
@@ -80,7 +81,7 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sb)
+	writeJSON(w, http.StatusOK, sandboxOut(sb))
 }
 
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
@@ -88,12 +89,12 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req, true) {
 		return
 	}
-	snap, err := s.m.Snapshot(r.Context(), r.PathValue("id"), req)
+	snap, err := s.m.Snapshot(r.Context(), r.PathValue("id"), req.Kind)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, snap)
+	writeJSON(w, http.StatusCreated, snapshotOut(snap))
 }
 
 func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
@@ -102,7 +103,7 @@ func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string][]model.Snapshot{"snapshots": snaps})
+	writeJSON(w, http.StatusOK, map[string][]model.Snapshot{"snapshots": mapOut(snaps, snapshotOut)})
 }
 
 func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
@@ -110,12 +111,12 @@ func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req, false) {
 		return
 	}
-	sbs, err := s.m.Fork(r.Context(), r.PathValue("id"), req)
+	sbs, err := s.m.Fork(r.Context(), r.PathValue("id"), req.Snapshot, req.Count)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string][]model.Sandbox{"sandboxes": sbs})
+	writeJSON(w, http.StatusCreated, map[string][]model.Sandbox{"sandboxes": mapOut(sbs, sandboxOut)})
 }
 
 func (s *Server) addPort(w http.ResponseWriter, r *http.Request) {
@@ -123,12 +124,12 @@ func (s *Server) addPort(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req, false) {
 		return
 	}
-	p, err := s.m.AddPort(r.Context(), r.PathValue("id"), req)
+	p, err := s.m.AddPort(r.Context(), r.PathValue("id"), sandbox.PortSpec{GuestPort: req.GuestPort, HostPort: req.HostPort, HostAddr: req.HostAddr})
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, p)
+	writeJSON(w, http.StatusCreated, portOut(p))
 }
 
 func (s *Server) ports(w http.ResponseWriter, r *http.Request) {
@@ -137,7 +138,7 @@ func (s *Server) ports(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string][]model.Port{"ports": ps})
+	writeJSON(w, http.StatusOK, map[string][]model.Port{"ports": mapOut(ps, portOut)})
 }
 
 func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
@@ -154,7 +155,7 @@ func (s *Server) removePort(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) images(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string][]model.Image{"images": s.m.Images()})
+	writeJSON(w, http.StatusOK, map[string][]model.Image{"images": mapOut(s.m.Images(), imageOut)})
 }
 
 // buildTemplate starts a build and answers 202 with the template
@@ -165,21 +166,21 @@ func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req, false) {
 		return
 	}
-	t, err := s.m.BuildTemplate(req)
+	t, err := s.m.BuildTemplate(templateIn(req))
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, t)
+	writeJSON(w, http.StatusAccepted, templateOut(t))
 }
 
 func (s *Server) templates(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string][]model.Template{"templates": s.m.Templates()})
+	writeJSON(w, http.StatusOK, map[string][]model.Template{"templates": mapOut(s.m.Templates(), templateOut)})
 }
 
 func (s *Server) template(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	var t model.Template
+	var t sandbox.Template
 	var err error
 	if r.URL.Query().Get("wait") == "true" {
 		t, err = s.m.WaitTemplate(r.Context(), name)
@@ -190,7 +191,7 @@ func (s *Server) template(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, t)
+	writeJSON(w, http.StatusOK, templateOut(t))
 }
 
 func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
@@ -202,7 +203,7 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) allSnapshots(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string][]model.Snapshot{"snapshots": s.m.AllSnapshots()})
+	writeJSON(w, http.StatusOK, map[string][]model.Snapshot{"snapshots": mapOut(s.m.AllSnapshots(), snapshotOut)})
 }
 
 func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) {
@@ -211,7 +212,7 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, snap)
+	writeJSON(w, http.StatusOK, snapshotOut(snap))
 }
 
 func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) {

@@ -97,7 +97,7 @@ func newEnv(t testing.TB, tweak func(*sandbox.Config)) *env {
 	cfg := sandbox.Config{
 		StateDir: state,
 		VMMPath:  vmmBin,
-		Defaults: model.Limits{MemoryMiB: 64},
+		Defaults: sandbox.Limits{MemoryMiB: 64},
 		Images:   []sandbox.ImageSpec{{Name: "counter", Kind: sandbox.KindTestguest, Kernel: counterELF, Cmdline: counterCmdline, MemMiB: 64}},
 	}
 	if testing.Verbose() {

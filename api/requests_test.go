@@ -104,7 +104,7 @@ func TestBadRequests(t *testing.T) {
 func TestHostLimits(t *testing.T) {
 	e := newEnv(t, func(c *sandbox.Config) {
 		c.Host = sandbox.HostLimits{Sandboxes: 2, MemoryMiB: 1024}
-		c.Max = model.Limits{CPUs: 2}
+		c.Max = sandbox.Limits{CPUs: 2}
 	})
 	a := e.create(model.CreateRequest{Image: "counter"})
 	b := e.create(model.CreateRequest{Image: "counter"})

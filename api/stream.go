@@ -95,10 +95,16 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req, false) {
 		return
 	}
+	spec, err := execIn(req)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	l := newLazyWriter(w, "application/x-ndjson")
-	exit, err := s.m.Exec(r.Context(), r.PathValue("id"), req, execOutput{l, false}, execOutput{l, true})
+	exit, err := s.m.Exec(r.Context(), r.PathValue("id"), spec, execOutput{l, false}, execOutput{l, true})
 	if err == nil {
-		err = writeEvent(l, model.ExecEvent{Exit: &exit})
+		out := exitOut(exit)
+		err = writeEvent(l, model.ExecEvent{Exit: &out})
 	}
 	s.end(l, err)
 }

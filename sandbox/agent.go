@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +16,6 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
-
-	"github.com/sietch-vm/sietch/api/model"
 )
 
 // agentConn is a guest agent client for one sandbox operation; unreachable
@@ -63,7 +60,7 @@ func (m *Manager) runningAgent(ctx context.Context, id, action string) (*sandbox
 	m.mu.Lock()
 	st := sb.rec.State
 	m.mu.Unlock()
-	if st != model.StateRunning {
+	if st != StateRunning {
 		return nil, nil, fmt.Errorf("%w: sandbox %s is %s; it must be running to %s", ErrWrongState, id, st, action)
 	}
 	return sb, m.agentFor(sb), nil
@@ -105,30 +102,26 @@ func (m *Manager) agentDone(sb *sandbox, ac *agentConn, err error) error {
 
 // Exec runs a command in the sandbox, copying its output to stdout and
 // stderr as it comes.
-func (m *Manager) Exec(ctx context.Context, id string, req model.ExecRequest, stdout, stderr io.Writer) (model.ExecExit, error) {
+func (m *Manager) Exec(ctx context.Context, id string, req ExecSpec, stdout, stderr io.Writer) (ExecExit, error) {
 	if req.Cmd == "" {
-		return model.ExecExit{}, fmt.Errorf("%w: cmd is empty; give the program to run", ErrInvalid)
+		return ExecExit{}, fmt.Errorf("%w: cmd is empty; give the program to run", ErrInvalid)
 	}
 	if req.TimeoutMS < 0 {
-		return model.ExecExit{}, fmt.Errorf("%w: timeout_ms %d is negative", ErrInvalid, req.TimeoutMS)
+		return ExecExit{}, fmt.Errorf("%w: timeout_ms %d is negative", ErrInvalid, req.TimeoutMS)
 	}
 	var stdin io.Reader
-	if req.Stdin != "" {
-		b, err := base64.StdEncoding.DecodeString(req.Stdin)
-		if err != nil {
-			return model.ExecExit{}, fmt.Errorf("%w: stdin is not base64: %v", ErrInvalid, err)
-		}
-		stdin = bytes.NewReader(b)
+	if req.Stdin != nil {
+		stdin = bytes.NewReader(req.Stdin)
 	}
 	sb, ac, err := m.runningAgent(ctx, id, "exec")
 	if err != nil {
-		return model.ExecExit{}, err
+		return ExecExit{}, err
 	}
 	res, err := ac.Exec(ctx, agentproto.ExecRequest{Cmd: req.Cmd, Args: req.Args, Env: req.Env, Cwd: req.Cwd, TimeoutMS: int64(req.TimeoutMS)}, stdin, stdout, stderr)
 	if err := m.agentDone(sb, ac, err); err != nil {
-		return model.ExecExit{}, err
+		return ExecExit{}, err
 	}
-	return model.ExecExit{Code: res.ExitCode, Signal: res.Signal, TimedOut: res.TimedOut}, nil
+	return ExecExit{Code: res.ExitCode, Signal: res.Signal, TimedOut: res.TimedOut}, nil
 }
 
 // Upload writes r to path in the sandbox (mode 0: keep the old file's, or 0644).

@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"github.com/sietch-vm/sietch/api/model"
 )
 
 // dependentsLocked names what needs snapshot id: diffs built on it, the
@@ -33,7 +31,7 @@ func (m *Manager) dependentsLocked(id string, forTemplate bool) []string {
 		switch {
 		case (sb.rec.Snapshot == id || sb.rec.Suspended == id) && active(sb.rec.State):
 			deps = append(deps, "sandbox "+sb.id+" (runs from it)")
-		case sb.rec.Suspended == id && sb.rec.State == model.StateSuspended:
+		case sb.rec.Suspended == id && sb.rec.State == StateSuspended:
 			deps = append(deps, "sandbox "+sb.id+" (suspended in it)")
 		}
 	}
@@ -42,21 +40,21 @@ func (m *Manager) dependentsLocked(id string, forTemplate bool) []string {
 }
 
 // snapshotView is the API's view of s; the caller holds m.mu.
-func (m *Manager) snapshotView(s *snapRecord) model.Snapshot {
+func (m *Manager) snapshotView(s *snapRecord) Snapshot {
 	v := s.Snapshot
 	v.Dependents = m.dependentsLocked(s.ID, false)
 	return v
 }
 
 // AllSnapshots lists every snapshot, oldest first, with what depends on it.
-func (m *Manager) AllSnapshots() []model.Snapshot {
+func (m *Manager) AllSnapshots() []Snapshot {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]model.Snapshot, 0, len(m.snapshots))
+	out := make([]Snapshot, 0, len(m.snapshots))
 	for _, s := range m.snapshots {
 		out = append(out, m.snapshotView(s))
 	}
-	slices.SortFunc(out, func(a, b model.Snapshot) int {
+	slices.SortFunc(out, func(a, b Snapshot) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
 		}
@@ -66,12 +64,12 @@ func (m *Manager) AllSnapshots() []model.Snapshot {
 }
 
 // GetSnapshot returns one snapshot.
-func (m *Manager) GetSnapshot(id string) (model.Snapshot, error) {
+func (m *Manager) GetSnapshot(id string) (Snapshot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.snapshots[id]
 	if !ok {
-		return model.Snapshot{}, fmt.Errorf("%w: no snapshot %q (sietch snapshots lists them)", ErrNotFound, id)
+		return Snapshot{}, fmt.Errorf("%w: no snapshot %q (sietch snapshots lists them)", ErrNotFound, id)
 	}
 	return m.snapshotView(s), nil
 }

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -23,12 +22,12 @@ const (
 // Create starts a sandbox from a template (the default when the request
 // names nothing), an image or a snapshot, and returns it running: for a
 // Linux sandbox, once its guest agent answers with its identity applied.
-func (m *Manager) Create(ctx context.Context, req model.CreateRequest) (model.Sandbox, error) {
+func (m *Manager) Create(ctx context.Context, req CreateSpec) (Sandbox, error) {
 	if err := checkLabels(req.Labels); err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	if err := checkEnv(req.Env); err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	given := 0
 	for _, s := range []string{req.Template, req.Image, req.Snapshot} {
@@ -37,7 +36,7 @@ func (m *Manager) Create(ctx context.Context, req model.CreateRequest) (model.Sa
 		}
 	}
 	if given > 1 {
-		return model.Sandbox{}, fmt.Errorf("%w: give one of template, image or snapshot", ErrInvalid)
+		return Sandbox{}, fmt.Errorf("%w: give one of template, image or snapshot", ErrInvalid)
 	}
 	o := restoreOpts{limits: req.Limits, labels: req.Labels, env: req.Env}
 	switch {
@@ -52,23 +51,23 @@ func (m *Manager) Create(ctx context.Context, req model.CreateRequest) (model.Sa
 	}
 	snap, err := m.readyTemplate(ctx, o.template)
 	if err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	return one(m.restoreN(ctx, snap, 1, o))
 }
 
-func one(sbs []model.Sandbox, err error) (model.Sandbox, error) {
+func one(sbs []Sandbox, err error) (Sandbox, error) {
 	if err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	return sbs[0], nil
 }
 
 // coldBoot boots a sandbox from an image.
-func (m *Manager) coldBoot(ctx context.Context, req model.CreateRequest) (model.Sandbox, error) {
+func (m *Manager) coldBoot(ctx context.Context, req CreateSpec) (Sandbox, error) {
 	spec, ok := m.specs[req.Image]
 	if !ok {
-		return model.Sandbox{}, fmt.Errorf("%w: no image %q (GET /v1/images lists them)", ErrNotFound, req.Image)
+		return Sandbox{}, fmt.Errorf("%w: no image %q (the image list names them)", ErrNotFound, req.Image)
 	}
 	def := m.cfg.Defaults
 	if spec.MemMiB > 0 {
@@ -76,7 +75,7 @@ func (m *Manager) coldBoot(ctx context.Context, req model.CreateRequest) (model.
 	}
 	l := withDefaults(req.Limits, def)
 	if err := checkLimits(l, m.cfg.Max); err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	sb := m.newSandbox(spec.Kind, l, req.Labels, req.Env)
 	sb.rec.Image = spec.Name
@@ -84,12 +83,12 @@ func (m *Manager) coldBoot(ctx context.Context, req model.CreateRequest) (model.
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	if err := m.reserve([]*sandbox{sb}, l); err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	err := m.launch(ctx, sb, func() ([]string, error) { return m.runArgs(sb, spec, l) }, &m.boot)
 	if err != nil {
 		m.remove(sb)
-		return model.Sandbox{}, fmt.Errorf("create a sandbox from image %s: %w", spec.Name, err)
+		return Sandbox{}, fmt.Errorf("create a sandbox from image %s: %w", spec.Name, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -122,19 +121,19 @@ func checkLabels(labels map[string]string) error {
 }
 
 // newSandbox returns a sandbox record in state creating.
-func (m *Manager) newSandbox(kind string, l model.Limits, labels, env map[string]string) *sandbox {
+func (m *Manager) newSandbox(kind string, l Limits, labels, env map[string]string) *sandbox {
 	id := newID("sb-")
 	sb := &sandbox{id: id, dir: filepath.Join(m.cfg.StateDir, "sandboxes", id), pidfd: -1, done: closedChan(), ports: map[int]*forward{}}
 	sb.ctl = control.NewClient(filepath.Join(sb.dir, fileAPISock))
-	sb.rec = record{Kind: kind, Env: cloneMap(env), Sandbox: model.Sandbox{
-		ID: id, State: model.StateCreating, Limits: l, Labels: cloneMap(labels), CreatedAt: time.Now().UTC(),
+	sb.rec = record{Kind: kind, Env: cloneMap(env), Sandbox: Sandbox{
+		ID: id, State: StateCreating, Limits: l, Labels: cloneMap(labels), CreatedAt: time.Now().UTC(),
 	}}
 	return sb
 }
 
 // reserve admits new sandboxes of limits l under the host limits and
 // records them, all or none.
-func (m *Manager) reserve(sbs []*sandbox, l model.Limits) error {
+func (m *Manager) reserve(sbs []*sandbox, l Limits) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -193,7 +192,7 @@ func (m *Manager) launch(ctx context.Context, sb *sandbox, args func() ([]string
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.setState(sb, model.StateRunning, "") {
+	if !m.setState(sb, StateRunning, "") {
 		return fmt.Errorf("the vmm exited as it started: %s", sb.rec.Reason)
 	}
 	h.observe(time.Since(start).Seconds())
@@ -247,36 +246,36 @@ func (m *Manager) remove(sb *sandbox) {
 }
 
 // Pause parks the sandbox's vCPUs.
-func (m *Manager) Pause(ctx context.Context, id string) (model.Sandbox, error) {
-	return m.control(ctx, id, model.StatePaused, "pause", func(ctx context.Context, c *control.Client) error { return c.Pause(ctx) })
+func (m *Manager) Pause(ctx context.Context, id string) (Sandbox, error) {
+	return m.control(ctx, id, StatePaused, "pause", func(ctx context.Context, c *control.Client) error { return c.Pause(ctx) })
 }
 
 // Resume lets a paused sandbox run again; a suspended one is restored
 // from its snapshot.
-func (m *Manager) Resume(ctx context.Context, id string) (model.Sandbox, error) {
+func (m *Manager) Resume(ctx context.Context, id string) (Sandbox, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	m.mu.Lock()
-	suspended := sb.rec.State == model.StateSuspended
+	suspended := sb.rec.State == StateSuspended
 	m.mu.Unlock()
 	if suspended {
 		if err := m.wake(ctx, sb); err != nil {
-			return model.Sandbox{}, err
+			return Sandbox{}, err
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return sb.view(), nil
 	}
-	return m.control(ctx, id, model.StateRunning, "resume", func(ctx context.Context, c *control.Client) error { return c.Resume(ctx) })
+	return m.control(ctx, id, StateRunning, "resume", func(ctx context.Context, c *control.Client) error { return c.Resume(ctx) })
 }
 
 // control moves sandbox id to state to through call on its control socket.
-func (m *Manager) control(ctx context.Context, id string, to model.State, action string, call func(context.Context, *control.Client) error) (model.Sandbox, error) {
+func (m *Manager) control(ctx context.Context, id string, to State, action string, call func(context.Context, *control.Client) error) (Sandbox, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
@@ -284,12 +283,12 @@ func (m *Manager) control(ctx context.Context, id string, to model.State, action
 	err = checkMove(id, sb.rec.State, to, action)
 	m.mu.Unlock()
 	if err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, controlTimeout)
 	defer cancel()
 	if err := call(ctx, sb.ctl); err != nil {
-		return model.Sandbox{}, controlError(id, action, err)
+		return Sandbox{}, controlError(id, action, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -348,7 +347,7 @@ func (m *Manager) expire(sb *sandbox) {
 		}
 	}
 	if l.OnTimeout == OnTimeoutSnapshot {
-		snap, err := m.snapshotLocked(context.Background(), sb, model.SnapshotRequest{Kind: control.SnapshotFull}, snapRole{})
+		snap, err := m.snapshotLocked(context.Background(), sb, control.SnapshotFull, snapRole{})
 		if err != nil {
 			m.log.Error("snapshot at the end of the lifetime", "sandbox", sb.id, "err", err)
 			reason += "; the snapshot failed: " + err.Error()

@@ -2,8 +2,6 @@ package sandbox
 
 import (
 	"fmt"
-
-	"github.com/sietch-vm/sietch/api/model"
 )
 
 // What a sandbox does when its lifetime (Limits.TimeoutS) ends.
@@ -20,7 +18,7 @@ const (
 )
 
 // withDefaults fills l's zero fields from d.
-func withDefaults(l, d model.Limits) model.Limits {
+func withDefaults(l, d Limits) Limits {
 	if l.CPUs == 0 {
 		l.CPUs = d.CPUs
 	}
@@ -41,7 +39,7 @@ func withDefaults(l, d model.Limits) model.Limits {
 
 // checkLimits refuses limits that are malformed (ErrInvalid) or over a
 // per-sandbox ceiling (ErrLimit), naming the limit.
-func checkLimits(l, max model.Limits) error {
+func checkLimits(l, max Limits) error {
 	switch {
 	case l.CPUs < 1 || l.CPUs > maxCPUs:
 		return fmt.Errorf("%w: limits.cpus %d: want 1 to %d", ErrInvalid, l.CPUs, maxCPUs)
@@ -74,7 +72,7 @@ func checkLimits(l, max model.Limits) error {
 
 // checkHost refuses n more sandboxes of limits l when the active ones
 // already use too much of the host; the caller holds m.mu.
-func (m *Manager) checkHost(n int, l model.Limits) error {
+func (m *Manager) checkHost(n int, l Limits) error {
 	count, mem, cpus := 0, 0, 0
 	for _, sb := range m.sandboxes {
 		if active(sb.rec.State) {

@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -51,8 +50,8 @@ type Config struct {
 	StateDir string     // sandboxes, snapshots and sietch.db live here
 	VMMPath  string     // the vmm binary
 	Host     HostLimits // host-wide
-	Defaults model.Limits
-	Max      model.Limits // per-sandbox ceilings; 0 fields: only the host limits
+	Defaults Limits
+	Max      Limits // per-sandbox ceilings; 0 fields: only the host limits
 	Images   []ImageSpec
 	Logger   *slog.Logger
 	// BootTimeout bounds a Linux sandbox's create: its guest agent must
@@ -91,7 +90,7 @@ type Manager struct {
 	cfg    Config
 	log    *slog.Logger
 	db     *store
-	images map[string]model.Image
+	images map[string]Image
 	specs  map[string]ImageSpec
 
 	wakeR, wakeW *os.File       // closing wakeW ends every supervisor's poll
@@ -162,7 +161,7 @@ func Open(cfg Config) (*Manager, error) {
 	default:
 		return nil, fmt.Errorf("sandbox manager: restore memory %q: want ondemand or lazy", cfg.RestoreMemory)
 	}
-	cfg.Defaults = withDefaults(cfg.Defaults, model.Limits{CPUs: 1, MemoryMiB: 128, OnTimeout: OnTimeoutStop})
+	cfg.Defaults = withDefaults(cfg.Defaults, Limits{CPUs: 1, MemoryMiB: 128, OnTimeout: OnTimeoutStop})
 	db, err := openStore(filepath.Join(state, "sietch.db"))
 	if err != nil {
 		return nil, err
@@ -171,7 +170,7 @@ func Open(cfg Config) (*Manager, error) {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		db:        db,
-		images:    map[string]model.Image{},
+		images:    map[string]Image{},
 		specs:     map[string]ImageSpec{},
 		sandboxes: map[string]*sandbox{},
 		snapshots: map[string]*snapRecord{},
@@ -227,9 +226,9 @@ func Open(cfg Config) (*Manager, error) {
 // loadImages records the configured images, keeping the creation time of
 // those sietchd has seen before.
 func (m *Manager) loadImages() error {
-	known := map[string]model.Image{}
+	known := map[string]Image{}
 	m.db.each(bucketImages, func(id string, b []byte) error {
-		var im model.Image
+		var im Image
 		if err := json.Unmarshal(b, &im); err != nil {
 			return err
 		}
@@ -243,7 +242,7 @@ func (m *Manager) loadImages() error {
 		if _, dup := m.specs[spec.Name]; dup {
 			return fmt.Errorf("image %q is configured twice; give each image its own name", spec.Name)
 		}
-		im := model.Image{Name: spec.Name, Kind: spec.Kind, CreatedAt: time.Now().UTC()}
+		im := Image{Name: spec.Name, Kind: spec.Kind, CreatedAt: time.Now().UTC()}
 		if old, ok := known[spec.Name]; ok {
 			im.CreatedAt = old.CreatedAt
 		}
@@ -330,13 +329,13 @@ func (m *Manager) lookup(id string) (*sandbox, error) {
 	}
 	sb, ok := m.sandboxes[id]
 	if !ok {
-		return nil, fmt.Errorf("%w: no sandbox %q (GET /v1/sandboxes lists them)", ErrNotFound, id)
+		return nil, fmt.Errorf("%w: no sandbox %q (the sandbox list names them)", ErrNotFound, id)
 	}
 	return sb, nil
 }
 
 // view is the API's view of sb; the caller holds m.mu.
-func (sb *sandbox) view() model.Sandbox {
+func (sb *sandbox) view() Sandbox {
 	s := sb.rec.Sandbox
 	s.Labels = cloneMap(s.Labels)
 	s.Ports = slices.Clone(s.Ports)
@@ -344,10 +343,10 @@ func (sb *sandbox) view() model.Sandbox {
 }
 
 // Get returns one sandbox.
-func (m *Manager) Get(id string) (model.Sandbox, error) {
+func (m *Manager) Get(id string) (Sandbox, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -355,14 +354,14 @@ func (m *Manager) Get(id string) (model.Sandbox, error) {
 }
 
 // List returns every sandbox, oldest first.
-func (m *Manager) List() []model.Sandbox {
+func (m *Manager) List() []Sandbox {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]model.Sandbox, 0, len(m.sandboxes))
+	out := make([]Sandbox, 0, len(m.sandboxes))
 	for _, sb := range m.sandboxes {
 		out = append(out, sb.view())
 	}
-	slices.SortFunc(out, func(a, b model.Sandbox) int {
+	slices.SortFunc(out, func(a, b Sandbox) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
 		}
@@ -388,12 +387,12 @@ func (m *Manager) probeHost() string {
 }
 
 // Images returns the configured images by name.
-func (m *Manager) Images() []model.Image {
-	out := make([]model.Image, 0, len(m.images))
+func (m *Manager) Images() []Image {
+	out := make([]Image, 0, len(m.images))
 	for _, im := range m.images {
 		out = append(out, im)
 	}
-	slices.SortFunc(out, func(a, b model.Image) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Image) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -409,7 +408,7 @@ func (m *Manager) save(sb *sandbox) {
 
 // setState moves sb to state st (with reason) if the table allows it; the
 // caller holds m.mu.
-func (m *Manager) setState(sb *sandbox, st model.State, reason string) bool {
+func (m *Manager) setState(sb *sandbox, st State, reason string) bool {
 	if !canMove(sb.rec.State, st) {
 		return false
 	}

@@ -2,8 +2,6 @@ package sandbox
 
 import (
 	"sort"
-
-	"github.com/sietch-vm/sietch/api/model"
 )
 
 // latencyBuckets are the upper bounds (seconds) of the boot and restore
@@ -47,16 +45,16 @@ func (h *histogram) export() Histogram {
 
 // Metrics is what GET /metrics shows.
 type Metrics struct {
-	States  map[model.State]int // every state, zeros included
-	Boot    Histogram           // create from an image until the vmm runs
-	Restore Histogram           // create from a snapshot until the vmm runs
-	RSS     map[string]int64    // vmm resident memory by sandbox id
+	States  map[State]int    // every state, zeros included
+	Boot    Histogram        // create from an image until the vmm runs
+	Restore Histogram        // create from a snapshot until the vmm runs
+	RSS     map[string]int64 // vmm resident memory by sandbox id
 }
 
 // Metrics returns the current counts, latencies and vmm memory.
 func (m *Manager) Metrics() Metrics {
 	m.mu.Lock()
-	out := Metrics{States: map[model.State]int{}, Boot: m.boot.export(), Restore: m.restore.export(), RSS: map[string]int64{}}
+	out := Metrics{States: map[State]int{}, Boot: m.boot.export(), Restore: m.restore.export(), RSS: map[string]int64{}}
 	for _, s := range States {
 		out.States[s] = 0
 	}

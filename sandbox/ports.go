@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/sietch-vm/sietch/api/model"
 )
 
 // maxPorts bounds one sandbox's forwards.
@@ -23,7 +21,7 @@ const portConnectTimeout = 10 * time.Second
 // forward is a host TCP listener whose connections are relayed to a guest
 // port through the agent.
 type forward struct {
-	port model.Port
+	port Port
 	ln   net.Listener
 	ac   *agentConn
 	log  func(msg string, args ...any)
@@ -35,36 +33,36 @@ type forward struct {
 }
 
 // AddPort forwards a host TCP port to a guest port of a running sandbox.
-func (m *Manager) AddPort(ctx context.Context, id string, req model.PortRequest) (model.Port, error) {
+func (m *Manager) AddPort(ctx context.Context, id string, req PortSpec) (Port, error) {
 	if req.GuestPort < 1 || req.GuestPort > 65535 {
-		return model.Port{}, fmt.Errorf("%w: guest_port %d: want 1 to 65535", ErrInvalid, req.GuestPort)
+		return Port{}, fmt.Errorf("%w: guest_port %d: want 1 to 65535", ErrInvalid, req.GuestPort)
 	}
 	if req.HostPort < 0 || req.HostPort > 65535 {
-		return model.Port{}, fmt.Errorf("%w: host_port %d: want 0 (any free port) to 65535", ErrInvalid, req.HostPort)
+		return Port{}, fmt.Errorf("%w: host_port %d: want 0 (any free port) to 65535", ErrInvalid, req.HostPort)
 	}
 	if req.HostAddr == "" {
 		req.HostAddr = "127.0.0.1"
 	}
 	if _, err := netip.ParseAddr(req.HostAddr); err != nil {
-		return model.Port{}, fmt.Errorf("%w: host_addr %q is not an IP address", ErrInvalid, req.HostAddr)
+		return Port{}, fmt.Errorf("%w: host_addr %q is not an IP address", ErrInvalid, req.HostAddr)
 	}
 	sb, err := m.awake(ctx, id)
 	if err != nil {
-		return model.Port{}, err
+		return Port{}, err
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
-	case sb.rec.State != model.StateRunning && sb.rec.State != model.StatePaused:
-		return model.Port{}, fmt.Errorf("%w: sandbox %s is %s; ports are forwarded to running sandboxes", ErrWrongState, id, sb.rec.State)
+	case sb.rec.State != StateRunning && sb.rec.State != StatePaused:
+		return Port{}, fmt.Errorf("%w: sandbox %s is %s; ports are forwarded to running sandboxes", ErrWrongState, id, sb.rec.State)
 	case len(sb.ports) >= maxPorts:
-		return model.Port{}, fmt.Errorf("%w: sandbox %s has %d port forwards, the limit is %d", ErrLimit, id, len(sb.ports), maxPorts)
+		return Port{}, fmt.Errorf("%w: sandbox %s has %d port forwards, the limit is %d", ErrLimit, id, len(sb.ports), maxPorts)
 	}
-	f, err := m.listenForward(sb, model.Port{GuestPort: req.GuestPort, HostAddr: req.HostAddr, HostPort: req.HostPort})
+	f, err := m.listenForward(sb, Port{GuestPort: req.GuestPort, HostAddr: req.HostAddr, HostPort: req.HostPort})
 	if err != nil {
-		return model.Port{}, err
+		return Port{}, err
 	}
 	sb.ports[f.port.HostPort] = f
 	sb.rec.Ports = append(sb.rec.Ports, f.port)
@@ -73,7 +71,7 @@ func (m *Manager) AddPort(ctx context.Context, id string, req model.PortRequest)
 }
 
 // listenForward listens for p and starts relaying; the caller holds m.mu.
-func (m *Manager) listenForward(sb *sandbox, p model.Port) (*forward, error) {
+func (m *Manager) listenForward(sb *sandbox, p Port) (*forward, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(p.HostAddr, strconv.Itoa(p.HostPort)))
 	if err != nil {
 		return nil, fmt.Errorf("%w: listen on %s port %d: %v", ErrInvalid, p.HostAddr, p.HostPort, err)
@@ -185,14 +183,14 @@ func (sb *sandbox) takeForwards() []*forward {
 }
 
 // Ports lists a sandbox's port forwards.
-func (m *Manager) Ports(id string) ([]model.Port, error) {
+func (m *Manager) Ports(id string) ([]Port, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return append([]model.Port{}, sb.rec.Ports...), nil
+	return append([]Port{}, sb.rec.Ports...), nil
 }
 
 // RemovePort ends the forward from hostPort.
@@ -205,7 +203,7 @@ func (m *Manager) RemovePort(id string, hostPort int) error {
 	f, ok := sb.ports[hostPort]
 	if ok {
 		delete(sb.ports, hostPort)
-		sb.rec.Ports = slices.DeleteFunc(sb.rec.Ports, func(p model.Port) bool { return p.HostPort == hostPort })
+		sb.rec.Ports = slices.DeleteFunc(sb.rec.Ports, func(p Port) bool { return p.HostPort == hostPort })
 		m.save(sb)
 	}
 	m.mu.Unlock()

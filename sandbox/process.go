@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -33,7 +32,7 @@ const (
 const vsockCID = 3
 
 // runArgs is the `vmm run` command line of a new sandbox of image spec.
-func (m *Manager) runArgs(sb *sandbox, spec ImageSpec, l model.Limits) ([]string, error) {
+func (m *Manager) runArgs(sb *sandbox, spec ImageSpec, l Limits) ([]string, error) {
 	args := []string{"run", "--kernel", spec.Kernel,
 		"--mem", strconv.Itoa(l.MemoryMiB) + "M", "--cpus", strconv.Itoa(l.CPUs),
 		"--api-sock", filepath.Join(sb.dir, fileAPISock)}

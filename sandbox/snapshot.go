@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -19,84 +18,85 @@ import (
 const maxFork = 64
 
 // Snapshot checkpoints a running or paused sandbox into
-// <state>/snapshots/<id>; the sandbox goes on in the state it was in.
-func (m *Manager) Snapshot(ctx context.Context, id string, req model.SnapshotRequest) (model.Snapshot, error) {
+// <state>/snapshots/<id>; the sandbox goes on in the state it was in. kind
+// is control.SnapshotFull (or empty) or control.SnapshotDiff.
+func (m *Manager) Snapshot(ctx context.Context, id, kind string) (Snapshot, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
-		return model.Snapshot{}, err
+		return Snapshot{}, err
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
-	return m.snapshotLocked(ctx, sb, req, snapRole{})
+	return m.snapshotLocked(ctx, sb, kind, snapRole{})
 }
 
 // snapRole is what a snapshot sietchd takes for itself is for.
 type snapRole struct {
-	role     string // model.RoleTemplate or model.RoleSuspend; empty: a user's
+	role     string // RoleTemplate or RoleSuspend; empty: a user's
 	template string
 }
 
 // snapshotLocked is Snapshot for a caller holding sb.op.
-func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, req model.SnapshotRequest, role snapRole) (model.Snapshot, error) {
-	switch req.Kind {
+func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, kind string, role snapRole) (Snapshot, error) {
+	switch kind {
 	case "":
-		req.Kind = control.SnapshotFull
+		kind = control.SnapshotFull
 	case control.SnapshotFull, control.SnapshotDiff:
 	default:
-		return model.Snapshot{}, fmt.Errorf("%w: snapshot kind %q: want %q or %q", ErrInvalid, req.Kind, control.SnapshotFull, control.SnapshotDiff)
+		return Snapshot{}, fmt.Errorf("%w: snapshot kind %q: want %q or %q", ErrInvalid, kind, control.SnapshotFull, control.SnapshotDiff)
 	}
 	m.mu.Lock()
 	prev := sb.rec.State
 	base := sb.rec.LastSnapshot
-	err := checkMove(sb.id, prev, model.StateSnapshotting, "be snapshotted")
-	if err == nil && req.Kind == control.SnapshotDiff && base == "" {
+	err := checkMove(sb.id, prev, StateSnapshotting, "be snapshotted")
+	if err == nil && kind == control.SnapshotDiff && base == "" {
 		err = fmt.Errorf("%w: sandbox %s has no earlier snapshot for a diff to build on; take a full one first", ErrWrongState, sb.id)
 	}
 	if err == nil {
 		sb.rec.Prev = prev
-		m.setState(sb, model.StateSnapshotting, "")
+		m.setState(sb, StateSnapshotting, "")
 	}
 	m.mu.Unlock()
 	if err != nil {
-		return model.Snapshot{}, err
+		return Snapshot{}, err
 	}
 	snap := &snapRecord{
-		Snapshot: model.Snapshot{ID: newID("snap-"), SandboxID: sb.id, Kind: req.Kind, CreatedAt: time.Now().UTC(),
+		Snapshot: Snapshot{ID: newID("snap-"), SandboxID: sb.id, Kind: kind, CreatedAt: time.Now().UTC(),
 			Role: role.role, Template: role.template},
 		Kind: sb.rec.Kind,
 	}
-	if req.Kind == control.SnapshotDiff {
+	if kind == control.SnapshotDiff {
 		snap.Base = base
 	}
 	snap.Dir = filepath.Join(m.cfg.StateDir, "snapshots", snap.ID)
 	cctx, cancel := context.WithTimeout(ctx, controlTimeout)
-	err = sb.ctl.Snapshot(cctx, control.SnapshotRequest{Dir: snap.Dir, Kind: req.Kind})
+	err = sb.ctl.Snapshot(cctx, control.SnapshotRequest{Dir: snap.Dir, Kind: kind})
 	cancel()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sb.rec.Prev = ""
-	if sb.rec.State == model.StateSnapshotting {
+	if sb.rec.State == StateSnapshotting {
 		m.setState(sb, prev, "")
 	}
 	if err != nil {
 		os.RemoveAll(snap.Dir)
-		return model.Snapshot{}, controlError(sb.id, "snapshot", err)
+		return Snapshot{}, controlError(sb.id, "snapshot", err)
 	}
 	snap.Image, snap.Limits, snap.Env = sb.rec.Image, sb.rec.Limits, cloneMap(sb.rec.Env)
 	snap.Limits.TimeoutS, snap.Limits.OnTimeout = 0, ""
 	snap.SizeBytes = diskUsage(snap.Dir)
 	if err := m.db.put(bucketSnapshots, snap.ID, snap); err != nil {
 		os.RemoveAll(snap.Dir)
-		return model.Snapshot{}, err
+		return Snapshot{}, err
 	}
 	m.snapshots[snap.ID] = snap
-	if role.role != model.RoleTemplate {
+	if role.role != RoleTemplate {
 		// A template's sandboxes build their diffs on it; the build
 		// sandbox itself goes.
 		sb.rec.LastSnapshot = snap.ID
 	}
 	m.save(sb)
-	m.log.Info("snapshot taken", "sandbox", sb.id, "snapshot", snap.ID, "kind", req.Kind, "bytes", snap.SizeBytes)
+	m.log.Info("snapshot taken", "sandbox", sb.id, "snapshot", snap.ID, "kind", kind, "bytes", snap.SizeBytes)
 	return snap.Snapshot, nil
 }
 
@@ -123,62 +123,61 @@ func diskUsage(dir string) int64 {
 // Snapshots lists the snapshots taken of sandbox id, oldest first. A
 // deleted sandbox's snapshots stay usable by id but are listed under no
 // sandbox.
-func (m *Manager) Snapshots(id string) ([]model.Snapshot, error) {
+func (m *Manager) Snapshots(id string) ([]Snapshot, error) {
 	if _, err := m.lookup(id); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := []model.Snapshot{}
+	out := []Snapshot{}
 	for _, s := range m.snapshots {
 		if s.SandboxID == id {
 			out = append(out, m.snapshotView(s))
 		}
 	}
-	slices.SortFunc(out, func(a, b model.Snapshot) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	slices.SortFunc(out, func(a, b Snapshot) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	return out, nil
 }
 
-// Fork starts req.Count new sandboxes from one of sandbox id's snapshots,
-// or from a full snapshot taken now when req.Snapshot is empty.
-func (m *Manager) Fork(ctx context.Context, id string, req model.ForkRequest) ([]model.Sandbox, error) {
-	if req.Count < 1 || req.Count > maxFork {
-		return nil, fmt.Errorf("%w: count %d: want 1 to %d", ErrInvalid, req.Count, maxFork)
+// Fork starts count new sandboxes from snapID, one of sandbox id's
+// snapshots, or from a full snapshot taken now when snapID is empty.
+func (m *Manager) Fork(ctx context.Context, id, snapID string, count int) ([]Sandbox, error) {
+	if count < 1 || count > maxFork {
+		return nil, fmt.Errorf("%w: count %d: want 1 to %d", ErrInvalid, count, maxFork)
 	}
 	sb, err := m.lookup(id)
 	if err != nil {
 		return nil, err
 	}
-	snapID := req.Snapshot
 	m.mu.Lock()
 	labels := cloneMap(sb.rec.Labels)
 	if snapID != "" {
 		if s, ok := m.snapshots[snapID]; !ok || s.SandboxID != id {
 			m.mu.Unlock()
-			return nil, fmt.Errorf("%w: sandbox %s has no snapshot %q (GET /v1/sandboxes/%s/snapshots lists them)", ErrNotFound, id, snapID, id)
+			return nil, fmt.Errorf("%w: sandbox %s has no snapshot %q (its snapshots are listed with it)", ErrNotFound, id, snapID)
 		}
 	}
 	m.mu.Unlock()
 	if snapID == "" {
-		snap, err := m.Snapshot(ctx, id, model.SnapshotRequest{Kind: control.SnapshotFull})
+		snap, err := m.Snapshot(ctx, id, control.SnapshotFull)
 		if err != nil {
 			return nil, err
 		}
 		snapID = snap.ID
 	}
-	return m.restoreN(ctx, snapID, req.Count, restoreOpts{labels: labels})
+	return m.restoreN(ctx, snapID, count, restoreOpts{labels: labels})
 }
 
 // restoreOpts are what a restore takes from its request.
 type restoreOpts struct {
-	limits   model.Limits      // cpus, memory and disk must match the snapshot's; timeout is the new sandbox's
+	limits   Limits            // cpus, memory and disk must match the snapshot's; timeout is the new sandbox's
 	labels   map[string]string // of every new sandbox
 	env      map[string]string // nil: the snapshot's
 	template string            // created from this template
 }
 
 // restoreN starts n sandboxes from snapshot snapID, all or none.
-func (m *Manager) restoreN(ctx context.Context, snapID string, n int, o restoreOpts) ([]model.Sandbox, error) {
+func (m *Manager) restoreN(ctx context.Context, snapID string, n int, o restoreOpts) ([]Sandbox, error) {
 	req := o.limits
 	m.mu.Lock()
 	snap, ok := m.snapshots[snapID]
@@ -229,7 +228,7 @@ func (m *Manager) restoreN(ctx context.Context, snapID string, n int, o restoreO
 		}
 		return nil, errors.Join(errs...)
 	}
-	out := make([]model.Sandbox, n)
+	out := make([]Sandbox, n)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, sb := range sbs {

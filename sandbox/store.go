@@ -7,8 +7,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-
-	"github.com/sietch-vm/sietch/api/model"
 )
 
 // The state database (<state>/sietch.db) is bbolt: pure Go (no cgo), one
@@ -24,9 +22,9 @@ var (
 // record is a sandbox as persisted: what the API shows plus what sietchd
 // needs to find its vmm again after a restart.
 type record struct {
-	model.Sandbox
+	Sandbox
 	Kind         string            `json:"kind"`                    // image kind: "linux" or "testguest"
-	Prev         model.State       `json:"prev,omitempty"`          // state to return to after snapshotting
+	Prev         State             `json:"prev,omitempty"`          // state to return to after snapshotting
 	ExpiresAt    time.Time         `json:"expires_at,omitempty"`    // lifetime timeout; zero: none
 	LastSnapshot string            `json:"last_snapshot,omitempty"` // base of the next diff snapshot
 	Env          map[string]string `json:"env,omitempty"`           // given at create; the agent adds it to every exec
@@ -35,18 +33,18 @@ type record struct {
 
 // templateRec is a template as persisted.
 type templateRec struct {
-	model.Template
+	Template
 	BuildSandbox string `json:"build_sandbox,omitempty"` // the sandbox booted for the build, while building
 	ImageID      string `json:"image_id,omitempty"`      // the image's files when the build began (imageID)
 }
 
 // snapRecord is a snapshot as persisted: enough to create sandboxes from it.
 type snapRecord struct {
-	model.Snapshot
+	Snapshot
 	Dir    string            `json:"dir"`
 	Image  string            `json:"image,omitempty"`
 	Kind   string            `json:"image_kind"`
-	Limits model.Limits      `json:"limits"`
+	Limits Limits            `json:"limits"`
 	Env    map[string]string `json:"env,omitempty"` // the sandbox's at the snapshot: restores and forks keep it
 }
 

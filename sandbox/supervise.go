@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -95,11 +94,11 @@ func (m *Manager) exited(sb *sandbox, ex exitInfo, pidfd int, done chan struct{}
 	}
 	if !sb.deleting {
 		st, reason := describeExit(sb.dir, ex)
-		if sb.stopReason != "" && st == model.StateStopped {
+		if sb.stopReason != "" && st == StateStopped {
 			reason = sb.stopReason
 		}
-		if sb.suspendTo != "" && st == model.StateStopped {
-			st, reason = model.StateSuspended, ""
+		if sb.suspendTo != "" && st == StateStopped {
+			st, reason = StateSuspended, ""
 			// Ports stay in the record: the resume opens them again.
 			sb.rec.Suspended, sb.rec.Agent = sb.suspendTo, false
 		}
@@ -130,14 +129,14 @@ func releaseFiles(dir string) {
 
 // describeExit turns a vmm's exit into the sandbox's final state and a
 // reason a person can act on (the exit statuses are `vmm run`'s).
-func describeExit(dir string, ex exitInfo) (model.State, string) {
+func describeExit(dir string, ex exitInfo) (State, string) {
 	logLine := lastLine(tailFile(filepath.Join(dir, fileVMMLog), 2048))
 	var reason string
 	switch {
 	case !ex.known:
 		switch {
 		case strings.Contains(logLine, "VM stopped"):
-			return model.StateStopped, "stopped"
+			return StateStopped, "stopped"
 		case strings.Contains(logLine, "guest crashed"), strings.Contains(logLine, "vmm run:"), strings.Contains(logLine, "vmm restore:"):
 			reason = logLine
 		default:
@@ -149,9 +148,9 @@ func describeExit(dir string, ex exitInfo) (model.State, string) {
 	case ex.signal != 0:
 		reason = fmt.Sprintf("the vmm was killed by signal %s", unix.SignalName(ex.signal))
 	case ex.code == 0:
-		return model.StateStopped, "the guest powered off"
+		return StateStopped, "the guest powered off"
 	case ex.code == 5:
-		return model.StateStopped, "stopped"
+		return StateStopped, "stopped"
 	case ex.code == 3:
 		reason = "the guest rebooted (a sandbox does not reboot; create a new one)"
 	case ex.code == 4:
@@ -164,7 +163,7 @@ func describeExit(dir string, ex exitInfo) (model.State, string) {
 	if tail := consoleTail(dir); tail != "" {
 		reason += "; console ends: " + tail
 	}
-	return model.StateFailed, reason
+	return StateFailed, reason
 }
 
 // consoleTail is the last few lines of a sandbox's console, on one line.
@@ -219,7 +218,7 @@ func (m *Manager) reattach(r record) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		sb.rec.VMMPID, sb.rec.Ports = 0, nil
-		if !m.setState(sb, model.StateFailed, reason) {
+		if !m.setState(sb, StateFailed, reason) {
 			m.save(sb)
 		}
 		releaseFiles(sb.dir)
@@ -241,9 +240,9 @@ func (m *Manager) reattach(r record) {
 	defer m.mu.Unlock()
 	switch info.State {
 	case control.StatePaused:
-		sb.rec.State = model.StatePaused
+		sb.rec.State = StatePaused
 	default:
-		sb.rec.State = model.StateRunning // a snapshot or start cut short by the restart is over
+		sb.rec.State = StateRunning // a snapshot or start cut short by the restart is over
 	}
 	sb.rec.Prev = ""
 	m.supervise(sb, r.VMMPID, pidfd)

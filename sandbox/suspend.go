@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -13,15 +12,15 @@ import (
 // and its memory is freed. It stays suspended across sietchd restarts and
 // host reboots; Resume, or any exec, file or port call, restores it under
 // its id.
-func (m *Manager) Suspend(ctx context.Context, id string) (model.Sandbox, error) {
+func (m *Manager) Suspend(ctx context.Context, id string) (Sandbox, error) {
 	sb, err := m.lookup(id)
 	if err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	if err := m.suspendLocked(ctx, sb); err != nil {
-		return model.Sandbox{}, err
+		return Sandbox{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -31,13 +30,13 @@ func (m *Manager) Suspend(ctx context.Context, id string) (model.Sandbox, error)
 // suspendLocked is Suspend for a caller holding sb.op.
 func (m *Manager) suspendLocked(ctx context.Context, sb *sandbox) error {
 	m.mu.Lock()
-	err := checkMove(sb.id, sb.rec.State, model.StateSuspended, "be paused to disk")
+	err := checkMove(sb.id, sb.rec.State, StateSuspended, "be paused to disk")
 	old := sb.rec.Suspended
 	m.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	snap, err := m.snapshotLocked(ctx, sb, model.SnapshotRequest{Kind: control.SnapshotFull}, snapRole{role: model.RoleSuspend})
+	snap, err := m.snapshotLocked(ctx, sb, control.SnapshotFull, snapRole{role: RoleSuspend})
 	if err != nil {
 		return fmt.Errorf("pause sandbox %s to disk: %w", sb.id, err)
 	}
@@ -51,7 +50,7 @@ func (m *Manager) suspendLocked(ctx context.Context, sb *sandbox) error {
 	m.mu.Lock()
 	st := sb.rec.State
 	m.mu.Unlock()
-	if st != model.StateSuspended {
+	if st != StateSuspended {
 		return fmt.Errorf("pause sandbox %s to disk: its vmm ended %s: %s", sb.id, st, sb.rec.Reason)
 	}
 	if old != "" && old != snap.ID {
@@ -75,7 +74,7 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox) error {
 		return err
 	}
 	m.mu.Unlock()
-	if st != model.StateSuspended {
+	if st != StateSuspended {
 		return nil // resumed by the caller we waited for
 	}
 	if !ok {
@@ -121,7 +120,7 @@ func (m *Manager) awake(ctx context.Context, id string) (*sandbox, error) {
 		return nil, err
 	}
 	m.mu.Lock()
-	suspended := sb.rec.State == model.StateSuspended
+	suspended := sb.rec.State == StateSuspended
 	m.mu.Unlock()
 	if suspended {
 		if err := m.wake(ctx, sb); err != nil {

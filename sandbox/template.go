@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -51,8 +50,8 @@ func (m *Manager) loadTemplates() []string {
 		if err := decodeRecord(b, &r); err != nil {
 			return err
 		}
-		if r.State == model.TemplateBuilding {
-			r.State, r.Step, r.Reason = model.TemplateFailed, "", "sietchd restarted during the build; build it again"
+		if r.State == TemplateBuilding {
+			r.State, r.Step, r.Reason = TemplateFailed, "", "sietchd restarted during the build; build it again"
 			if r.BuildSandbox != "" {
 				orphans = append(orphans, r.BuildSandbox)
 			}
@@ -70,23 +69,23 @@ func (m *Manager) loadTemplates() []string {
 // BuildTemplate starts building a template and returns it building;
 // Template and WaitTemplate follow the build. A template that failed may
 // be built again under its name; one that is building or ready may not.
-func (m *Manager) BuildTemplate(req model.TemplateRequest) (model.Template, error) {
+func (m *Manager) BuildTemplate(req TemplateSpec) (Template, error) {
 	t, err := m.startBuild(req)
 	if err != nil {
-		return model.Template{}, err
+		return Template{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.templateView(t), nil
 }
 
-func (m *Manager) startBuild(req model.TemplateRequest) (*template, error) {
+func (m *Manager) startBuild(req TemplateSpec) (*template, error) {
 	return m.startBuildOver(req, false)
 }
 
 // startBuildOver is startBuild that may replace a ready template whose
 // image changed (stale), as the default template is on its next use.
-func (m *Manager) startBuildOver(req model.TemplateRequest, replaceStale bool) (*template, error) {
+func (m *Manager) startBuildOver(req TemplateSpec, replaceStale bool) (*template, error) {
 	if err := checkName("template", req.Name); err != nil {
 		return nil, err
 	}
@@ -120,8 +119,8 @@ func (m *Manager) startBuildOver(req model.TemplateRequest, replaceStale bool) (
 	if spec.MemMiB > 0 {
 		def.MemoryMiB = spec.MemMiB
 	}
-	l := withDefaults(req.Limits, model.Limits{CPUs: def.CPUs, MemoryMiB: def.MemoryMiB, DiskMiB: def.DiskMiB})
-	if err := checkLimits(withDefaults(l, model.Limits{OnTimeout: OnTimeoutStop}), m.cfg.Max); err != nil {
+	l := withDefaults(req.Limits, Limits{CPUs: def.CPUs, MemoryMiB: def.MemoryMiB, DiskMiB: def.DiskMiB})
+	if err := checkLimits(withDefaults(l, Limits{OnTimeout: OnTimeoutStop}), m.cfg.Max); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
@@ -130,12 +129,12 @@ func (m *Manager) startBuildOver(req model.TemplateRequest, replaceStale bool) (
 		return nil, ErrClosed
 	}
 	old, replacing := m.templates[req.Name]
-	if replacing && old.rec.State != model.TemplateFailed && !(replaceStale && m.staleLocked(old)) {
+	if replacing && old.rec.State != TemplateFailed && !(replaceStale && m.staleLocked(old)) {
 		return nil, fmt.Errorf("%w: template %s is %s; remove it first (sietch template rm %s) to build it again", ErrWrongState, req.Name, old.rec.State, req.Name)
 	}
-	t := &template{done: make(chan struct{}), rec: templateRec{ImageID: imageID(spec), Template: model.Template{
+	t := &template{done: make(chan struct{}), rec: templateRec{ImageID: imageID(spec), Template: Template{
 		Name: req.Name, Image: spec.Name, StartCmd: req.StartCmd, ReadyPort: req.ReadyPort, ReadyCmd: req.ReadyCmd, Limits: l,
-		State: model.TemplateBuilding, Step: model.StepBoot, CreatedAt: time.Now().UTC(),
+		State: TemplateBuilding, Step: StepBoot, CreatedAt: time.Now().UTC(),
 	}}}
 	// A replaced template's snapshot goes once nothing needs it
 	// (reapTemplateSnapshots).
@@ -173,10 +172,10 @@ func (m *Manager) build(t *template, readyTimeout time.Duration) {
 	defer close(t.done)
 	t.rec.BuildSandbox, t.rec.Step = "", ""
 	if err != nil {
-		t.rec.State, t.rec.Reason = model.TemplateFailed, err.Error()
+		t.rec.State, t.rec.Reason = TemplateFailed, err.Error()
 		m.log.Error("template build failed", "template", name, "err", err)
 	} else {
-		t.rec.State, t.rec.Snapshot, t.rec.SizeBytes = model.TemplateReady, snap.ID, snap.SizeBytes
+		t.rec.State, t.rec.Snapshot, t.rec.SizeBytes = TemplateReady, snap.ID, snap.SizeBytes
 		t.rec.BuildS = time.Since(start).Seconds()
 		m.log.Info("template ready", "template", name, "snapshot", snap.ID, "bytes", snap.SizeBytes, "build_s", t.rec.BuildS)
 	}
@@ -187,13 +186,13 @@ func (m *Manager) build(t *template, readyTimeout time.Duration) {
 	}
 }
 
-func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time.Duration) (model.Snapshot, error) {
+func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time.Duration) (Snapshot, error) {
 	name := t.rec.Name
-	sb, err := m.Create(ctx, model.CreateRequest{Image: t.rec.Image, Limits: t.rec.Limits, Labels: map[string]string{labelTemplate: name}})
+	sb, err := m.Create(ctx, CreateSpec{Image: t.rec.Image, Limits: t.rec.Limits, Labels: map[string]string{labelTemplate: name}})
 	if err != nil {
-		return model.Snapshot{}, fmt.Errorf("boot image %s: %w", t.rec.Image, err)
+		return Snapshot{}, fmt.Errorf("boot image %s: %w", t.rec.Image, err)
 	}
-	m.setBuild(t, sb.ID, model.StepBoot)
+	m.setBuild(t, sb.ID, StepBoot)
 	defer func() {
 		if err := m.Delete(context.Background(), sb.ID); err != nil && !errors.Is(err, ErrNotFound) {
 			m.log.Warn("remove a template's build sandbox", "template", name, "sandbox", sb.ID, "err", err)
@@ -201,35 +200,35 @@ func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time
 	}()
 	run, err := m.lookup(sb.ID)
 	if err != nil {
-		return model.Snapshot{}, err
+		return Snapshot{}, err
 	}
 	if t.rec.StartCmd != "" {
-		m.setBuild(t, sb.ID, model.StepStart)
+		m.setBuild(t, sb.ID, StepStart)
 		ac := m.agentFor(run)
 		_, err := ac.Start(ctx, agentproto.StartRequest{ID: startExecID, Cmd: "sh", Args: []string{"-c", t.rec.StartCmd}, Log: startLog})
 		if err := m.agentDone(run, ac, err); err != nil {
-			return model.Snapshot{}, fmt.Errorf("start command: %w", err)
+			return Snapshot{}, fmt.Errorf("start command: %w", err)
 		}
 	}
 	if t.rec.ReadyPort != 0 || t.rec.ReadyCmd != "" {
-		m.setBuild(t, sb.ID, model.StepReady)
+		m.setBuild(t, sb.ID, StepReady)
 		rctx, cancel := context.WithTimeout(ctx, readyTimeout)
 		defer cancel()
 		if t.rec.ReadyPort != 0 {
 			if err := m.waitPort(rctx, run, t.rec.ReadyPort, readyTimeout); err != nil {
-				return model.Snapshot{}, err
+				return Snapshot{}, err
 			}
 		}
 		if t.rec.ReadyCmd != "" {
 			if err := m.waitReady(rctx, run, t.rec.ReadyCmd, readyTimeout); err != nil {
-				return model.Snapshot{}, err
+				return Snapshot{}, err
 			}
 		}
 	}
-	m.setBuild(t, sb.ID, model.StepSnapshot)
+	m.setBuild(t, sb.ID, StepSnapshot)
 	run.op.Lock()
 	defer run.op.Unlock()
-	return m.snapshotLocked(ctx, run, model.SnapshotRequest{Kind: control.SnapshotFull}, snapRole{role: model.RoleTemplate, template: name})
+	return m.snapshotLocked(ctx, run, control.SnapshotFull, snapRole{role: RoleTemplate, template: name})
 }
 
 // setBuild records a build's sandbox and step.
@@ -340,17 +339,17 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 }
 
 // WaitTemplate waits until template name is no longer building.
-func (m *Manager) WaitTemplate(ctx context.Context, name string) (model.Template, error) {
+func (m *Manager) WaitTemplate(ctx context.Context, name string) (Template, error) {
 	m.mu.Lock()
 	t, ok := m.templates[name]
 	m.mu.Unlock()
 	if !ok {
-		return model.Template{}, fmt.Errorf("%w: no template %q (sietch template ls lists them)", ErrNotFound, name)
+		return Template{}, fmt.Errorf("%w: no template %q (sietch template ls lists them)", ErrNotFound, name)
 	}
 	select {
 	case <-t.done:
 	case <-ctx.Done():
-		return model.Template{}, ctx.Err()
+		return Template{}, ctx.Err()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -358,30 +357,30 @@ func (m *Manager) WaitTemplate(ctx context.Context, name string) (model.Template
 }
 
 // Template returns one template.
-func (m *Manager) Template(name string) (model.Template, error) {
+func (m *Manager) Template(name string) (Template, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.templates[name]
 	if !ok {
-		return model.Template{}, fmt.Errorf("%w: no template %q (sietch template ls lists them)", ErrNotFound, name)
+		return Template{}, fmt.Errorf("%w: no template %q (sietch template ls lists them)", ErrNotFound, name)
 	}
 	return m.templateView(t), nil
 }
 
 // Templates returns every template by name.
-func (m *Manager) Templates() []model.Template {
+func (m *Manager) Templates() []Template {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]model.Template, 0, len(m.templates))
+	out := make([]Template, 0, len(m.templates))
 	for _, t := range m.templates {
 		out = append(out, m.templateView(t))
 	}
-	slices.SortFunc(out, func(a, b model.Template) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Template) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // templateView is the API's view of t; the caller holds m.mu.
-func (m *Manager) templateView(t *template) model.Template {
+func (m *Manager) templateView(t *template) Template {
 	v := t.rec.Template
 	v.Limits.TimeoutS, v.Limits.OnTimeout = 0, ""
 	v.Stale = m.staleLocked(t)
@@ -403,7 +402,7 @@ func (m *Manager) DeleteTemplate(ctx context.Context, name string) error {
 		m.mu.Unlock()
 		return fmt.Errorf("%w: no template %q (sietch template ls lists them)", ErrNotFound, name)
 	}
-	if t.rec.State == model.TemplateBuilding {
+	if t.rec.State == TemplateBuilding {
 		build := t.rec.BuildSandbox
 		m.mu.Unlock()
 		if build != "" {
@@ -450,7 +449,7 @@ func (m *Manager) readyTemplate(ctx context.Context, name string) (string, error
 	m.mu.Lock()
 	stale := ok && m.staleLocked(t)
 	m.mu.Unlock()
-	if name == DefaultTemplate && (!ok || t.rec.State == model.TemplateFailed || stale) {
+	if name == DefaultTemplate && (!ok || t.rec.State == TemplateFailed || stale) {
 		img, err := m.defaultTemplateImage()
 		if err != nil {
 			return "", err
@@ -458,7 +457,7 @@ func (m *Manager) readyTemplate(ctx context.Context, name string) (string, error
 		if stale {
 			m.log.Info("the default template's image changed since its build; building it again", "image", img)
 		}
-		t, err = m.startBuildOver(model.TemplateRequest{Name: DefaultTemplate, Image: img}, true)
+		t, err = m.startBuildOver(TemplateSpec{Name: DefaultTemplate, Image: img}, true)
 		if errors.Is(err, ErrWrongState) { // another create started it meanwhile
 			m.mu.Lock()
 			t, ok = m.templates[name]
@@ -477,9 +476,9 @@ func (m *Manager) readyTemplate(ctx context.Context, name string) (string, error
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch t.rec.State {
-	case model.TemplateReady:
+	case TemplateReady:
 		return t.rec.Snapshot, nil
-	case model.TemplateFailed:
+	case TemplateFailed:
 		return "", fmt.Errorf("%w: template %s failed to build: %s", ErrWrongState, name, t.rec.Reason)
 	}
 	return "", fmt.Errorf("%w: template %s is %s", ErrWrongState, name, t.rec.State)
@@ -523,7 +522,7 @@ func checkName(what, name string) error {
 // staleLocked reports whether ready template t's image files changed
 // since its build; the caller holds m.mu.
 func (m *Manager) staleLocked(t *template) bool {
-	if t.rec.State != model.TemplateReady || t.rec.ImageID == "" {
+	if t.rec.State != TemplateReady || t.rec.ImageID == "" {
 		return false
 	}
 	spec, ok := m.specs[t.rec.Image]
@@ -553,11 +552,11 @@ func (m *Manager) reapSnapshots() {
 	var gone []*snapRecord
 	for id, s := range m.snapshots {
 		switch s.Role {
-		case model.RoleTemplate:
-			if t, ok := m.templates[s.Template]; ok && (t.rec.Snapshot == id || t.rec.State == model.TemplateBuilding) {
+		case RoleTemplate:
+			if t, ok := m.templates[s.Template]; ok && (t.rec.Snapshot == id || t.rec.State == TemplateBuilding) {
 				continue
 			}
-		case model.RoleSuspend:
+		case RoleSuspend:
 			if sb, ok := m.sandboxes[s.SandboxID]; ok && sb.rec.Suspended == id {
 				continue
 			}

@@ -18,7 +18,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sietch-vm/sietch/api"
-	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/sandbox"
 )
 
@@ -129,8 +128,8 @@ func run(args []string, stderr io.Writer) int {
 		StateDir:      *stateDir,
 		VMMPath:       vmmBin,
 		Host:          sandbox.HostLimits{Sandboxes: *maxSandboxes, MemoryMiB: *maxMemory, CPUs: *maxCPUs},
-		Defaults:      model.Limits{CPUs: *defCPUs, MemoryMiB: *defMemory, DiskMiB: *defDisk, TimeoutS: *defTimeout},
-		Max:           model.Limits{CPUs: *perCPUs, MemoryMiB: *perMemory},
+		Defaults:      sandbox.Limits{CPUs: *defCPUs, MemoryMiB: *defMemory, DiskMiB: *defDisk, TimeoutS: *defTimeout},
+		Max:           sandbox.Limits{CPUs: *perCPUs, MemoryMiB: *perMemory},
 		Images:        specs,
 		Logger:        log,
 		BootTimeout:   *bootTimeout,
