@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/sietch-vm/sietch/api/client/clienttest"
 	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/sandbox"
 )
@@ -251,5 +253,23 @@ func TestListenAddresses(t *testing.T) {
 		if _, err := Listen(bad, dir); err == nil {
 			t.Errorf("Listen(%q) accepted", bad)
 		}
+	}
+}
+
+// The SDK's in-memory test server serves exactly the real server's routes:
+// code tested against the fake calls nothing the real one lacks.
+func TestFakeServesTheRealRoutes(t *testing.T) {
+	e := newEnv(t, nil)
+	var real []string
+	for _, r := range e.srv.Routes() {
+		real = append(real, r.Method+" "+r.Path)
+	}
+	fake := clienttest.NewServer()
+	defer fake.Close()
+	got := fake.Routes()
+	slices.Sort(real)
+	slices.Sort(got)
+	if !slices.Equal(real, got) {
+		t.Errorf("the fake's routes differ from the real server's\nreal: %v\nfake: %v", real, got)
 	}
 }

@@ -70,14 +70,15 @@ type Server struct {
 	// Console is every sandbox's console log.
 	Console string
 
-	mu    sync.Mutex
-	boxes map[string]*box
-	order []string
-	next  int
-	snaps map[string]model.Snapshot
-	temps map[string]model.Template
-	nsnap int      // user snapshots taken
-	auths []string // Authorization headers seen, in order
+	mu       sync.Mutex
+	boxes    map[string]*box
+	order    []string
+	next     int
+	snaps    map[string]model.Snapshot
+	temps    map[string]model.Template
+	nsnap    int      // user snapshots taken
+	patterns []string // "METHOD /path" of every route, in registration order
+	auths    []string // Authorization headers seen, in order
 }
 
 // NewServer starts a fake sietchd on a loopback TCP port; Close stops it.
@@ -103,6 +104,10 @@ func (s *Server) AddSandbox(state model.State, agent bool) string {
 	defer s.mu.Unlock()
 	return s.add(model.Sandbox{Image: "default", State: state, Agent: agent}).ID
 }
+
+// Routes lists the routes the fake serves, "METHOD /path", so that a test
+// can hold them against the real server's.
+func (s *Server) Routes() []string { return append([]string(nil), s.patterns...) }
 
 // Auths returns the Authorization headers of every authenticated route's
 // requests so far.
@@ -130,6 +135,7 @@ func (s *Server) add(sb model.Sandbox) model.Sandbox {
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
+	s.patterns = append(s.patterns, "GET /v1/health")
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		n := len(s.boxes)
@@ -137,6 +143,7 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusOK, model.Health{Status: "ok", Version: "test", Sandboxes: n, KVM: "fake"})
 	})
 	auth := func(pattern string, h func(http.ResponseWriter, *http.Request)) {
+		s.patterns = append(s.patterns, pattern)
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			s.mu.Lock()
 			s.auths = append(s.auths, r.Header.Get("Authorization"))
