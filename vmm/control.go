@@ -21,20 +21,12 @@ import (
 // "Processes"); its wire types, states, error codes and client are package
 // control's.
 
-// State says whether the VM runs: control.StateCreated, StateRunning,
-// StatePaused or StateStopped.
+// State says whether the VM runs, as the control protocol reports it:
+// control.StateCreated, StateRunning, StatePaused or StateStopped.
 func (m *Machine) State() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	switch {
-	case m.stopped:
-		return control.StateStopped
-	case !m.started:
-		return control.StateCreated
-	case m.pausing:
-		return control.StatePaused
-	}
-	return control.StateRunning
+	return m.state.wire()
 }
 
 // Info describes the VM for GET /info.

@@ -45,15 +45,12 @@ type Machine struct {
 	cmdline string
 	loaded  *boot.Loaded
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	started bool
-	pausing bool // vCPUs must park before their next KVM_RUN
-	stopped bool // vCPUs must return
-	parked  int  // vCPUs parked or finished
-	closing bool // Close has begun: device process exits are expected
-	// halt mirrors pausing || stopped for the vCPU exit path, which checks
-	// it after every exit without taking mu (see syncHaltLocked).
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled on every state change and park
+	state  vmState    // changed only by moveLocked (state.go)
+	parked int        // vCPUs parked or finished
+	// halt mirrors state.halts() for the vCPU exit path, which checks it
+	// after every exit without taking mu.
 	halt  atomic.Bool
 	exit  *Exit
 	runAt time.Time // when Run started (the control socket's uptime)
@@ -284,11 +281,15 @@ func (m *Machine) Serial() *devices.Serial { return m.serial }
 // crashes, Stop is called, or ctx is cancelled (which stops the VM).
 func (m *Machine) Run(ctx context.Context) (Exit, error) {
 	m.mu.Lock()
-	if m.started {
-		m.mu.Unlock()
-		return Exit{}, errors.New("run: the VM was already started; build a new one")
+	to := stateRunning
+	if m.state == stateHeld {
+		to = statePaused // a snapshot holds it: the vCPUs park at once
 	}
-	m.started = true
+	if m.state != stateCreated && m.state != stateHeld {
+		m.mu.Unlock()
+		return Exit{}, fmt.Errorf("run: the VM is %s; a Machine runs once: build a new one", m.state)
+	}
+	m.moveLocked(to)
 	m.runAt = time.Now()
 	m.mu.Unlock()
 	for _, v := range m.vcpus {
@@ -320,9 +321,9 @@ func (m *Machine) finish(e Exit) {
 		m.exit = &e
 		close(m.done)
 	}
-	m.stopped = true
-	m.syncHaltLocked()
-	m.cond.Broadcast()
+	if !m.state.ended() {
+		m.moveLocked(stateStopped)
+	}
 	m.mu.Unlock()
 	m.kickAll()
 }
@@ -330,20 +331,19 @@ func (m *Machine) finish(e Exit) {
 // Pause parks every vCPU outside KVM_RUN and returns once all are parked.
 func (m *Machine) Pause() error {
 	m.mu.Lock()
-	if !m.started || m.stopped {
+	if m.state != stateRunning && m.state != statePaused {
 		m.mu.Unlock()
-		return errors.New("pause: the VM is not running")
+		return fmt.Errorf("pause: the VM is %s, not running", m.state)
 	}
-	m.pausing = true
-	m.syncHaltLocked()
+	m.moveLocked(statePaused)
 	m.mu.Unlock()
 	m.kickAll()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for m.parked < len(m.vcpus) && !m.stopped {
+	for m.parked < len(m.vcpus) && !m.state.ended() {
 		m.cond.Wait()
 	}
-	if m.stopped {
+	if m.state.ended() {
 		return errors.New("pause: the VM stopped while pausing")
 	}
 	return nil
@@ -353,19 +353,18 @@ func (m *Machine) Pause() error {
 func (m *Machine) Resume() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.pausing {
-		return errors.New("resume: the VM is not paused")
+	to := stateRunning
+	switch m.state {
+	case statePaused:
+	case stateHeld:
+		to = stateCreated // released before it ever ran
+	default:
+		return fmt.Errorf("resume: the VM is %s, not paused", m.state)
 	}
 	// Rings a snapshot stopped run again before the vCPUs do.
 	m.releaseRings()
-	m.pausing = false
-	m.syncHaltLocked()
-	m.cond.Broadcast()
-	return nil
+	return m.moveLocked(to)
 }
-
-// syncHaltLocked updates halt after pausing or stopped changed (m.mu held).
-func (m *Machine) syncHaltLocked() { m.halt.Store(m.pausing || m.stopped) }
 
 func (m *Machine) kickAll() {
 	for _, v := range m.vcpus {
@@ -376,7 +375,10 @@ func (m *Machine) kickAll() {
 // Close releases everything New created. Call it after Run returns.
 func (m *Machine) Close() error {
 	m.mu.Lock()
-	m.closing = true
+	if !m.state.ended() {
+		m.moveLocked(stateStopped) // a Machine never run
+	}
+	m.moveLocked(stateClosed)
 	m.mu.Unlock()
 	var errs []error
 	if m.pager != nil {

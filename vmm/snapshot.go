@@ -148,17 +148,16 @@ func baseRef(dir, base string) string {
 // quiesce makes sure no vCPU runs guest code until release is called.
 func (m *Machine) quiesce() (release func(), err error) {
 	m.mu.Lock()
-	switch {
-	case m.stopped:
+	switch m.state {
+	case stateStopped, stateClosed:
 		m.mu.Unlock()
 		return nil, errors.New("the VM has stopped")
-	case !m.started:
+	case stateCreated:
 		// A Run that starts now parks its vCPUs before they enter the guest.
-		m.pausing = true
-		m.syncHaltLocked()
+		m.moveLocked(stateHeld)
 		m.mu.Unlock()
 		return func() { m.Resume() }, nil
-	case m.pausing:
+	case stateHeld, statePaused:
 		m.mu.Unlock()
 		return func() {}, nil
 	}

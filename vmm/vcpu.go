@@ -152,15 +152,15 @@ func (v *vcpu) waitRunnable() bool {
 	m := v.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.pausing && !m.stopped {
+	if m.state.parks() {
 		m.parked++
 		m.cond.Broadcast()
-		for m.pausing && !m.stopped {
+		for m.state.parks() {
 			m.cond.Wait()
 		}
 		m.parked--
 	}
-	return !m.stopped
+	return !m.state.ended()
 }
 
 // handleExit dispatches one VM exit; ok=false ends the VM with e.

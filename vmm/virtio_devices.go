@@ -196,5 +196,5 @@ func randomMAC() net.HardwareAddr {
 func (m *Machine) isStopping() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.stopped || m.closing
+	return m.state.ended()
 }
