@@ -249,7 +249,7 @@ func BenchmarkRestore(b *testing.B) {
 						toRun += time.Since(t)
 						resident = allocatedMiB(b, r.Memory().FD())
 						if r.pager != nil {
-							r.pager.wait()
+							r.pager.Wait()
 						}
 						allIn += time.Since(t)
 						r.Stop("measured")

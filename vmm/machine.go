@@ -15,6 +15,7 @@ import (
 	"github.com/sietch-vm/sietch/boot"
 	"github.com/sietch-vm/sietch/devices"
 	"github.com/sietch-vm/sietch/kvm"
+	"github.com/sietch-vm/sietch/vmm/pager"
 )
 
 // Machine is one VM and everything the vmm process owns for it.
@@ -36,7 +37,7 @@ type Machine struct {
 	vsockPath string // the vsock host socket we bound, removed on Close
 
 	restoring bool          // built by Restore: devices resume a saved guest
-	pager     *pager        // lazily restored memory; nil when filled eagerly
+	pager     *pager.Pager  // lazily restored memory; nil when filled eagerly
 	uffdDev   *os.File      // /dev/userfaultfd for device processes, while they start
 	dirty     *dirtyTracker // nil until the first snapshot or a restore
 	lastSnap  string        // absolute path of the snapshot a diff is based on
@@ -382,7 +383,7 @@ func (m *Machine) Close() error {
 	m.mu.Unlock()
 	var errs []error
 	if m.pager != nil {
-		m.pager.release()
+		m.pager.Release()
 	}
 	stopDevices(m.procs)
 	m.procs = nil

@@ -13,6 +13,7 @@ import (
 	"github.com/sietch-vm/sietch/kvm"
 	"github.com/sietch-vm/sietch/snapshot"
 	"github.com/sietch-vm/sietch/uffd"
+	"github.com/sietch-vm/sietch/vmm/pager"
 )
 
 // RestoreConfig is what a restored VM takes from the new process rather
@@ -216,9 +217,22 @@ func (m *Machine) fillMemory(dir string, st *snapshot.State, mode string) error 
 	return nil
 }
 
+// Restore memory modes (RestoreConfig.Memory).
+const (
+	MemoryAuto  = "auto"  // lazy where this process can get a userfaultfd, else eager
+	MemoryLazy  = "lazy"  // userfaultfd: pages arrive on first touch and from a background filler
+	MemoryEager = "eager" // copy every data page before the guest runs
+	// MemoryOnDemand is lazy without the background filler: a page
+	// arrives only when the guest or a device first touches it, so idle
+	// restores of one snapshot hold little memory of their own and share
+	// the snapshot's page cache. The snapshot's files must stay for the
+	// VM's life; a full snapshot of the VM fills the rest first.
+	MemoryOnDemand = "ondemand"
+)
+
 // lazyMemory starts a pager, and opens /dev/userfaultfd for the device
 // processes that will map guest memory.
-func (m *Machine) lazyMemory(chain []snapshot.Layer, fill bool) (*pager, error) {
+func (m *Machine) lazyMemory(chain []snapshot.Layer, fill bool) (*pager.Pager, error) {
 	if m.cfg.virtioCount() > len(m.cfg.VhostUserBlk) {
 		dev, err := uffd.OpenDevice()
 		if err != nil {
@@ -226,7 +240,7 @@ func (m *Machine) lazyMemory(chain []snapshot.Layer, fill bool) (*pager, error) 
 		}
 		m.uffdDev = dev
 	}
-	p, err := newPager(m.mem, chain, m.log, fill)
+	p, err := pager.New(m.mem.Mapping(), chain, m.log, fill)
 	if err != nil && m.uffdDev != nil {
 		m.uffdDev.Close()
 		m.uffdDev = nil

@@ -50,8 +50,8 @@ func (m *Machine) snapshot(dir string, diff bool) error {
 	if m.pager != nil && !diff {
 		// Pages not yet in would read as zeros through the memfd. A diff
 		// reads only pages written since the restore, which are in.
-		m.pager.fillAll()
-		m.pager.wait()
+		m.pager.FillAll()
+		m.pager.Wait()
 	}
 	if diff {
 		m.mu.Lock()

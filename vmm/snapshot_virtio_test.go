@@ -3,7 +3,6 @@ package vmm
 import (
 	"bytes"
 	"fmt"
-	"math/bits"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/sietch-vm/sietch/snapshot"
 	"github.com/sietch-vm/sietch/testguest"
 	"github.com/sietch-vm/sietch/uffd"
+	"github.com/sietch-vm/sietch/vmm/pager"
 )
 
 // snapshotGuestAt runs a guest built from cfg until its console shows line,
@@ -281,8 +281,8 @@ func TestLazyRestoreServesDeviceFaults(t *testing.T) {
 			Cmdline: fmt.Sprintf("sectors=%d seed=%d", sectors, seed), Disks: []DiskConfig{{Path: img}}}
 	}, "virtio-blk: slot", "virtio-blk: checksum", dir)
 
-	lazyFillHold.Store(true)
-	defer lazyFillHold.Store(false)
+	pager.HoldFill.Store(true)
+	defer pager.HoldFill.Store(false)
 	after := &syncBuffer{}
 	r, err := Restore(dir, RestoreConfig{Console: after, Memory: MemoryLazy})
 	if err != nil {
@@ -303,13 +303,13 @@ func TestLazyRestoreServesDeviceFaults(t *testing.T) {
 	if got := readFile(t, img); !bytes.Equal(got[:len(want)], want) {
 		t.Errorf("image does not hold the guest's pattern after a lazily restored run")
 	}
-	p := r.pager
-	t.Logf("pages served on fault: %d (device process: %d), by the background filler: %d", p.served.Load(), p.devServed.Load(), p.background.Load())
-	if p.devServed.Load() == 0 {
+	st := r.pager.Stats()
+	t.Logf("pages served on fault: %d (device process: %d), by the background filler: %d", st.Served, st.DevServed, st.Background)
+	if st.DevServed == 0 {
 		t.Error("the device process took no fault: its accesses to guest memory were not lazy")
 	}
-	if p.background.Load() != 0 {
-		t.Errorf("the held filler copied %d pages", p.background.Load())
+	if st.Background != 0 {
+		t.Errorf("the held filler copied %d pages", st.Background)
 	}
 }
 
@@ -343,21 +343,18 @@ func TestOnDemandRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := r.pager
-	if b := p.background.Load(); b != 0 || p.served.Load() == 0 {
-		t.Fatalf("on demand: %d pages on fault, %d in the background; want faults only", p.served.Load(), b)
+	if st := p.Stats(); st.Background != 0 || st.Served == 0 {
+		t.Fatalf("on demand: %d pages on fault, %d in the background; want faults only", st.Served, st.Background)
 	}
-	need := 0
-	for _, w := range p.need {
-		need += bits.OnesCount64(w)
-	}
-	t.Logf("on demand: %d of the snapshot's %d data pages came in on fault", p.served.Load(), need)
+	need := p.DataPages()
+	t.Logf("on demand: %d of the snapshot's %d data pages came in on fault", p.Stats().Served, need)
 
 	dir2 := filepath.Join(t.TempDir(), "snap2")
 	if err := r.Snapshot(dir2); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.served.Load() + p.background.Load(); got < uint64(need) {
-		t.Errorf("after a full snapshot %d of %d data pages are in", got, need)
+	if st := p.Stats(); st.Served+st.Background < uint64(need) {
+		t.Errorf("after a full snapshot %d of %d data pages are in", st.Served+st.Background, need)
 	}
 	mid := out.String()
 	r.Stop("snapshot taken")

@@ -10,6 +10,7 @@ import (
 	"github.com/sietch-vm/sietch/uffd"
 	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
+	"github.com/sietch-vm/sietch/vmm/pager"
 )
 
 // Guest-physical placement of virtio-mmio transports: slot i at
@@ -245,8 +246,8 @@ func (d *vhostDevice) setMemTable(regions []vhostuser.MemoryRegion, fds []int) e
 	}
 	if d.uffdFD <= 0 {
 		d.log.Info("device cannot take lazily restored memory; waiting for every page to be in")
-		p.fillAll()
-		p.wait()
+		p.FillAll()
+		p.Wait()
 		return d.fe.SetMemTable(regions, fds)
 	}
 	theirs, err := d.fe.SetMemTablePostcopy(regions, fds)
@@ -262,7 +263,7 @@ func (d *vhostDevice) setMemTable(regions []vhostuser.MemoryRegion, fds []int) e
 	}
 	u := uffd.FromFD(d.uffdFD)
 	d.uffdFD = 0
-	if !p.addDevice(&pagerDev{name: d.name, u: u, regions: theirs, end: d.fe.PostcopyEnd}) {
+	if !p.AddDevice(&pager.Device{Name: d.name, FD: u, Regions: theirs, End: d.fe.PostcopyEnd}) {
 		u.Close()
 		return d.fe.PostcopyEnd()
 	}

@@ -1,9 +1,11 @@
-package vmm
+// Package pager serves lazily restored guest memory: userfaultfd faults of the vmm and of its device processes, answered from a snapshot's memory files, with an optional background filler (docs/SNAPSHOTS.md, "Lazy restore").
+package pager
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"os"
 	"runtime"
 	"sync"
@@ -17,20 +19,11 @@ import (
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
 )
 
-// Restore memory modes (RestoreConfig.Memory).
-const (
-	MemoryAuto  = "auto"  // lazy where this process can get a userfaultfd, else eager
-	MemoryLazy  = "lazy"  // userfaultfd: pages arrive on first touch and from a background filler
-	MemoryEager = "eager" // copy every data page before the guest runs
-	// MemoryOnDemand is lazy without the background filler: a page
-	// arrives only when the guest or a device first touches it, so idle
-	// restores of one snapshot hold little memory of their own and share
-	// the snapshot's page cache. The snapshot's files must stay for the
-	// VM's life; a full snapshot of the VM fills the rest first.
-	MemoryOnDemand = "ondemand"
-)
+// pageSize is the granule userfaultfd copies and the snapshot's memory
+// files are laid out in.
+const pageSize = snapshot.PageSize
 
-// pager serves lazily restored guest memory (docs/SNAPSHOTS.md, mechanism
+// Pager serves lazily restored guest memory (docs/SNAPSHOTS.md, mechanism
 // (a)). The vmm's mapping of the memfd and each device process's mapping
 // are registered with userfaultfds in MISSING mode; one handler thread
 // resolves every fault with UFFDIO_COPY from the snapshot's memory files,
@@ -38,11 +31,10 @@ const (
 // page cache, seen by all: the next fault on it elsewhere finds it there
 // (EEXIST) and is only woken. A background filler copies the remaining data
 // pages; when it is done every registration is dropped and the pager ends.
-type pager struct {
+type Pager struct {
 	log                *slog.Logger
-	mem                *Memory
-	base, size         uint64 // the vmm's mapping of guest memory, taken while it was mapped
-	layers             []pagerLayer
+	base, size         uint64 // the vmm's mapping of guest memory
+	layers             []layer
 	own                *uffd.FD
 	need               snapshot.Bitmap // pages some layer holds data for: the filler's work
 	filled             []atomic.Uint64 // pages in the memfd, one bit each
@@ -55,49 +47,53 @@ type pager struct {
 	devServed          atomic.Uint64 // faults of device processes
 
 	mu    sync.Mutex
-	devs  []*pagerDev
+	devs  []*Device
 	ended bool
 }
 
-type pagerLayer struct {
+type layer struct {
 	data  []byte          // the memory file, mapped read-only
 	dirty snapshot.Bitmap // nil for the full base
 }
 
-// pagerDev is a device process's userfaultfd and where its mapping of
+// Device is a device process's userfaultfd and where its mapping of
 // each region lies.
-type pagerDev struct {
-	name    string
-	u       *uffd.FD
-	regions []vhostuser.MemoryRegion // UserspaceAddr: the device's address
-	end     func() error             // POSTCOPY_END
+type Device struct {
+	Name    string
+	FD      *uffd.FD
+	Regions []vhostuser.MemoryRegion // UserspaceAddr: the device's address
+	End     func() error             // POSTCOPY_END
 }
 
-// newPager maps the chain and registers the vmm's mapping of mem; the
-// guest must not run and no device may map mem before this.
+// New maps the chain and registers mapping, the vmm's mapping of the
+// guest memory memfd; the guest must not run and no device may map the
+// memory before this. A nil log discards messages.
 //
 // With fill the background filler starts at once; otherwise pages come
-// in on fault only until fillAll is called.
-func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger, fill bool) (p *pager, err error) {
+// in on fault only until FillAll is called.
+func New(mapping []byte, chain []snapshot.Layer, log *slog.Logger, fill bool) (p *Pager, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	own, err := uffd.New()
 	if err != nil {
 		return nil, err
 	}
-	p = &pager{log: log, mem: mem, own: own, wake: -1, done: make(chan struct{}),
-		base: uffd.Addr(mem.Mapping()), size: mem.Size(),
-		filled: make([]atomic.Uint64, snapshot.BitmapWords(mem.Size()))}
+	p = &Pager{log: log, own: own, wake: -1, done: make(chan struct{}),
+		base: uffd.Addr(mapping), size: uint64(len(mapping)),
+		filled: make([]atomic.Uint64, snapshot.BitmapWords(uint64(len(mapping))))}
 	defer func() {
 		if err != nil {
-			p.release()
+			p.Release()
 		}
 	}()
-	size := mem.Size()
+	size := p.size
 	for _, l := range chain {
 		data, err := mapReadOnly(l.Path, size)
 		if err != nil {
 			return nil, err
 		}
-		p.layers = append(p.layers, pagerLayer{data: data, dirty: l.Dirty})
+		p.layers = append(p.layers, layer{data: data, dirty: l.Dirty})
 	}
 	if p.need, err = dataPages(chain[0].Path, size); err != nil {
 		return nil, err
@@ -112,20 +108,20 @@ func newPager(mem *Memory, chain []snapshot.Layer, log *slog.Logger, fill bool) 
 	if p.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	if err := own.RegisterBytes(mem.Mapping()); err != nil {
+	if err := own.RegisterBytes(mapping); err != nil {
 		return nil, err
 	}
 	p.workers.Add(1)
 	go p.serve()
 	if fill {
-		p.fillAll()
+		p.FillAll()
 	}
 	return p, nil
 }
 
-// fillAll starts the background filler if it has not started: every data
+// FillAll starts the background filler if it has not started: every data
 // page comes in, then the pager ends (wait returns).
-func (p *pager) fillAll() {
+func (p *Pager) FillAll() {
 	if p.fillStarted.CompareAndSwap(false, true) {
 		p.workers.Add(1)
 		go p.fill()
@@ -176,15 +172,15 @@ func dataPages(path string, size uint64) (snapshot.Bitmap, error) {
 	return b, nil
 }
 
-func (p *pager) isFilled(page uint64) bool {
+func (p *Pager) isFilled(page uint64) bool {
 	return p.filled[page/64].Load()&(1<<(page%64)) != 0
 }
 
-func (p *pager) setFilled(page uint64) { p.filled[page/64].Or(1 << (page % 64)) }
+func (p *Pager) setFilled(page uint64) { p.filled[page/64].Or(1 << (page % 64)) }
 
 // source is the snapshot's content of page: from the newest diff that
 // holds it, else from the full base.
-func (p *pager) source(page uint64) []byte {
+func (p *Pager) source(page uint64) []byte {
 	off := page * pageSize
 	for i := len(p.layers) - 1; i > 0; i-- {
 		if p.layers[i].dirty.Has(page) {
@@ -195,7 +191,7 @@ func (p *pager) source(page uint64) []byte {
 }
 
 // resolve answers a fault at addr (in u's address space) on page.
-func (p *pager) resolve(u *uffd.FD, addr, page uint64) error {
+func (p *Pager) resolve(u *uffd.FD, addr, page uint64) error {
 	if p.isFilled(page) {
 		return u.Wake(addr, pageSize)
 	}
@@ -208,7 +204,7 @@ func (p *pager) resolve(u *uffd.FD, addr, page uint64) error {
 }
 
 // serve is the fault handler thread.
-func (p *pager) serve() {
+func (p *Pager) serve() {
 	defer p.workers.Done()
 	runtime.LockOSThread() // it must never wait for a P held by a faulting goroutine
 	buf := make([]byte, 64*uffd.MsgSize)
@@ -219,11 +215,11 @@ func (p *pager) serve() {
 			p.mu.Unlock()
 			return
 		}
-		devs := append([]*pagerDev(nil), p.devs...)
+		devs := append([]*Device(nil), p.devs...)
 		p.mu.Unlock()
 		fds := []unix.PollFd{{Fd: int32(p.wake), Events: unix.POLLIN}, {Fd: int32(p.own.Fd()), Events: unix.POLLIN}}
 		for _, d := range devs {
-			fds = append(fds, unix.PollFd{Fd: int32(d.u.Fd()), Events: unix.POLLIN})
+			fds = append(fds, unix.PollFd{Fd: int32(d.FD.Fd()), Events: unix.POLLIN})
 		}
 		if _, err := unix.Poll(fds, -1); err != nil && !errors.Is(err, unix.EINTR) {
 			p.log.Error("lazy memory: poll", "err", err)
@@ -250,15 +246,15 @@ func (p *pager) serve() {
 			if fds[2+i].Revents == 0 {
 				continue
 			}
-			faults, _ = d.u.ReadFaults(buf, faults[:0])
+			faults, _ = d.FD.ReadFaults(buf, faults[:0])
 			for _, a := range faults {
 				off, ok := d.offset(a)
 				if !ok || off >= p.size {
-					p.log.Error("lazy memory: device fault outside guest memory", "device", d.name, "addr", a)
+					p.log.Error("lazy memory: device fault outside guest memory", "device", d.Name, "addr", a)
 					continue
 				}
-				if err := p.resolve(d.u, a, off/pageSize); err != nil {
-					p.log.Error("lazy memory: fill a page for a device", "device", d.name, "err", err)
+				if err := p.resolve(d.FD, a, off/pageSize); err != nil {
+					p.log.Error("lazy memory: fill a page for a device", "device", d.Name, "err", err)
 				}
 				p.devServed.Add(1)
 			}
@@ -267,8 +263,8 @@ func (p *pager) serve() {
 }
 
 // offset is the memfd offset of the device's address a.
-func (d *pagerDev) offset(a uint64) (uint64, bool) {
-	for _, r := range d.regions {
+func (d *Device) offset(a uint64) (uint64, bool) {
+	for _, r := range d.Regions {
 		if a >= r.UserspaceAddr && a-r.UserspaceAddr < r.MemorySize {
 			return r.MmapOffset + a - r.UserspaceAddr, true
 		}
@@ -276,14 +272,14 @@ func (d *pagerDev) offset(a uint64) (uint64, bool) {
 	return 0, false
 }
 
-// lazyFillHold, when set by a test, keeps the background filler from
+// HoldFill, when set by a test, keeps the background filler from
 // starting, so that every page must come through a fault.
-var lazyFillHold atomic.Bool
+var HoldFill atomic.Bool
 
 // fill copies every data page not yet in, then ends the pager.
-func (p *pager) fill() {
+func (p *Pager) fill() {
 	defer p.workers.Done()
-	for lazyFillHold.Load() && !p.stop.Load() {
+	for HoldFill.Load() && !p.stop.Load() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if p.stop.Load() {
@@ -317,14 +313,14 @@ func (p *pager) fill() {
 
 // end drops every registration once all data pages are in: holes read as
 // zeros without help.
-func (p *pager) end() {
+func (p *Pager) end() {
 	p.mu.Lock()
 	p.ended = true
 	devs := p.devs
 	p.mu.Unlock()
 	for _, d := range devs {
-		if err := d.end(); err != nil {
-			p.log.Warn("lazy memory: end postcopy", "device", d.name, "err", err)
+		if err := d.End(); err != nil {
+			p.log.Warn("lazy memory: end postcopy", "device", d.Name, "err", err)
 		}
 	}
 	if err := p.own.Unregister(p.base, p.size); err != nil {
@@ -334,15 +330,15 @@ func (p *pager) end() {
 	close(p.done)
 }
 
-func (p *pager) kick() {
+func (p *Pager) kick() {
 	var one [8]byte
 	one[0] = 1
 	unix.Write(p.wake, one[:])
 }
 
-// addDevice has faults of a device process's mapping served. It reports
+// AddDevice has faults of a device process's mapping served. It reports
 // false when the pager has ended: the device then needs nothing.
-func (p *pager) addDevice(d *pagerDev) bool {
+func (p *Pager) AddDevice(d *Device) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ended {
@@ -353,11 +349,11 @@ func (p *pager) addDevice(d *pagerDev) bool {
 	return true
 }
 
-// wait blocks until every page is in.
-func (p *pager) wait() { <-p.done }
+// Wait blocks until every page is in.
+func (p *Pager) Wait() { <-p.done }
 
-// release stops the pager and frees what it holds; the VM is going away.
-func (p *pager) release() {
+// Release stops the pager and frees what it holds; the VM is going away.
+func (p *Pager) Release() {
 	p.stop.Store(true)
 	p.mu.Lock()
 	ended := p.ended
@@ -378,10 +374,30 @@ func (p *pager) release() {
 		p.own.Close()
 	}
 	for _, d := range devs {
-		d.u.Close()
+		d.FD.Close()
 	}
 	for _, l := range p.layers {
 		unix.Munmap(l.data)
 	}
 	p.layers = nil
+}
+
+// Stats counts the pages in so far: by the vmm's faults, by the device
+// processes' faults, and by the background filler.
+type Stats struct {
+	Served, DevServed, Background uint64
+}
+
+// Stats returns the counts so far.
+func (p *Pager) Stats() Stats {
+	return Stats{Served: p.served.Load(), DevServed: p.devServed.Load(), Background: p.background.Load()}
+}
+
+// DataPages is how many pages the snapshot holds data for.
+func (p *Pager) DataPages() int {
+	n := 0
+	for _, w := range p.need {
+		n += bits.OnesCount64(w)
+	}
+	return n
 }
