@@ -99,7 +99,7 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := ./boot:FuzzParseImage ./boot:FuzzLoad ./kvm:FuzzIOData ./devices:FuzzDevices \
 	./virtio:FuzzQueuePop ./virtio:FuzzMMIO ./virtio/vhostuser:FuzzReadMessage ./virtio/vhostuser:FuzzServe \
 	./virtio/blk:FuzzBlkRequest ./virtio/net:FuzzHeaderCheck ./virtio/vsock:FuzzPacket ./virtio/vsock:FuzzParseConnect \
-	./jail:FuzzParseRlimits ./vmm:FuzzControlRequest ./cmd/vmm:FuzzRunFlags ./guest-init/cmd/mkinitramfs:FuzzParseSpecs \
+	./jail:FuzzParseRlimits ./vmm/controlserver:FuzzControlRequest ./cmd/vmm:FuzzRunFlags ./guest-init/cmd/mkinitramfs:FuzzParseSpecs \
 	./guest-init/initrt:FuzzParseCmdline ./guest-init/agent:FuzzDecodeExecRequest ./guest-init/agent:FuzzDecodeIdentity ./guest-init/agent:FuzzParseFileQuery ./rootfs:FuzzExtract \
 	./api/client:FuzzExecStream ./api/client:FuzzParseMode ./cmd/sietch:FuzzParseCp ./api:FuzzDecodeRequest \
 	./snapshot:FuzzRead ./snapshot:FuzzPayload

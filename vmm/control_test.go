@@ -1,6 +1,8 @@
 package vmm
 
 import (
+	"github.com/sietch-vm/sietch/vmm/controlserver"
+
 	"github.com/sietch-vm/sietch/internal/httpjson"
 
 	"github.com/sietch-vm/sietch/wire/control"
@@ -11,7 +13,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,11 +28,11 @@ const counterSlow = "n=6000000000"
 func serveControl(t *testing.T, m *Machine) (sock string, c *control.Client) {
 	t.Helper()
 	sock = filepath.Join(t.TempDir(), "vmm.sock")
-	ln, err := ListenControl(sock)
+	ln, err := controlserver.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewControlServer(m, "test-vm")
+	srv := controlserver.New(m, "test-vm")
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -217,85 +218,4 @@ func TestControlBadRequests(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestListenControlRefusesLiveSocket(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "vmm.sock")
-	ln, err := ListenControl(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("socket mode = %v, %v; want 0600", fi.Mode(), err)
-	}
-	if _, err := ListenControl(sock); err == nil || !strings.Contains(err.Error(), "another process") {
-		t.Errorf("second listener on a live socket: %v, want a refusal", err)
-	}
-	// A vmm that died leaves its socket file behind: the next one takes it.
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	ln.Close()
-	ln2, err := ListenControl(sock)
-	if err != nil {
-		t.Fatalf("listen on a stale socket: %v", err)
-	}
-	ln2.Close()
-
-	file := filepath.Join(dir, "notes.txt")
-	if err := os.WriteFile(file, []byte("keep me"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ListenControl(file); err == nil {
-		t.Error("ListenControl took over a regular file")
-	}
-	if b, _ := os.ReadFile(file); string(b) != "keep me" {
-		t.Error("ListenControl damaged a regular file")
-	}
-}
-
-// Any request gets a well-formed answer: no panic, and every error is a
-// JSON body with a code.
-func FuzzControlRequest(f *testing.F) {
-	f.Add("GET", "/info", "")
-	f.Add("PUT", "/pause", "")
-	f.Add("PUT", "/resume", "{}")
-	f.Add("PUT", "/snapshot", `{"dir": "/dev/null/s", "kind": "full"}`)
-	f.Add("PUT", "/snapshot", `{"dir": "/tmp/s", "kind": "full", "x": 1}`)
-	f.Add("PUT", "/snapshot", `{"dir": "\u0000"}`)
-	f.Add("PUT", "/snapshot", `{"dir": "/a"}{"dir": "/b"}`)
-	f.Add("POST", "/info", "x")
-	f.Add("PATCH", "/vm", `{"state": "Paused"}`)
-	f.Add("GET", "/../info", "")
-	f.Add("PUT", "/stop", "")
-	console := &syncBuffer{}
-	m := newGuest(f, "counter", "n=100000000000", 1, console)
-	ran := make(chan struct{})
-	go func() {
-		defer close(ran)
-		m.Run(context.Background())
-	}()
-	f.Cleanup(func() {
-		m.Stop("fuzz done")
-		<-ran // before newGuest's cleanup closes the machine
-	})
-	h := NewControlServer(m, "")
-	f.Fuzz(func(t *testing.T, method, path, body string) {
-		req, err := http.NewRequest(method, "http://vmm"+path, strings.NewReader(body))
-		if err != nil {
-			return // not a request a client could send
-		}
-		var snap control.SnapshotRequest
-		if req.URL.Path == "/snapshot" && httpjson.Decode(strings.NewReader(body), control.MaxBody, &snap, false) == nil && snap.Validate() == nil && snap.Kind == control.SnapshotFull {
-			return // a valid snapshot request writes files wherever it says
-		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code < 400 {
-			return
-		}
-		var eb httpjson.Envelope
-		if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error == nil || eb.Error.Code == "" || eb.Error.Message == "" {
-			t.Fatalf("%q %q: status %d with body %q, want a JSON error with a code", method, path, rec.Code, rec.Body)
-		}
-	})
 }

@@ -1,7 +1,6 @@
 package vmm
 
 import (
-	"errors"
 	"fmt"
 	"math/bits"
 	"time"
@@ -12,11 +11,8 @@ import (
 	"github.com/sietch-vm/sietch/snapshot"
 	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
+	"github.com/sietch-vm/sietch/wire/control"
 )
-
-// ErrNoDiffBase refuses a diff snapshot of a VM that has no snapshot to
-// diff against: it was neither snapshotted nor restored.
-var ErrNoDiffBase = errors.New("no earlier snapshot to diff against: take a full snapshot first")
 
 // dirtyTracker records which guest pages change between snapshots: KVM's
 // dirty log covers what vCPUs write, a vhost-user dirty log shared with the
@@ -112,7 +108,7 @@ func (t *dirtyTracker) close() {
 // logs. Call it with the vCPUs parked and the device rings stopped.
 func (m *Machine) collectDirty() (snapshot.Bitmap, error) {
 	if m.dirty == nil {
-		return nil, ErrNoDiffBase
+		return nil, control.ErrNoDiffBase
 	}
 	size := m.mem.Size()
 	out := make(snapshot.Bitmap, snapshot.BitmapWords(size))

@@ -11,14 +11,11 @@ import (
 
 	"github.com/sietch-vm/sietch/kvm"
 	"github.com/sietch-vm/sietch/snapshot"
+	"github.com/sietch-vm/sietch/wire/control"
 )
 
 // MemoryFile is the name of the memory file in the snapshots the vmm writes.
 const MemoryFile = "memory"
-
-// ErrSnapshotUnsupported says the VM has something a snapshot cannot
-// capture yet; the control socket answers it with 501.
-var ErrSnapshotUnsupported = errors.New("not supported by snapshots yet")
 
 // Snapshot writes a full snapshot of the VM into dir (created if needed):
 // the memory file first, then the state file, which makes dir a snapshot.
@@ -42,7 +39,7 @@ func (m *Machine) Snapshot(dir string) error { return m.snapshot(dir, false) }
 // VM's last snapshot (full or diff) or its restore: the state names that
 // snapshot as its base, and restoring the diff reads the chain of bases
 // back to a full snapshot (snapshot.Layers; snapshot.Flatten makes a diff
-// stand alone). Without an earlier snapshot it fails with ErrNoDiffBase.
+// stand alone). Without an earlier snapshot it fails with control.ErrNoDiffBase.
 func (m *Machine) SnapshotDiff(dir string) error { return m.snapshot(dir, true) }
 
 func (m *Machine) snapshot(dir string, diff bool) error {
@@ -61,10 +58,10 @@ func (m *Machine) snapshot(dir string, diff bool) error {
 		}
 		m.mu.Unlock()
 		if !tracked {
-			return fmt.Errorf("diff snapshot: %w", ErrNoDiffBase)
+			return fmt.Errorf("diff snapshot: %w", control.ErrNoDiffBase)
 		}
 		if unsupported != "" {
-			return fmt.Errorf("diff snapshot: device %s cannot log the pages it writes (its back-end lacks LOG_SHMFD): %w; take a full snapshot", unsupported, ErrSnapshotUnsupported)
+			return fmt.Errorf("diff snapshot: device %s cannot log the pages it writes (its back-end lacks LOG_SHMFD): %w; take a full snapshot", unsupported, control.ErrSnapshotUnsupported)
 		}
 	}
 	release, err := m.quiesce()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/sietch-vm/sietch/vmm/controlserver"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -103,7 +105,7 @@ func cmdControl(name string, args []string, stdout, stderr io.Writer) int {
 // built (so a live socket is refused early), serving once it exists.
 type controlSocket struct {
 	ln   net.Listener
-	srv  *vmm.ControlServer
+	srv  *controlserver.Server
 	done chan struct{}
 	once sync.Once
 	log  *slog.Logger
@@ -115,7 +117,7 @@ func listenControl(path string, log *slog.Logger) (*controlSocket, error) {
 	if path == "" {
 		return nil, nil
 	}
-	ln, err := vmm.ListenControl(path)
+	ln, err := controlserver.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("--api-sock: %w", err)
 	}
@@ -127,7 +129,7 @@ func (c *controlSocket) serve(m *vmm.Machine) {
 	if c == nil {
 		return
 	}
-	c.srv = vmm.NewControlServer(m, "")
+	c.srv = controlserver.New(m, "")
 	c.done = make(chan struct{})
 	go func() {
 		defer close(c.done)

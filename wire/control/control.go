@@ -93,5 +93,16 @@ func (r *SnapshotRequest) Validate() error {
 	return nil
 }
 
+// Conditions a VM reports that the protocol has codes for; the vmm wraps
+// them, the server maps them.
+var (
+	// ErrSnapshotUnsupported: the VM has something a snapshot cannot
+	// capture yet (answered 501 not_implemented).
+	ErrSnapshotUnsupported = errors.New("not supported by snapshots yet")
+	// ErrNoDiffBase: a diff asked of a VM with no snapshot to diff against
+	// (answered 409 no_diff_base).
+	ErrNoDiffBase = errors.New("no earlier snapshot to diff against: take a full snapshot first")
+)
+
 // Error is the API's error, in httpjson's envelope.
 type Error = httpjson.Error
