@@ -42,11 +42,13 @@ type Agent struct {
 	handler http.Handler
 	srv     *http.Server
 
-	mu       sync.Mutex
-	execs    map[string]*process // running, by id
-	extraEnv []string            // from POST /v1/identity: on top of Config.Env in every exec
-	relays   map[net.Conn]bool   // hijacked port relays, closed by Close
-	closed   bool
+	mu        sync.Mutex
+	execs     map[string]*process     // running, by id
+	contexts  map[string]*codeContext // code contexts, by id
+	defaultMu sync.Mutex              // one start of the default context at a time
+	extraEnv  []string                // from POST /v1/identity: on top of Config.Env in every exec
+	relays    map[net.Conn]bool       // hijacked port relays, closed by Close
+	closed    bool
 }
 
 // New checks cfg and opens its root.
@@ -67,13 +69,14 @@ func New(cfg Config) (*Agent, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{
-		cfg:     cfg,
-		root:    root,
-		fsRoot:  fsRoot,
-		log:     log,
-		started: time.Now(),
-		execs:   make(map[string]*process),
-		relays:  make(map[net.Conn]bool),
+		cfg:      cfg,
+		root:     root,
+		fsRoot:   fsRoot,
+		log:      log,
+		started:  time.Now(),
+		execs:    make(map[string]*process),
+		contexts: make(map[string]*codeContext),
+		relays:   make(map[net.Conn]bool),
 	}
 	a.handler = a.routes()
 	a.srv = &http.Server{
@@ -109,6 +112,10 @@ func (a *Agent) Close() error {
 	for _, p := range a.execs {
 		procs = append(procs, p)
 	}
+	ctxs := make([]*codeContext, 0, len(a.contexts))
+	for _, c := range a.contexts {
+		ctxs = append(ctxs, c)
+	}
 	relays := make([]net.Conn, 0, len(a.relays))
 	for c := range a.relays {
 		relays = append(relays, c)
@@ -120,6 +127,9 @@ func (a *Agent) Close() error {
 	}
 	for _, c := range relays {
 		c.Close()
+	}
+	for _, c := range ctxs {
+		a.killContext(c)
 	}
 	a.fsRoot.Close()
 	return err
@@ -139,6 +149,12 @@ func (a *Agent) routes() http.Handler {
 	handle("POST", "/v1/identity", a.handleIdentity)
 	handle("POST", "/v1/exec", a.handleExec)
 	handle("POST", "/v1/start", a.handleStart)
+	handle("POST", "/v1/contexts", a.handleNewContext)
+	handle("GET", "/v1/contexts", a.handleContexts)
+	handle("DELETE", "/v1/contexts/{id}", a.handleDeleteContext)
+	handle("POST", "/v1/contexts/{id}/run", a.handleRun)
+	handle("POST", "/v1/contexts/{id}/interrupt", a.handleInterrupt)
+	handle("POST", "/v1/contexts/{id}/restart", a.handleRestart)
 	handle("POST", "/v1/exec/{id}/stdin", a.handleStdin)
 	handle("POST", "/v1/exec/{id}/signal", a.handleSignal)
 	handle("POST", "/v1/exec/{id}/resize", a.handleResize)

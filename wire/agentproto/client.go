@@ -429,3 +429,74 @@ func (c *relayConn) CloseWrite() error {
 	}
 	return errors.New("agent connection: stream cannot half-close")
 }
+
+// NewContext starts a code context and returns it once its interpreter is
+// ready (tens of seconds for python where guest kernel mode is emulated).
+func (c *Client) NewContext(ctx context.Context, req ContextRequest) (Context, error) {
+	var out Context
+	err := c.doJSON(ctx, http.MethodPost, "/v1/contexts", nil, req, &out)
+	return out, err
+}
+
+// Contexts lists the code contexts.
+func (c *Client) Contexts(ctx context.Context) ([]Context, error) {
+	var out struct {
+		Contexts []Context `json:"contexts"`
+	}
+	err := c.doJSON(ctx, http.MethodGet, "/v1/contexts", nil, nil, &out)
+	return out.Contexts, err
+}
+
+// Run runs code in context id (DefaultContext is started on first use),
+// calling each for every event as it comes; it returns the end event.
+// Cancelling ctx interrupts the run.
+func (c *Client) Run(ctx context.Context, id string, req RunRequest, each func(RunEvent) error) (RunEnd, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return RunEnd{}, fmt.Errorf("agent run: encode request: %w", err)
+	}
+	resp, err := c.do(ctx, http.MethodPost, "/v1/contexts/"+url.PathEscape(id)+"/run", nil, bytes.NewReader(b))
+	if err != nil {
+		return RunEnd{}, err
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	for {
+		line, err := readLine(br, maxRunEventLine)
+		if err != nil {
+			return RunEnd{}, fmt.Errorf("agent run in context %s: stream ended before the end event: %w", id, err)
+		}
+		var ev RunEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return RunEnd{}, fmt.Errorf("agent run in context %s: bad event %.80q: %w", id, line, err)
+		}
+		if ev.End != nil {
+			return *ev.End, nil
+		}
+		if each != nil {
+			if err := each(ev); err != nil {
+				return RunEnd{}, err
+			}
+		}
+	}
+}
+
+// maxRunEventLine bounds one run event (a result with a large image).
+const maxRunEventLine = 64 << 20
+
+// Interrupt sends SIGINT to the code running in context id.
+func (c *Client) Interrupt(ctx context.Context, id string) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/contexts/"+url.PathEscape(id)+"/interrupt", nil, nil, nil)
+}
+
+// Restart starts context id's interpreter anew; its state is lost.
+func (c *Client) Restart(ctx context.Context, id string) (Context, error) {
+	var out Context
+	err := c.doJSON(ctx, http.MethodPost, "/v1/contexts/"+url.PathEscape(id)+"/restart", nil, nil, &out)
+	return out, err
+}
+
+// DeleteContext ends context id.
+func (c *Client) DeleteContext(ctx context.Context, id string) error {
+	return c.doJSON(ctx, http.MethodDelete, "/v1/contexts/"+url.PathEscape(id), nil, nil, nil)
+}
