@@ -32,6 +32,8 @@ func errorOf(err error) *httpjson.Error {
 		return e(http.StatusConflict, model.CodeWrongState)
 	case errors.Is(err, sandbox.ErrInUse):
 		return e(http.StatusConflict, model.CodeInUse)
+	case errors.Is(err, sandbox.ErrConflict):
+		return e(http.StatusConflict, model.CodeConflict)
 	case errors.Is(err, sandbox.ErrLimit):
 		return e(http.StatusTooManyRequests, model.CodeLimit)
 	case errors.Is(err, sandbox.ErrAgentUnavailable):

@@ -14,45 +14,37 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 )
 
-// agentConn is a guest agent client for one sandbox operation; unreachable
-// records whether a dial failed, which makes the operation's error
-// ErrAgentUnavailable.
-type agentConn struct {
-	*agentproto.Client
-	unreachable atomic.Bool
-}
-
-// agentFor returns a client of sb's guest agent whose every dial gives up
-// after agentTimeout: an agent that is not up yet answers nothing, and
-// the caller must hear so rather than wait.
-func (m *Manager) agentFor(sb *sandbox) *agentConn {
-	var dial func(ctx context.Context) (net.Conn, error)
-	if m.cfg.AgentDial != nil {
-		dial = m.cfg.AgentDial(sb.id)
-	} else {
-		dial = agentproto.DialUDS(filepath.Join(sb.dir, fileVsock), agentproto.Port)
-	}
-	ac := &agentConn{}
-	ac.Client = agentproto.NewClient(func(ctx context.Context) (net.Conn, error) {
-		dctx, cancel := context.WithTimeout(ctx, agentTimeout)
-		defer cancel()
-		c, err := dial(dctx)
-		if err != nil {
-			ac.unreachable.Store(true)
-			return nil, fmt.Errorf("%w: %v", ErrAgentUnavailable, err)
+// agentFor returns the client of sb's guest agent, made on first use and
+// kept with the sandbox so that its streams are reused. Every dial gives
+// up after agentTimeout, with ErrAgentUnavailable: an agent that is not up
+// yet answers nothing, and the caller must hear so rather than wait.
+func (m *Manager) agentFor(sb *sandbox) *agentproto.Client {
+	sb.agentOnce.Do(func() {
+		var dial func(ctx context.Context) (net.Conn, error)
+		if m.cfg.AgentDial != nil {
+			dial = m.cfg.AgentDial(sb.id)
+		} else {
+			dial = agentproto.DialUDS(filepath.Join(sb.dir, fileVsock), agentproto.Port)
 		}
-		return c, nil
+		sb.agent = agentproto.NewClient(func(ctx context.Context) (net.Conn, error) {
+			dctx, cancel := context.WithTimeout(ctx, agentTimeout)
+			defer cancel()
+			c, err := dial(dctx)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrAgentUnavailable, err)
+			}
+			return c, nil
+		})
 	})
-	return ac
+	return sb.agent
 }
 
 // runningAgent returns the agent of sandbox id, which must be running
 // (a suspended one is resumed first).
-func (m *Manager) runningAgent(ctx context.Context, id, action string) (*sandbox, *agentConn, error) {
+func (m *Manager) runningAgent(ctx context.Context, id, action string) (*sandbox, *agentproto.Client, error) {
 	sb, err := m.awake(ctx, id)
 	if err != nil {
 		return nil, nil, err
@@ -68,12 +60,12 @@ func (m *Manager) runningAgent(ctx context.Context, id, action string) (*sandbox
 
 // agentDone records whether the agent answered and turns its errors into
 // the manager's.
-func (m *Manager) agentDone(sb *sandbox, ac *agentConn, err error) error {
+func (m *Manager) agentDone(sb *sandbox, err error) error {
 	// A transport error (*url.Error) means no reply at all: the stream was
 	// refused or dropped before one, as a guest whose vsock transport is
 	// resetting after a restore does. Worth a retry, like a failed dial.
 	var ue *url.Error
-	reachable := !ac.unreachable.Load() && !errors.As(err, &ue)
+	reachable := !errors.Is(err, ErrAgentUnavailable) && !errors.As(err, &ue)
 	m.mu.Lock()
 	if sb.rec.Agent != reachable {
 		sb.rec.Agent = reachable
@@ -91,6 +83,8 @@ func (m *Manager) agentDone(sb *sandbox, ac *agentConn, err error) error {
 		switch {
 		case ae.Status == http.StatusNotFound:
 			return fmt.Errorf("%w: %s", ErrNotFound, ae.Message)
+		case ae.Status == http.StatusConflict:
+			return fmt.Errorf("%w: the guest agent: %s", ErrConflict, ae.Message)
 		case ae.Status == http.StatusTooManyRequests:
 			return fmt.Errorf("%w: the guest agent: %s", ErrLimit, ae.Message)
 		case ae.Status >= 400 && ae.Status < 500:
@@ -118,7 +112,7 @@ func (m *Manager) Exec(ctx context.Context, id string, req ExecSpec, stdout, std
 		return ExecExit{}, err
 	}
 	res, err := ac.Exec(ctx, agentproto.ExecRequest{Cmd: req.Cmd, Args: req.Args, Env: req.Env, Cwd: req.Cwd, TimeoutMS: int64(req.TimeoutMS)}, stdin, stdout, stderr)
-	if err := m.agentDone(sb, ac, err); err != nil {
+	if err := m.agentDone(sb, err); err != nil {
 		return ExecExit{}, err
 	}
 	return ExecExit{Code: res.ExitCode, Signal: res.Signal, TimedOut: res.TimedOut}, nil
@@ -130,7 +124,7 @@ func (m *Manager) Upload(ctx context.Context, id, path string, mode os.FileMode,
 	if err != nil {
 		return err
 	}
-	return m.agentDone(sb, ac, ac.Upload(ctx, path, mode, r))
+	return m.agentDone(sb, ac.Upload(ctx, path, mode, r))
 }
 
 // Stat returns the mode of the regular file at path in the sandbox, so
@@ -141,7 +135,7 @@ func (m *Manager) Stat(ctx context.Context, id, path string) (os.FileMode, error
 		return 0, err
 	}
 	fi, err := ac.Stat(ctx, path)
-	if err := m.agentDone(sb, ac, err); err != nil {
+	if err := m.agentDone(sb, err); err != nil {
 		return 0, err
 	}
 	if fi.Type != "file" {
@@ -157,7 +151,7 @@ func (m *Manager) Download(ctx context.Context, id, path string, w io.Writer) er
 		return err
 	}
 	_, err = ac.Download(ctx, path, w)
-	return m.agentDone(sb, ac, err)
+	return m.agentDone(sb, err)
 }
 
 // waitAgent gives a new or restored Linux sandbox's agent its identity

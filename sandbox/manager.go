@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sietch-vm/sietch/wire/agentproto"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -114,6 +115,9 @@ type sandbox struct {
 	id  string
 	dir string
 	ctl *control.Client
+
+	agentOnce sync.Once
+	agent     *agentproto.Client // agentFor makes it; its idle streams are reused
 
 	// Guarded by Manager.mu.
 	rec        record

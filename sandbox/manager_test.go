@@ -156,7 +156,9 @@ func TestStoreSkipsBadRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSandboxes).Put([]byte("sb-garbage"), []byte("{not json")) })
+	db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSandboxes).Put([]byte("sb-garbage"), []byte("{not json"))
+	})
 	db.Close()
 	m = openFake(t, state)
 	defer m.Close()

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // maxPorts bounds one sandbox's forwards.
@@ -23,7 +25,7 @@ const portConnectTimeout = 10 * time.Second
 type forward struct {
 	port Port
 	ln   net.Listener
-	ac   *agentConn
+	ac   *agentproto.Client
 	log  func(msg string, args ...any)
 
 	mu     sync.Mutex

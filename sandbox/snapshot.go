@@ -69,6 +69,9 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, kind string, 
 		snap.Base = base
 	}
 	snap.Dir = filepath.Join(m.cfg.StateDir, "snapshots", snap.ID)
+	// An idle agent stream kept open would be part of the snapshot, and
+	// every restored copy would hold (and then drop) it: close them first.
+	m.agentFor(sb).CloseIdle()
 	cctx, cancel := context.WithTimeout(ctx, controlTimeout)
 	err = sb.ctl.Snapshot(cctx, control.SnapshotRequest{Dir: snap.Dir, Kind: kind})
 	cancel()

@@ -111,6 +111,7 @@ func (m *Manager) exited(sb *sandbox, ex exitInfo, pidfd int, done chan struct{}
 	releaseFiles(sb.dir)
 	close(done)
 	m.mu.Unlock()
+	m.agentFor(sb).CloseIdle() // dead with the vmm's vsock device
 	for _, f := range fwds {
 		f.close()
 	}

@@ -206,7 +206,7 @@ func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time
 		m.setBuild(t, sb.ID, StepStart)
 		ac := m.agentFor(run)
 		_, err := ac.Start(ctx, agentproto.StartRequest{ID: startExecID, Cmd: "sh", Args: []string{"-c", t.rec.StartCmd}, Log: startLog})
-		if err := m.agentDone(run, ac, err); err != nil {
+		if err := m.agentDone(run, err); err != nil {
 			return Snapshot{}, fmt.Errorf("start command: %w", err)
 		}
 	}
@@ -286,7 +286,7 @@ func (m *Manager) waitReady(ctx context.Context, sb *sandbox, cmd string, timeou
 		w := &limitedBuffer{b: &out, n: 2 << 10}
 		ac := m.agentFor(sb)
 		res, err := ac.Exec(ctx, agentproto.ExecRequest{Cmd: "sh", Args: []string{"-c", cmd}}, nil, w, w)
-		err = m.agentDone(sb, ac, err)
+		err = m.agentDone(sb, err)
 		switch {
 		case err == nil && res.ExitCode == 0:
 			m.log.Info("template ready command passed", "sandbox", sb.id, "tries", tries)

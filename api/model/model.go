@@ -227,6 +227,7 @@ const (
 	CodeLimit            = "limit_exceeded"
 	CodeAgentUnavailable = "agent_unavailable"
 	CodeInUse            = "in_use" // something still depends on it (the message names what)
+	CodeConflict         = "conflict" // the guest refuses it as things stand: an id in use, a process that closed its stdin
 	CodeBodyTooLarge     = "body_too_large"
 	CodeInternal         = "internal"
 )
