@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -29,7 +30,11 @@ import (
 func startAgent(t *testing.T) (root, sock string) {
 	t.Helper()
 	root = t.TempDir()
-	a, err := agent.New(agent.Config{Root: root, Env: []string{"PATH=" + os.Getenv("PATH"), "LANG=C"}})
+	cfg := agent.Config{Root: root, Env: []string{"PATH=" + os.Getenv("PATH"), "LANG=C"}}
+	if testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

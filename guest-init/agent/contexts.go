@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +45,9 @@ type driverEvent struct {
 		PID     int    `json:"pid"`
 		Version string `json:"version"`
 	} `json:"ready,omitempty"`
+	// Begin says the driver is about to run the code: from then on SIGINT
+	// interrupts it. One sent earlier would be lost between runs.
+	Begin *struct{} `json:"begin,omitempty"`
 }
 
 // codeContext is one interpreter and what the agent knows of it.
@@ -56,8 +58,7 @@ type codeContext struct {
 	env      []string
 	created  time.Time
 
-	runMu      sync.Mutex   // one run at a time
-	interrupts atomic.Int32 // POST /interrupt during the current run
+	runMu sync.Mutex // one run at a time
 
 	mu     sync.Mutex
 	state  string
@@ -71,6 +72,9 @@ type codeContext struct {
 	marks  chan struct{}             // an output reader saw the run's marker
 	exited chan struct{}             // closed when the driver has exited
 	marker []byte
+	// The current run's: the driver said begin; an interrupt waits for it;
+	// it was interrupted.
+	begun, pendingInterrupt, interrupted bool
 }
 
 func (c *codeContext) view() agentproto.Context {
@@ -330,6 +334,8 @@ func (c *codeContext) readEvents(f *os.File, out chan<- driverEvent) {
 					PID     int    `json:"pid"`
 					Version string `json:"version"`
 				}{PID: n}
+			case "begin":
+				ev.Begin = &struct{}{}
 			case "end":
 				status := agentproto.RunOK
 				if n != 0 {
@@ -371,7 +377,7 @@ func (c *codeContext) request(code string) []byte {
 		// One eval in the shell itself, so that cd and variables persist;
 		// stdin is /dev/null so that code cannot read the next request.
 		m := string(c.marker)
-		return fmt.Appendf(nil, "eval %s </dev/null; __sietch_rc=$?; printf '%%s' %s; printf '%%s' %s >&2; printf 'end %%d\\n' \"$__sietch_rc\" >&3\n",
+		return fmt.Appendf(nil, "printf 'begin\\n' >&3; eval %s </dev/null; __sietch_rc=$?; printf '%%s' %s; printf '%%s' %s >&2; printf 'end %%d\\n' \"$__sietch_rc\" >&3\n",
 			shellQuote(code), shellQuote(m), shellQuote(m))
 	}
 	b, _ := json.Marshal(map[string]string{"code": code})
@@ -384,12 +390,13 @@ func shellQuote(s string) string {
 }
 
 // run sends code to the interpreter and hands its events to sink until
-// the end event (and all its output) has come. A timeout interrupts the
-// run; an interpreter that does not stop then, or dies, is reported.
-func (a *Agent) run(c *codeContext, code string, timeout time.Duration, interrupted func() bool, sink func(agentproto.RunEvent)) {
+// the end event (and all its output) has come. A timeout, or clientGone
+// closing, interrupts the run; an interpreter that does not stop then, or
+// dies, is reported. Interrupts are sent only while a run holds the
+// context, so none reaches the interpreter between runs.
+func (a *Agent) run(c *codeContext, code string, timeout time.Duration, clientGone <-chan struct{}, sink func(agentproto.RunEvent)) {
 	c.runMu.Lock()
 	defer c.runMu.Unlock()
-	c.interrupts.Store(0)
 	start := time.Now()
 	c.mu.Lock()
 	if c.state == agentproto.ContextDead {
@@ -400,24 +407,28 @@ func (a *Agent) run(c *codeContext, code string, timeout time.Duration, interrup
 		return
 	}
 	c.state = agentproto.ContextRunning
+	c.begun, c.pendingInterrupt, c.interrupted = false, false, false
 	c.runs++
 	events, marks, exited, req := c.events, c.marks, c.exited, c.req
 	var sinkMu sync.Mutex
 	c.sink = func(ev agentproto.RunEvent) { sinkMu.Lock(); defer sinkMu.Unlock(); sink(ev) }
 	c.mu.Unlock()
-	defer func() {
+	emit := func(ev agentproto.RunEvent) { sinkMu.Lock(); defer sinkMu.Unlock(); sink(ev) }
+	// finish ends the run: the context is idle (or dead) before the client
+	// sees the end, so that what it does next finds it so.
+	finish := func(end *agentproto.RunEnd) {
 		c.mu.Lock()
 		c.sink = nil
 		if c.state == agentproto.ContextRunning {
 			c.state = agentproto.ContextIdle
 		}
 		c.mu.Unlock()
-	}()
-	emit := func(ev agentproto.RunEvent) { sinkMu.Lock(); defer sinkMu.Unlock(); sink(ev) }
+		emit(agentproto.RunEvent{End: end})
+	}
 
 	if _, err := req.Write(c.request(code)); err != nil {
 		emit(agentproto.RunEvent{Error: &agentproto.RunError{Name: "ContextDied", Value: fmt.Sprintf("context %s: send the code: %v", c.id, err)}})
-		emit(agentproto.RunEvent{End: &agentproto.RunEnd{Status: agentproto.RunFailed}})
+		finish(&agentproto.RunEnd{Status: agentproto.RunFailed})
 		return
 	}
 	var deadline <-chan time.Time
@@ -440,16 +451,32 @@ func (a *Agent) run(c *codeContext, code string, timeout time.Duration, interrup
 				end = ev.End
 				continue
 			}
+			if ev.Begin != nil {
+				c.mu.Lock()
+				c.begun = true
+				pending := c.pendingInterrupt
+				c.mu.Unlock()
+				if pending {
+					a.interruptContext(c)
+				}
+				continue
+			}
 			if ev.Ready == nil {
 				emit(ev.RunEvent)
 			}
 		case <-marks:
 			marked++
+		case <-clientGone:
+			// Nobody will read the rest: interrupt the run, as Ctrl-C would.
+			clientGone = nil
+			a.interruptContext(c)
 		case <-deadline:
 			timedOut, deadline = true, nil
+			a.log.Info("agent: run timed out; interrupting", "context", c.id, "timeout", timeout)
 			a.interruptContext(c)
 			grace = time.After(interruptGrace)
 		case <-grace:
+			a.log.Warn("agent: run did not stop after an interrupt; killing its context", "context", c.id, "grace", interruptGrace)
 			a.killContext(c)
 			grace = nil
 		case <-exited:
@@ -459,7 +486,7 @@ func (a *Agent) run(c *codeContext, code string, timeout time.Duration, interrup
 			c.mu.Unlock()
 			emit(agentproto.RunEvent{Error: &agentproto.RunError{Name: "ContextDied",
 				Value: fmt.Sprintf("context %s died during the run (%s); restart it", c.id, reason)}})
-			emit(agentproto.RunEvent{End: &agentproto.RunEnd{Status: agentproto.RunFailed, DurationMS: time.Since(start).Milliseconds()}})
+			finish(&agentproto.RunEnd{Status: agentproto.RunFailed, DurationMS: time.Since(start).Milliseconds()})
 			return
 		}
 	}
@@ -467,17 +494,29 @@ func (a *Agent) run(c *codeContext, code string, timeout time.Duration, interrup
 	switch {
 	case timedOut:
 		end.Status = agentproto.RunTimeout
-	case interrupted() && end.Status != agentproto.RunOK:
+	case c.wasInterrupted() && end.Status != agentproto.RunOK:
 		end.Status = agentproto.RunInterrupted
 	}
-	emit(agentproto.RunEvent{End: end})
+	finish(end)
 }
 
-// interruptContext sends SIGINT to the code running: to bash's process
-// group (the shell runs a trap and lives), to the interpreter otherwise.
+// interruptContext sends SIGINT to the code running, if a run is on: to
+// bash's process group (the shell runs a trap and lives), to the
+// interpreter otherwise. Before the driver has begun the run, the
+// interrupt waits for it.
 func (a *Agent) interruptContext(c *codeContext) {
 	c.mu.Lock()
+	if c.state != agentproto.ContextRunning {
+		c.mu.Unlock()
+		return
+	}
+	c.interrupted = true
 	pid, lang := c.pid, c.language
+	if !c.begun {
+		c.pendingInterrupt = true
+		c.mu.Unlock()
+		return
+	}
 	c.mu.Unlock()
 	if pid <= 0 {
 		return
@@ -487,6 +526,12 @@ func (a *Agent) interruptContext(c *codeContext) {
 		return
 	}
 	syscall.Kill(pid, syscall.SIGINT)
+}
+
+func (c *codeContext) wasInterrupted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.interrupted
 }
 
 // killContext kills the interpreter's process group; the reaper marks it

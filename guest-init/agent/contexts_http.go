@@ -37,14 +37,15 @@ func (a *Agent) context(w http.ResponseWriter, r *http.Request, start bool) *cod
 	a.mu.Lock()
 	c := a.contexts[id]
 	a.mu.Unlock()
-	if c == nil && start && id == agentproto.DefaultContext {
+	lang, isDefault := agentproto.DefaultLanguage(id)
+	if c == nil && start && isDefault {
 		var e *Error
 		a.defaultMu.Lock()
 		a.mu.Lock()
 		c = a.contexts[id]
 		a.mu.Unlock()
 		if c == nil {
-			c, e = a.newContext(agentproto.ContextRequest{ID: id, Language: agentproto.LanguagePython})
+			c, e = a.newContext(agentproto.ContextRequest{ID: id, Language: lang})
 		}
 		a.defaultMu.Unlock()
 		if e != nil {
@@ -80,7 +81,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
 	var mu sync.Mutex
-	var gone, interrupted atomic.Bool
+	var gone atomic.Bool
 	sink := func(ev agentproto.RunEvent) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -91,18 +92,7 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 			gone.Store(true)
 		}
 	}
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case <-r.Context().Done():
-			interrupted.Store(true)
-			a.interruptContext(c)
-		case <-done:
-		}
-	}()
-	a.run(c, req.Code, time.Duration(req.TimeoutMS)*time.Millisecond,
-		func() bool { return interrupted.Load() || c.interrupts.Load() > 0 }, sink)
+	a.run(c, req.Code, time.Duration(req.TimeoutMS)*time.Millisecond, r.Context().Done(), sink)
 }
 
 // handleInterrupt sends SIGINT to the code running in a context (if any):
@@ -112,10 +102,7 @@ func (a *Agent) handleInterrupt(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
-	if c.view().State == agentproto.ContextRunning {
-		c.interrupts.Add(1)
-		a.interruptContext(c)
-	}
+	a.interruptContext(c)
 	w.WriteHeader(http.StatusNoContent)
 }
 

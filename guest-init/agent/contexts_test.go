@@ -160,6 +160,13 @@ func TestDefaultContext(t *testing.T) {
 	if cs, _ := env.c.Contexts(testCtx(t)); len(cs) != 1 || cs[0].ID != "default" || cs[0].Language != "python" {
 		t.Errorf("contexts: %+v", cs)
 	}
+	// Each language has a default context of its own.
+	if r := run(t, env, agentproto.DefaultContextFor(agentproto.LanguageBash), "echo $((6*7))", 0); r.stdout != "42\n" {
+		t.Errorf("run in default-bash: %+v", r)
+	}
+	if cs, _ := env.c.Contexts(testCtx(t)); len(cs) != 2 || cs[1].ID != "default-bash" || cs[1].Language != "bash" {
+		t.Errorf("contexts: %+v", cs)
+	}
 }
 
 // A bash context keeps cd and variables; a failing command reports its
@@ -224,6 +231,48 @@ func TestContextRequestsRefused(t *testing.T) {
 	} {
 		if _, err := env.c.NewContext(ctx, req); !errors.As(err, &ae) || ae.Status/100 != 4 {
 			t.Errorf("%+v: %v; want a 4xx", req, err)
+		}
+	}
+}
+
+// An interrupt is never lost and never leaks: one sent the moment a run
+// starts (before the driver reads the code) still stops it, and one sent
+// between runs does not touch the next.
+func TestInterruptRaces(t *testing.T) {
+	need(t, "python3")
+	env := startAgent(t, Config{})
+	ctx := testCtx(t)
+	if _, err := env.c.NewContext(ctx, agentproto.ContextRequest{ID: "py", Language: "python"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		done := make(chan runResult, 1)
+		go func() { done <- run(t, env, "py", "import time\nwhile True: time.sleep(0.05)", 0) }()
+		for {
+			cs, err := env.c.Contexts(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cs[0].State == agentproto.ContextRunning {
+				break
+			}
+		}
+		if err := env.c.Interrupt(ctx, "py"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-done:
+			if r.end.Status != agentproto.RunInterrupted {
+				t.Fatalf("run %d: %+v", i, r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: the interrupt was lost", i)
+		}
+		if err := env.c.Interrupt(ctx, "py"); err != nil { // idle now: interrupts nothing
+			t.Fatal(err)
+		}
+		if r := run(t, env, "py", "6 * 7", 0); r.end.Status != agentproto.RunOK || r.results[0]["text/plain"] != "42" {
+			t.Fatalf("run after %d interrupts: %+v", i, r)
 		}
 	}
 }

@@ -11,8 +11,28 @@ const (
 
 // DefaultContext is the context id a run may name without creating it: a
 // python context the agent starts on first use (a template can start it
-// ahead, so that it is warm in every sandbox).
+// ahead, so that it is warm in every sandbox). Each other language has one
+// too, named by DefaultContextFor.
 const DefaultContext = "default"
+
+// DefaultContextFor names the default context of a language: "default"
+// for python, "default-node" and "default-bash" for the others.
+func DefaultContextFor(language string) string {
+	if language == "" || language == LanguagePython {
+		return DefaultContext
+	}
+	return DefaultContext + "-" + language
+}
+
+// DefaultLanguage says which language's default context id is, if it is one.
+func DefaultLanguage(id string) (string, bool) {
+	for _, l := range []string{LanguagePython, LanguageNode, LanguageBash} {
+		if id == DefaultContextFor(l) {
+			return l, true
+		}
+	}
+	return "", false
+}
 
 // ContextRequest is the body of POST /v1/contexts: a long-lived
 // interpreter whose state persists between runs.

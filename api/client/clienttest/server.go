@@ -55,9 +55,10 @@ type file struct {
 }
 
 type box struct {
-	sb    model.Sandbox
-	files map[string]file
-	snaps []model.Snapshot
+	sb       model.Sandbox
+	files    map[string]file
+	snaps    []model.Snapshot
+	contexts map[string]*model.Context
 }
 
 // Server is a fake sietchd. Its fields may be set before the first request.
@@ -67,6 +68,8 @@ type Server struct {
 	// Exec runs exec requests; the default understands "echo ARGS...",
 	// "exit N" and "kill" (ends by SIGKILL).
 	Exec ExecFunc
+	// Run runs code in a context; the default is defaultRun's.
+	Run RunFunc
 	// Console is every sandbox's console log.
 	Console string
 
@@ -87,6 +90,7 @@ type Server struct {
 func NewServer() *Server {
 	s := &Server{
 		Exec:    defaultExec,
+		Run:     defaultRun,
 		Console: "[    0.000000] Linux version 6.1\nsietch login:\n",
 		boxes:   map[string]*box{},
 		snaps:   map[string]model.Snapshot{"snap-t0": {ID: "snap-t0", SandboxID: "sb-0", Kind: "full", Role: model.RoleTemplate, Template: "default", SizeBytes: 200 << 20, CreatedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}},
@@ -215,6 +219,7 @@ func (s *Server) routes() http.Handler {
 	}))
 	auth("DELETE /v1/sandboxes/{id}/ports/{host_port}", s.withBox(s.closePort))
 	auth("GET /v1/sandboxes/{id}/console", s.console)
+	s.contextRoutes(auth)
 	auth("POST /v1/templates", s.buildTemplate)
 	auth("GET /v1/templates", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()

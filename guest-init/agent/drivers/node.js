@@ -2,7 +2,8 @@
 // code sent by the guest agent and keeps its state between runs. Node's
 // standard library only. The same protocol as python.py: a JSON request
 // per line on fd 3, a JSON event per line on fd 4, the agent's marker on
-// fds 1 and 2 before each end event; SIGINT interrupts the code running.
+// fds 1 and 2 before each end event; SIGINT interrupts the code running
+// (the agent sends it only after the driver's begin event).
 'use strict';
 const fs = require('fs');
 const vm = require('vm');
@@ -53,6 +54,7 @@ async function run(line) {
   let status = 'ok';
   try {
     const req = JSON.parse(line);
+    emit({ begin: {} }); // SIGINT from now on interrupts this cell
     let value = vm.runInContext(req.code || '', context, { filename: '<cell>', breakOnSigint: true });
     if (value && typeof value.then === 'function') value = await value;
     if (value !== undefined) emit({ result: bundle(value) });

@@ -7,6 +7,7 @@
 #           {"result": {"text/plain": "...", "image/png": "<base64>", ...}}
 #           {"error": {"name": "...", "value": "...", "traceback": "..."}}
 #           {"end": {"status": "ok" | "error", "execution_count": N}}
+#           {"begin": {}} first: the agent sends SIGINT only after it
 # Before each end event it writes the marker the agent gave it (in
 # $SIETCH_CONTEXT_MARKER) to
 # fds 1 and 2, so that the agent knows when output the code's subprocesses
@@ -124,6 +125,19 @@ def _figures():
     plt.close("all")
 
 
+# SIGINT raises KeyboardInterrupt only while a cell runs: one that lands
+# in the driver's own code (reading a request, writing an event) must not
+# lose either. A system call it interrupts there is retried (PEP 475).
+_in_cell = False
+
+
+def _on_sigint(signum, frame):
+    if _in_cell:
+        raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, _on_sigint)
+
 _globals = {"__name__": "__main__", "__builtins__": __builtins__}
 _count = 0
 
@@ -131,19 +145,26 @@ _count = 0
 def _run(code):
     global _count
     _count += 1
+    global _in_cell
     status = "ok"
     try:
-        tree = ast.parse(code, "<cell>", "exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, "<cell>", "exec"), _globals)
-        if last is not None:
-            value = eval(compile(last, "<cell>", "eval"), _globals)
-            if value is not None:
-                _globals["_"] = value
-                _flush_all()
-                _emit({"result": _bundle(value)})
+        _in_cell = True
+        _emit({"begin": {}})  # the agent sends SIGINT only after this
+        try:
+            tree = ast.parse(code, "<cell>", "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            exec(compile(tree, "<cell>", "exec"), _globals)
+            value = None
+            if last is not None:
+                value = eval(compile(last, "<cell>", "eval"), _globals)
+        finally:
+            _in_cell = False
+        if value is not None:
+            _globals["_"] = value
+            _flush_all()
+            _emit({"result": _bundle(value)})
         _flush_all()
         _figures()
     except BaseException as e:  # KeyboardInterrupt and SystemExit too
@@ -168,10 +189,7 @@ def _end(status):
 
 _emit({"ready": {"pid": os.getpid(), "version": sys.version.split()[0]}})
 while True:
-    try:
-        line = _req.readline()
-    except KeyboardInterrupt:
-        continue  # an interrupt between runs interrupts nothing
+    line = _req.readline()
     if not line:
         break
     try:
@@ -180,7 +198,4 @@ while True:
         _emit({"error": {"name": "ProtocolError", "value": "request is not JSON", "traceback": ""}})
         _end("error")
         continue
-    try:
-        _run(req.get("code", ""))
-    except KeyboardInterrupt:  # arrived after the cell ended, before the next
-        pass
+    _run(req.get("code", ""))
