@@ -11,50 +11,18 @@ import (
 	"github.com/sietch-vm/sietch/virtio"
 )
 
-// Device is what a device process plugs into Backend: the virtio device
-// model. Backend calls it from the goroutine running Serve only.
-type Device interface {
-	// Features are the virtio device features offered; Backend adds
-	// FeatureProtocolFeatures.
-	Features() uint64
-	// ProtocolFeatures are the vhost-user protocol features the device
-	// wants; Backend offers them ANDed with those it implements (MQ,
-	// REPLY_ACK, CONFIG).
-	ProtocolFeatures() uint64
-	NumQueues() int
-	MaxQueueSize() uint16
-	// ReadConfig fills data from config space at off; bytes past the end of
-	// the device's config space read as zero.
-	ReadConfig(off uint32, data []byte)
-	// WriteConfig stores a driver write; an error is reported to the
-	// front-end and the session goes on.
-	WriteConfig(off uint32, data []byte) error
-	// SetFeatures receives the features the driver acked (without
-	// FeatureProtocolFeatures); an error is reported to the front-end.
-	SetFeatures(acked uint64) error
-	// Start hands queue i to the device once it is fully set up and
-	// enabled. The device processes chains on its own goroutine: wait on
-	// kick, Pop, read and write buffers through mem, Push, and Signal call
-	// when q.NeedsNotify(). kick has been signalled once so the device looks
-	// at chains posted before it started.
-	Start(i int, q *virtio.Queue, mem virtio.GuestMemory, kick, call *EventFD) error
-	// Stop stops queue i. Backend has already closed kick, so a goroutine
-	// blocked in kick.Wait gets ErrEventFDClosed. Stop must return only once
-	// the device no longer touches the queue or guest memory, and returns
-	// the queue's state; Backend closes call afterwards.
-	Stop(i int) (virtio.QueueState, error)
-}
-
-// Backend serves the vhost-user protocol for one Device.
+// Backend serves the vhost-user protocol for one DeviceModel: the device
+// process's side of the socket. It runs each queue the front-end sets up
+// on a Vring.
 type Backend struct {
-	dev Device
+	dev DeviceModel
 	log *slog.Logger
 
 	// Per-connection state, reset by Serve.
 	features uint64 // acked, including FeatureProtocolFeatures
 	protocol uint64 // acked protocol features
 	mem      *guestMemory
-	vrings   []vring
+	vrings   []ringSetup
 	logMem   *dirtyLog // SET_LOG_BASE; used while FeatureLogAll is acked
 
 	// Lazily restored memory (postcopy): the userfaultfd the process made
@@ -69,8 +37,9 @@ type Backend struct {
 // Call it before Serve. The Backend owns u.
 func (b *Backend) SetUserfault(u *uffd.FD) { b.uffd = u }
 
-// vring is the back-end's record of one queue as the front-end set it up.
-type vring struct {
+// ringSetup is the back-end's record of one queue as the front-end set it
+// up, and its Vring while it runs.
+type ringSetup struct {
 	size    uint16 // 0 until SET_VRING_NUM
 	addr    *VringAddr
 	base    uint16 // next available index to process
@@ -79,13 +48,11 @@ type vring struct {
 	err     int
 	enabled bool
 
-	started bool
-	runKick *EventFD // per-start duplicates handed to the device
-	runCall *EventFD
+	run *Vring // nil while stopped
 }
 
 // NewBackend returns a Backend for d. A nil log discards messages.
-func NewBackend(d Device, log *slog.Logger) *Backend {
+func NewBackend(d DeviceModel, log *slog.Logger) *Backend {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -150,17 +117,15 @@ func (b *Backend) Serve(conn *net.UnixConn) error {
 
 func (b *Backend) reset() {
 	b.features, b.protocol, b.mem, b.logMem = 0, 0, nil, nil
-	b.vrings = make([]vring, max(b.dev.NumQueues(), 0))
+	b.vrings = make([]ringSetup, max(b.dev.NumQueues(), 0))
 	for i := range b.vrings {
-		b.vrings[i] = vring{kick: -1, call: -1, err: -1}
+		b.vrings[i] = ringSetup{kick: -1, call: -1, err: -1}
 	}
 }
 
 func (b *Backend) teardown() {
 	for i := range b.vrings {
-		if err := b.stop(i); err != nil {
-			b.log.Warn("stop queue", "queue", i, "err", err)
-		}
+		b.stop(i)
 		v := &b.vrings[i]
 		closeFDs([]int{v.kick, v.call, v.err})
 		v.kick, v.call, v.err = -1, -1, -1
@@ -323,7 +288,11 @@ func (b *Backend) setFeatures(p []byte) error {
 		// dirty tracking): queues restart with or without the log.
 		return b.restartAll(func() { b.features = v })
 	}
-	if err := b.dev.SetFeatures(v &^ (FeatureProtocolFeatures | FeatureLogAll)); err != nil {
+	acked := v &^ (FeatureProtocolFeatures | FeatureLogAll)
+	// What a foreign front-end acks is worth seeing when debugging interop.
+	b.log.Debug("virtio features acked", "features", fmt.Sprintf("%#x", acked),
+		"version1", acked&virtio.FeatureVersion1 != 0)
+	if err := b.dev.SetFeatures(acked); err != nil {
 		return reject("device refused features %#x: %w", v, err)
 	}
 	b.features = v
@@ -331,7 +300,7 @@ func (b *Backend) setFeatures(p []byte) error {
 	// (vhost-user.rst "Ring states").
 	if v&FeatureProtocolFeatures == 0 {
 		for i := range b.vrings {
-			if err := b.update(i, func(v *vring) { v.enabled = true }); err != nil {
+			if err := b.update(i, func(v *ringSetup) { v.enabled = true }); err != nil {
 				return err
 			}
 		}
@@ -380,11 +349,9 @@ func (b *Backend) setMemTable(p []byte, fds []int) error {
 func (b *Backend) restartAll(change func()) error {
 	var running []int
 	for i := range b.vrings {
-		if b.vrings[i].started {
+		if b.vrings[i].run != nil {
 			running = append(running, i)
-			if err := b.stop(i); err != nil {
-				return err
-			}
+			b.stop(i)
 		}
 	}
 	change()
@@ -443,7 +410,7 @@ func (b *Backend) setVringNum(p []byte) error {
 	if s.Num == 0 || s.Num > uint32(b.dev.MaxQueueSize()) || bits.OnesCount32(s.Num) != 1 {
 		return fmt.Errorf("queue %d size %d is not a power of two in 1..%d", s.Index, s.Num, b.dev.MaxQueueSize())
 	}
-	return b.update(int(s.Index), func(v *vring) { v.size = uint16(s.Num) })
+	return b.update(int(s.Index), func(v *ringSetup) { v.size = uint16(s.Num) })
 }
 
 func (b *Backend) setVringAddr(p []byte) error {
@@ -460,7 +427,7 @@ func (b *Backend) setVringAddr(p []byte) error {
 	if _, _, _, err := b.ringAddrs(a); err != nil {
 		return fmt.Errorf("queue %d: %w", a.Index, err)
 	}
-	return b.update(int(a.Index), func(v *vring) { v.addr = &a })
+	return b.update(int(a.Index), func(v *ringSetup) { v.addr = &a })
 }
 
 // ringAddrs translates the ring's front-end addresses to guest-physical.
@@ -487,7 +454,7 @@ func (b *Backend) setVringBase(p []byte) error {
 	if s.Num > 0xffff {
 		return fmt.Errorf("queue %d base %d does not fit 16 bits", s.Index, s.Num)
 	}
-	return b.update(int(s.Index), func(v *vring) { v.base = uint16(s.Num) })
+	return b.update(int(s.Index), func(v *ringSetup) { v.base = uint16(s.Num) })
 }
 
 // getVringBase stops the ring and reports where it stopped. Like
@@ -499,9 +466,7 @@ func (b *Backend) getVringBase(p []byte) ([]byte, error) {
 		return nil, err
 	}
 	i := int(s.Index)
-	if err := b.stop(i); err != nil {
-		return nil, err
-	}
+	b.stop(i)
 	v := &b.vrings[i]
 	closeFDs([]int{v.kick, v.call})
 	v.kick, v.call = -1, -1
@@ -536,7 +501,7 @@ func (b *Backend) setVringFD(req Request, p []byte, fds []int) error {
 		// stays stopped until a descriptor arrives.
 		b.log.Warn("vhost-user queue without eventfd; it will not run", "request", req, "queue", i)
 	}
-	return b.update(i, func(v *vring) {
+	return b.update(i, func(v *ringSetup) {
 		slot := map[Request]*int{SetVringKick: &v.kick, SetVringCall: &v.call, SetVringErr: &v.err}[req]
 		if *slot >= 0 {
 			closeFDs([]int{*slot})
@@ -553,7 +518,7 @@ func (b *Backend) setVringEnable(p []byte) error {
 	if s.Num > 1 {
 		return fmt.Errorf("queue %d enable value %d is not 0 or 1", s.Index, s.Num)
 	}
-	return b.update(int(s.Index), func(v *vring) { v.enabled = s.Num == 1 })
+	return b.update(int(s.Index), func(v *ringSetup) { v.enabled = s.Num == 1 })
 }
 
 func (b *Backend) getConfig(p []byte) ([]byte, error) {
@@ -592,10 +557,8 @@ func (b *Backend) setConfig(p []byte) error {
 // update changes queue i's setup. A running queue is stopped first and
 // restarted afterwards if it is still complete, so the device always sees
 // a consistent configuration.
-func (b *Backend) update(i int, change func(*vring)) error {
-	if err := b.stop(i); err != nil {
-		return err
-	}
+func (b *Backend) update(i int, change func(*ringSetup)) error {
+	b.stop(i)
 	change(&b.vrings[i])
 	return b.tryStart(i)
 }
@@ -603,7 +566,7 @@ func (b *Backend) update(i int, change func(*vring)) error {
 // tryStart starts queue i if everything it needs is there.
 func (b *Backend) tryStart(i int) error {
 	v := &b.vrings[i]
-	if v.started || !v.enabled || v.size == 0 || v.addr == nil || v.kick < 0 || v.call < 0 || b.mem == nil {
+	if v.run != nil || !v.enabled || v.size == 0 || v.addr == nil || v.kick < 0 || v.call < 0 || b.mem == nil {
 		return nil
 	}
 	desc, avail, used, err := b.ringAddrs(*v.addr)
@@ -623,6 +586,8 @@ func (b *Backend) tryStart(i int) error {
 	// NewQueue took the used index from guest memory (virtio 1.2 §2.7.8),
 	// where the last run left it; the available side resumes from the base.
 	q.SetState(virtio.QueueState{NextAvail: v.base, NextUsed: q.State().NextUsed})
+	// The Vring gets handles of its own, so that closing them stops only
+	// it, not the ring's long-lived descriptors.
 	kick, err := dupEventFD(v.kick, fmt.Sprintf("queue %d kick", i))
 	if err != nil {
 		return err
@@ -632,36 +597,22 @@ func (b *Backend) tryStart(i int) error {
 		kick.Close()
 		return err
 	}
-	// Chains posted while the queue was stopped have had their kick
-	// consumed or never delivered; one spurious kick is harmless.
-	if err := kick.Signal(); err != nil {
-		kick.Close()
-		call.Close()
-		return err
-	}
-	if err := b.dev.Start(i, q, b.mem, kick, call); err != nil {
-		kick.Close()
-		call.Close()
+	run, err := startVring(b.dev, i, q, b.mem, kick, call, b.log)
+	if err != nil {
 		return reject("device refused to start queue %d: %w", i, err)
 	}
-	v.started, v.runKick, v.runCall = true, kick, call
+	v.run = run
 	b.log.Info("vhost-user queue started", "queue", i, "size", v.size, "base", v.base)
 	return nil
 }
 
-// stop stops queue i if it runs and records where it stopped.
-func (b *Backend) stop(i int) error {
+// stop stops queue i if it runs and records where it stopped. It returns
+// once the device no longer touches the queue or guest memory.
+func (b *Backend) stop(i int) {
 	v := &b.vrings[i]
-	if !v.started {
-		return nil
+	if v.run == nil {
+		return
 	}
-	v.runKick.Close() // wakes the device's goroutine
-	st, err := b.dev.Stop(i)
-	v.runCall.Close()
-	v.started, v.runKick, v.runCall = false, nil, nil
-	if err != nil {
-		return fmt.Errorf("stop queue %d: %w", i, err)
-	}
-	v.base = st.NextAvail
-	return nil
+	v.base = v.run.Stop().NextAvail
+	v.run = nil
 }

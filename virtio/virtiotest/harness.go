@@ -1,4 +1,4 @@
-// Package virtiotest drives a vhostuser.Device through a real vhost-user session, as a guest driver would, for device tests.
+// Package virtiotest drives a vhostuser.DeviceModel through a real vhost-user session, as a guest driver would, for device tests.
 package virtiotest
 
 import (
@@ -38,7 +38,7 @@ type Options struct {
 	Bench bool
 }
 
-// Harness is a vhost-user front-end plus guest driver serving one Device
+// Harness is a vhost-user front-end plus guest driver serving one DeviceModel
 // on the other end of a socket pair. Use it from the test goroutine; each
 // Queue may be driven by its own goroutine.
 type Harness struct {
@@ -57,7 +57,7 @@ type Harness struct {
 // PROTOCOL_FEATURES with REPLY_ACK, CONFIG and MQ), shares guest RAM with
 // SET_MEM_TABLE and sets up and enables every queue of dev. Everything is
 // torn down by t.Cleanup; a back-end that ends with an error fails t.
-func Start(t testing.TB, dev vhostuser.Device, o Options) *Harness {
+func Start(t testing.TB, dev vhostuser.DeviceModel, o Options) *Harness {
 	t.Helper()
 	if o.RAM <= 0 {
 		o.RAM = 16 << 20
