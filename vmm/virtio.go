@@ -153,7 +153,7 @@ func (d *vhostDevice) close() {
 	}
 }
 
-// virtio.Backend, called by the transport on vCPU threads.
+// virtio.Device, called by the transport on vCPU threads.
 
 func (d *vhostDevice) DeviceID() uint32 { return d.id }
 func (d *vhostDevice) Features() uint64 { return d.features }
