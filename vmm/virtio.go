@@ -278,18 +278,12 @@ func (d *vhostDevice) startRing(i int, q virtio.QueueConfig, base uint16) error 
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return fmt.Errorf("queue %d: %w", i, err)
 	}
-	steps := []error{
-		d.fe.SetVringNum(i, q.Size),
-		d.fe.SetVringBase(i, base),
-		d.fe.SetVringAddr(i, vhostuser.VringAddr{Index: uint32(i), Desc: desc, Avail: avail, Used: used}),
-		d.fe.SetVringKick(i, d.kicks[i].Fd()),
-		d.fe.SetVringCall(i, d.call.Fd()),
-	}
-	if d.protocol {
-		steps = append(steps, d.fe.SetVringEnable(i, true))
-	}
-	if err := errors.Join(steps...); err != nil {
-		return fmt.Errorf("queue %d: %w", i, err)
+	if err := d.fe.SetupVring(i, vhostuser.VringSetup{
+		Size: q.Size, Base: base,
+		Addr: vhostuser.VringAddr{Desc: desc, Avail: avail, Used: used},
+		Kick: d.kicks[i].Fd(), Call: d.call.Fd(), Enable: d.protocol,
+	}); err != nil {
+		return err
 	}
 	d.started[i] = true
 	return nil

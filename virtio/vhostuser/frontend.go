@@ -260,6 +260,46 @@ func (f *Frontend) SetVringCall(i int, fd int) error { return f.setVringFD(SetVr
 // SetVringErr gives queue i's error eventfd.
 func (f *Frontend) SetVringErr(i int, fd int) error { return f.setVringFD(SetVringErr, i, fd) }
 
+// VringSetup is what SetupVring sends for one queue.
+type VringSetup struct {
+	Size uint16
+	Base uint16    // the next available index to process
+	Addr VringAddr // front-end addresses (see SetVringAddr); Index is ignored
+	Kick int       // eventfds; they stay the caller's
+	Call int
+	// Enable sends SET_VRING_ENABLE, which a ring needs once
+	// PROTOCOL_FEATURES is acked (vhost-user.rst "Ring states").
+	Enable bool
+}
+
+// SetupVring sets up queue i and starts it: SET_VRING_NUM, _BASE, _ADDR,
+// _KICK, _CALL and, with s.Enable, _ENABLE, in that order. It stops at the
+// first message that fails or that the back-end refuses, and says which:
+// going on would enable a half-configured ring (cloud-hypervisor's
+// vu_common_ctrl.rs stops there too).
+func (f *Frontend) SetupVring(i int, s VringSetup) error {
+	steps := []struct {
+		req  Request
+		send func() error
+	}{
+		{SetVringNum, func() error { return f.SetVringNum(i, s.Size) }},
+		{SetVringBase, func() error { return f.SetVringBase(i, s.Base) }},
+		{SetVringAddr, func() error { return f.SetVringAddr(i, s.Addr) }},
+		{SetVringKick, func() error { return f.SetVringKick(i, s.Kick) }},
+		{SetVringCall, func() error { return f.SetVringCall(i, s.Call) }},
+		{SetVringEnable, func() error { return f.SetVringEnable(i, true) }},
+	}
+	if !s.Enable {
+		steps = steps[:len(steps)-1]
+	}
+	for _, st := range steps {
+		if err := st.send(); err != nil {
+			return fmt.Errorf("set up queue %d: stopped at %s: %w", i, st.req, err)
+		}
+	}
+	return nil
+}
+
 // GetConfig reads size bytes of the device's config space at off (needs
 // ProtocolConfig).
 func (f *Frontend) GetConfig(off, size uint32) ([]byte, error) {

@@ -184,23 +184,12 @@ func (h *Harness) close() {
 func (h *Harness) SetupQueue(i int, base uint16) {
 	h.t.Helper()
 	q := h.Queue(i)
-	for _, step := range []struct {
-		name string
-		do   func() error
-	}{
-		{"SET_VRING_NUM", func() error { return h.fe.SetVringNum(i, q.size) }},
-		{"SET_VRING_BASE", func() error { return h.fe.SetVringBase(i, base) }},
-		{"SET_VRING_ADDR", func() error {
-			return h.fe.SetVringAddr(i, vhostuser.VringAddr{
-				Desc: FrontendVA + q.descOff, Avail: FrontendVA + q.availOff, Used: FrontendVA + q.usedOff})
-		}},
-		{"SET_VRING_KICK", func() error { return h.fe.SetVringKick(i, q.kick.fd) }},
-		{"SET_VRING_CALL", func() error { return h.fe.SetVringCall(i, q.call.fd) }},
-		{"SET_VRING_ENABLE", func() error { return h.fe.SetVringEnable(i, true) }},
-	} {
-		if err := step.do(); err != nil {
-			h.t.Fatalf("virtiotest: queue %d: %s: %v", i, step.name, err)
-		}
+	if err := h.fe.SetupVring(i, vhostuser.VringSetup{
+		Size: q.size, Base: base,
+		Addr: vhostuser.VringAddr{Desc: FrontendVA + q.descOff, Avail: FrontendVA + q.availOff, Used: FrontendVA + q.usedOff},
+		Kick: q.kick.fd, Call: q.call.fd, Enable: true,
+	}); err != nil {
+		h.t.Fatalf("virtiotest: %v", err)
 	}
 }
 
