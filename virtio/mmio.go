@@ -88,6 +88,13 @@ type Device interface {
 // SignalUsed.
 type Notifier interface{ Notify(queue int) }
 
+// ConfigRefresher is optionally implemented by a Device that keeps a copy
+// of its config space (the vmm's vhost-user front-end): ConfigChanged has
+// it read the space again before the driver is told, so that the driver
+// reads what changed. It runs on the caller's goroutine without the
+// transport's lock.
+type ConfigRefresher interface{ RefreshConfig() }
+
 // MMIOQueueState is one queue's registers.
 type MMIOQueueState struct {
 	Num   uint16
@@ -125,14 +132,15 @@ func WithExternalInterrupts() MMIOOption { return func(t *MMIO) { t.external = t
 // block the vmm puts on its MMIO bus for one device. It satisfies
 // devices.Device and is safe for concurrent use.
 type MMIO struct {
-	dev      Device
-	notifier Notifier
-	irq      func()
-	log      *slog.Logger
-	external bool
-	deviceID uint32
-	features uint64
-	maxSizes []uint16
+	dev       Device
+	notifier  Notifier
+	refresher ConfigRefresher
+	irq       func()
+	log       *slog.Logger
+	external  bool
+	deviceID  uint32
+	features  uint64
+	maxSizes  []uint16
 
 	mu sync.Mutex
 	st MMIOState
@@ -155,6 +163,7 @@ func NewMMIO(dev Device, irq func(), log *slog.Logger, opts ...MMIOOption) *MMIO
 		features: dev.Features() &^ transportUnsupported,
 	}
 	t.notifier, _ = dev.(Notifier)
+	t.refresher, _ = dev.(ConfigRefresher)
 	for _, o := range opts {
 		o(t)
 	}
@@ -526,9 +535,12 @@ func (t *MMIO) SignalUsed() {
 }
 
 // ConfigChanged tells the driver that the device changed its configuration
-// space: ConfigGeneration moves on and a configuration change interrupt is
-// raised (§2.5.1, §4.2.2).
+// space: a ConfigRefresher reads it again, ConfigGeneration moves on and a
+// configuration change interrupt is raised (§2.5.1, §4.2.2).
 func (t *MMIO) ConfigChanged() {
+	if t.refresher != nil {
+		t.refresher.RefreshConfig()
+	}
 	t.mu.Lock()
 	t.st.ConfigGeneration++
 	t.st.InterruptStatus |= InterruptConfigChange

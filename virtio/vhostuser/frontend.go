@@ -70,6 +70,10 @@ func (f *Frontend) callFDs(req Request, payload []byte, maxFDs int) ([]byte, []i
 // errRefused marks a negative acknowledgement: the session stays in step.
 var errRefused = errors.New("back-end refused the request")
 
+// errConfigRefused marks a GET_CONFIG reply of size 0: the back-end would
+// not read that part of its config space; the session stays in step.
+var errConfigRefused = errors.New("back-end refused to read")
+
 func (f *Frontend) exchange(req Request, payload []byte, fds []int, withReply bool, maxFDs int) ([]byte, []int, error) {
 	ack := !withReply && f.replyAck
 	flags := uint32(FlagVersion)
@@ -311,12 +315,16 @@ func (f *Frontend) GetConfig(off, size uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A back-end that cannot read says so with an empty payload
+	// (vhost-user.rst, GET_CONFIG; libvhost-user), or an empty access.
 	var c ConfigSpace
-	if err := c.Unmarshal(p); err != nil {
-		return nil, fmt.Errorf("vhost-user %s: reply: %w", GetConfig, err)
+	if len(p) != 0 {
+		if err := c.Unmarshal(p); err != nil {
+			return nil, fmt.Errorf("vhost-user %s: reply: %w", GetConfig, err)
+		}
 	}
 	if c.Size == 0 {
-		return nil, fmt.Errorf("vhost-user %s: back-end refused to read %d bytes at %d", GetConfig, size, off)
+		return nil, fmt.Errorf("vhost-user %s: %w: %d bytes at %d", GetConfig, errConfigRefused, size, off)
 	}
 	if c.Size != size {
 		return nil, fmt.Errorf("vhost-user %s: back-end returned %d bytes, asked for %d", GetConfig, c.Size, size)
