@@ -119,6 +119,7 @@ func New(tap *os.File, mac stdnet.HardwareAddr) (*Device, error) {
 	}
 	d.offer = offered(d.tapOf)
 	d.rx.buf = make([]byte, hdrLen+maxFrameLen)
+	d.rx.read, d.tx.write = d.readOnce, d.writeOnce
 	return d, nil
 }
 

@@ -24,6 +24,12 @@ type rxState struct {
 
 	gathered atomic.Int32 // len(stash), for tests to see the device waiting
 
+	// readTap's callback and its arguments, made once in New: a closure
+	// per read would cost an allocation per frame.
+	read     func(fd uintptr) bool
+	readWait bool
+	readRes  tapRead
+
 	// This run's: what the driver acked, and the wait for an empty tap.
 	o       offloads
 	mrg     bool
@@ -153,21 +159,25 @@ func (d *Device) waitTap(r *vhostuser.Vring, arm <-chan struct{}, got chan<- tap
 // readTap reads one frame into d.rx.buf. With wait, an empty tap waits in
 // Go's poller; without, it is unix.EAGAIN.
 func (d *Device) readTap(wait bool) (int, error) {
-	var n int
-	var rerr error
-	err := d.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = unix.Read(int(fd), d.rx.buf)
-			if rerr != unix.EINTR {
-				break
-			}
-		}
-		return !wait || rerr != unix.EAGAIN
-	})
-	if err != nil {
+	rx := &d.rx
+	rx.readWait = wait
+	if err := d.rc.Read(rx.read); err != nil {
 		return 0, errStopped
 	}
-	return n, rerr
+	return rx.readRes.n, rx.readRes.err
+}
+
+// readOnce is readTap's callback: one read, and whether it is the answer
+// (false: wait for the tap to become readable and call again).
+func (d *Device) readOnce(fd uintptr) bool {
+	rx := &d.rx
+	for {
+		rx.readRes.n, rx.readRes.err = unix.Read(int(fd), rx.buf)
+		if rx.readRes.err != unix.EINTR {
+			break
+		}
+	}
+	return !rx.readWait || rx.readRes.err != unix.EAGAIN
 }
 
 // prepareRx checks the pending frame's header, as the tap wrote it, against
