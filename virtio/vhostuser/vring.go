@@ -28,7 +28,7 @@ type Vring struct {
 	index int
 	q     *virtio.Queue
 	mem   virtio.GuestMemory
-	kick  *EventFD // closed by Stop, which ends readKicks
+	kick  *EventFD // closed by Stop, which ends waits on it
 	call  *EventFD
 	log   *slog.Logger
 
@@ -40,12 +40,18 @@ type Vring struct {
 	// maxInFlight bounds the chains handed to the batcher; 0 without one.
 	maxInFlight int
 
-	events   chan struct{} // capacity 1: a kick, a Wake or a completion is waiting
+	// How the worker waits. A queue served chain by chain has nothing to
+	// wait for but the driver, so its worker reads the kick eventfd
+	// itself, as a device's own loop would: a hand-off from another
+	// goroutine costs microseconds per kick on a small host. Queues with
+	// other sources (FillVring, Complete) have a goroutine turn kicks
+	// into events, next to Wake's and Complete's.
+	events   chan struct{} // nil when the worker reads kick; else capacity 1
 	kicked   atomic.Bool   // what is waiting includes a kick
 	stop     chan struct{} // closed by Stop
 	stopping atomic.Bool
 	done     chan struct{} // the worker has returned
-	kickDone chan struct{} // readKicks has returned
+	kickDone chan struct{} // readKicks has returned (closed at once without it)
 
 	mu        sync.Mutex
 	completed []completion // Complete's, for the worker to push
@@ -71,7 +77,6 @@ func startVring(dev DeviceModel, index int, q *virtio.Queue, mem virtio.GuestMem
 		index: index, q: q, mem: mem, kick: kick, call: call,
 		log:      log.With("queue", index),
 		dev:      dev,
-		events:   make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		kickDone: make(chan struct{}),
@@ -80,6 +85,9 @@ func startVring(dev DeviceModel, index int, q *virtio.Queue, mem virtio.GuestMem
 		r.filler = f
 	} else if b, ok := dev.(BatchHandler); ok {
 		r.batcher, r.maxInFlight = b, max(b.MaxInFlight(index), 1)
+	}
+	if r.filler != nil || r.batcher != nil {
+		r.events = make(chan struct{}, 1)
 	}
 	r.life, _ = dev.(VringLifecycle)
 	r.bad, _ = dev.(BadChainObserver)
@@ -90,11 +98,11 @@ func startVring(dev DeviceModel, index int, q *virtio.Queue, mem virtio.GuestMem
 			return nil, err
 		}
 	}
-	// Chains posted while the queue was stopped have had their kick
-	// consumed or never delivered: start with one, which is harmless.
-	r.kicked.Store(true)
-	r.events <- struct{}{}
-	go r.readKicks()
+	if r.events != nil {
+		go r.readKicks()
+	} else {
+		close(r.kickDone)
+	}
 	go r.work()
 	return r, nil
 }
@@ -110,8 +118,13 @@ func (r *Vring) Size() uint16 { return r.q.Size() }
 
 // Wake makes the worker run the queue (FillVring, or serving what the
 // driver posted) as soon as it can. Any goroutine may call it, any number
-// of times, also once the queue has stopped (it then does nothing).
+// of times, also once the queue has stopped (it then does nothing). On a
+// queue served chain by chain it is a kick: a system call.
 func (r *Vring) Wake() {
+	if r.events == nil {
+		r.kick.Signal() // fails only once Stop closed kick
+		return
+	}
 	select {
 	case r.events <- struct{}{}:
 	default: // one pending run is as good as many
@@ -215,8 +228,8 @@ func (r *Vring) notify() {
 	}
 }
 
-// readKicks turns the driver's kicks into work for the worker until Stop
-// closes kick.
+// readKicks turns the driver's kicks into events for the worker until
+// Stop closes kick.
 func (r *Vring) readKicks() {
 	defer close(r.kickDone)
 	for {
@@ -231,31 +244,58 @@ func (r *Vring) readKicks() {
 	}
 }
 
-// work is the worker goroutine.
+// work is the worker goroutine. It runs the queue once at the start:
+// chains posted while the queue was stopped have had their kick consumed
+// or never delivered, and a spurious run is harmless.
 func (r *Vring) work() {
 	defer close(r.done)
+	r.kicked.Store(true)
 	for {
-		select {
-		case <-r.events:
-		case <-r.stop:
+		r.run()
+		if !r.wait() {
 			r.finish()
 			return
 		}
-		if r.kicked.Swap(false) {
-			r.broken = false
+	}
+}
+
+// wait blocks until the queue has something to do; false once it stops.
+func (r *Vring) wait() bool {
+	if r.events == nil {
+		if _, err := r.kick.Wait(); err != nil {
+			if !errors.Is(err, ErrEventFDClosed) {
+				r.log.Warn("vhost-user queue: kick eventfd; the queue stops", "err", err)
+			}
+			return false
 		}
-		// Completions first, with their interrupt, so that serving the
-		// next chain inline does not hold them up.
-		if r.pushCompleted() {
-			r.notify()
-		}
-		if r.filler != nil {
-			r.filler.FillVring(r)
-		} else {
-			r.serve()
-		}
+		r.kicked.Store(true)
+		return !r.stopping.Load()
+	}
+	select {
+	case <-r.events:
+		return true
+	case <-r.stop:
+		return false
+	}
+}
+
+// run serves what there is: completions, then the driver's chains or the
+// device's filling, then at most one interrupt.
+func (r *Vring) run() {
+	if r.kicked.Swap(false) {
+		r.broken = false
+	}
+	// Completions first, with their interrupt, so that serving the next
+	// chain inline does not hold them up.
+	if r.pushCompleted() {
 		r.notify()
 	}
+	if r.filler != nil {
+		r.filler.FillVring(r)
+	} else {
+		r.serve()
+	}
+	r.notify()
 }
 
 // serve hands the chains the driver made available to the device, while
@@ -337,7 +377,7 @@ func (r *Vring) finish() {
 	}
 	r.pushCompleted()
 	for r.inFlight > 0 {
-		<-r.events // Complete's Wake
+		<-r.events // Complete's Wake (only batchers have chains in flight)
 		r.pushCompleted()
 	}
 	r.notify()
@@ -350,7 +390,7 @@ func (r *Vring) finish() {
 func (r *Vring) Stop() virtio.QueueState {
 	r.stopping.Store(true)
 	close(r.stop)
-	r.kick.Close() // wakes readKicks
+	r.kick.Close() // wakes a wait on it
 	if r.life != nil {
 		r.life.InterruptVring(r)
 	}
