@@ -3,7 +3,6 @@ package vhostuser
 import (
 	"errors"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 
 	"github.com/sietch-vm/sietch/virtio"
@@ -53,8 +52,9 @@ type Vring struct {
 	done     chan struct{} // the worker has returned
 	kickDone chan struct{} // readKicks has returned (closed at once without it)
 
-	mu        sync.Mutex
-	completed []completion // Complete's, for the worker to push
+	// Complete's, for the worker to push; nil without a batcher. It holds
+	// maxInFlight, so Complete never blocks.
+	completed chan completion
 
 	// The worker's own.
 	inFlight    int  // chains handed to the batcher and not pushed yet
@@ -62,7 +62,6 @@ type Vring struct {
 	broken      bool // the ring is broken: look again at the next kick
 	logged      bool // that it is broken has been logged
 	batch       []*virtio.Chain
-	pushing     []completion // completed, swapped out under mu
 }
 
 type completion struct {
@@ -88,6 +87,9 @@ func startVring(dev DeviceModel, index int, q *virtio.Queue, mem virtio.GuestMem
 	}
 	if r.filler != nil || r.batcher != nil {
 		r.events = make(chan struct{}, 1)
+	}
+	if r.batcher != nil {
+		r.completed = make(chan completion, r.maxInFlight)
 	}
 	r.life, _ = dev.(VringLifecycle)
 	r.bad, _ = dev.(BadChainObserver)
@@ -134,10 +136,7 @@ func (r *Vring) Wake() {
 // Complete returns a chain handed to HandleBatch to the driver, with
 // written bytes written. Any goroutine may call it; the worker pushes it.
 func (r *Vring) Complete(head uint16, written uint32) {
-	r.mu.Lock()
-	r.completed = append(r.completed, completion{head, written})
-	r.mu.Unlock()
-	r.Wake()
+	r.completed <- completion{head, written}
 }
 
 // Next returns the next chain the driver made available, returning
@@ -274,6 +273,9 @@ func (r *Vring) wait() bool {
 	select {
 	case <-r.events:
 		return true
+	case c := <-r.completed:
+		r.pushCompletion(c)
+		return true
 	case <-r.stop:
 		return false
 	}
@@ -285,11 +287,10 @@ func (r *Vring) run() {
 	if r.kicked.Swap(false) {
 		r.broken = false
 	}
-	// Completions first, with their interrupt, so that serving the next
-	// chain inline does not hold them up.
-	if r.pushCompleted() {
-		r.notify()
-	}
+	// Completions first (wait may have taken one), with their interrupt,
+	// so that serving the next chain inline does not hold them up.
+	r.pushCompleted()
+	r.notify()
 	if r.filler != nil {
 		r.filler.FillVring(r)
 	} else {
@@ -354,19 +355,21 @@ func (r *Vring) handle(c *virtio.Chain) {
 	r.Push(c.Head, n)
 }
 
-// pushCompleted pushes what Complete collected and reports whether there
-// was anything.
-func (r *Vring) pushCompleted() bool {
-	r.mu.Lock()
-	done := r.completed
-	r.completed = r.pushing[:0]
-	r.mu.Unlock()
-	for _, c := range done {
-		r.Push(c.head, c.written)
+// pushCompleted pushes every completion waiting.
+func (r *Vring) pushCompleted() {
+	for {
+		select {
+		case c := <-r.completed:
+			r.pushCompletion(c)
+		default:
+			return
+		}
 	}
-	r.inFlight -= len(done)
-	r.pushing = done[:0]
-	return len(done) > 0
+}
+
+func (r *Vring) pushCompletion(c completion) {
+	r.Push(c.head, c.written)
+	r.inFlight--
 }
 
 // finish runs on the worker when it stops: the device gives back what it
@@ -377,8 +380,7 @@ func (r *Vring) finish() {
 	}
 	r.pushCompleted()
 	for r.inFlight > 0 {
-		<-r.events // Complete's Wake (only batchers have chains in flight)
-		r.pushCompleted()
+		r.pushCompletion(<-r.completed) // only batchers have chains in flight
 	}
 	r.notify()
 }
