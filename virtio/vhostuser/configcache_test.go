@@ -12,30 +12,20 @@ import (
 // struct.
 func structBackend(t *testing.T, config []byte) (*Frontend, *atomic.Int32) {
 	t.Helper()
-	fc, bc := socketPair(t)
 	reads := new(atomic.Int32)
-	go func() {
-		for {
-			h, p, fds, err := ReadMessage(bc, MaxFDs)
-			if err != nil {
-				return
-			}
-			closeFDs(fds)
-			var c ConfigSpace
-			if h.Request != GetConfig || c.Unmarshal(p) != nil {
-				return
-			}
-			reads.Add(1)
-			var reply []byte
-			if int(c.Size) <= len(config) {
-				reply = ConfigSpace{Payload: config[:c.Size]}.Marshal()
-			}
-			if err := WriteMessage(bc, Header{Request: GetConfig, Flags: FlagVersion | FlagReply}, reply, nil); err != nil {
-				return
-			}
+	f, _ := scriptedPeer(t, func(h Header, p []byte) []byte {
+		var c ConfigSpace
+		if h.Request != GetConfig || c.Unmarshal(p) != nil {
+			t.Errorf("structBackend got %s", h.Request)
+			return nil
 		}
-	}()
-	return NewFrontend(fc), reads
+		reads.Add(1)
+		if int(c.Size) > len(config) {
+			return []byte{}
+		}
+		return ConfigSpace{Payload: config[:c.Size]}.Marshal()
+	})
+	return f, reads
 }
 
 func TestConfigCacheFindsWhatTheBackendReads(t *testing.T) {

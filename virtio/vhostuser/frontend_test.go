@@ -6,35 +6,53 @@ import (
 	"testing"
 )
 
-// scriptedBackend acknowledges every request but refuse (REPLY_ACK status
-// 1) and records what it was sent, until the front-end hangs up.
-func scriptedBackend(t *testing.T, refuse Request) (*Frontend, <-chan []Request) {
+// scriptedPeer is a back-end that answers each request with the payload
+// answer returns (no reply for nil, an empty one for an empty slice) until
+// the front-end hangs up; done is closed then.
+func scriptedPeer(t *testing.T, answer func(h Header, p []byte) []byte) (f *Frontend, done <-chan struct{}) {
 	t.Helper()
 	fc, bc := socketPair(t)
-	got := make(chan []Request, 1)
+	ended := make(chan struct{})
 	go func() {
-		var reqs []Request
-		defer func() { got <- reqs }()
+		defer close(ended)
 		for {
-			h, _, fds, err := ReadMessage(bc, MaxFDs)
+			h, p, fds, err := ReadMessage(bc, MaxFDs)
 			if err != nil {
 				return
 			}
 			closeFDs(fds)
-			reqs = append(reqs, h.Request)
-			if h.Flags&FlagNeedReply == 0 {
+			reply := answer(h, p)
+			if reply == nil {
 				continue
 			}
-			status := uint64(0)
-			if h.Request == refuse {
-				status = 1
-			}
-			if err := WriteMessage(bc, Header{Request: h.Request, Flags: FlagVersion | FlagReply}, marshalU64(status), nil); err != nil {
+			if err := WriteMessage(bc, Header{Request: h.Request, Flags: FlagVersion | FlagReply}, reply, nil); err != nil {
 				return
 			}
 		}
 	}()
-	f := NewFrontend(fc)
+	return NewFrontend(fc), ended
+}
+
+// scriptedBackend acknowledges every request but refuse (REPLY_ACK status
+// 1) and records what it was sent, until the front-end hangs up.
+func scriptedBackend(t *testing.T, refuse Request) (*Frontend, <-chan []Request) {
+	t.Helper()
+	var reqs []Request
+	f, done := scriptedPeer(t, func(h Header, _ []byte) []byte {
+		reqs = append(reqs, h.Request)
+		switch {
+		case h.Flags&FlagNeedReply == 0:
+			return nil
+		case h.Request == refuse:
+			return marshalU64(1)
+		}
+		return marshalU64(0)
+	})
+	got := make(chan []Request, 1)
+	go func() {
+		<-done
+		got <- reqs
+	}()
 	if err := f.SetProtocolFeatures(ProtocolReplyAck); err != nil {
 		t.Fatal(err)
 	}
