@@ -58,16 +58,17 @@ const (
 )
 
 // transportUnsupported are features this transport cannot carry whatever the
-// backend offers: no packed rings (Queue is split only), no notification
+// device offers: no packed rings (Queue is split only), no notification
 // data, no per-queue reset (QueueReset is not implemented), no IOMMU.
 const transportUnsupported = FeatureRingPacked | FeatureNotificationData | FeatureRingReset | FeatureAccessPlatform
 
 const statusDriverBits = StatusAcknowledge | StatusDriver | StatusFeaturesOK | StatusDriverOK | StatusFailed
 
-// Backend is what a virtio-mmio transport drives: a vhost-user frontend, or
-// an in-process device in tests. The transport calls it with its lock held,
-// so a backend must not call back into its MMIO from these methods.
-type Backend interface {
+// Device is what a virtio-mmio transport drives: the vmm's vhost-user
+// front-end of a device process, or an in-process device in tests. The
+// transport calls it with its lock held, so a Device must not call back into
+// its MMIO from these methods.
+type Device interface {
 	DeviceID() uint32                       // DeviceBlock, DeviceNet, ...
 	Features() uint64                       // device features; must include FeatureVersion1
 	QueueMaxSizes() []uint16                // one per queue; 0 marks a queue that does not exist
@@ -81,11 +82,18 @@ type Backend interface {
 	Reset() // the driver wrote 0 to Status
 }
 
-// Notifier is optionally implemented by a Backend that wants QueueNotify
+// Notifier is optionally implemented by a Device that wants QueueNotify
 // writes, for when no ioeventfd is registered on the notify register. Notify
 // runs on the vCPU thread without the transport's lock, so it may call
 // SignalUsed.
 type Notifier interface{ Notify(queue int) }
+
+// ConfigRefresher is optionally implemented by a Device that keeps a copy
+// of its config space (the vmm's vhost-user front-end): ConfigChanged has
+// it read the space again before the driver is told, so that the driver
+// reads what changed. It runs on the caller's goroutine without the
+// transport's lock.
+type ConfigRefresher interface{ RefreshConfig() }
 
 // MMIOQueueState is one queue's registers.
 type MMIOQueueState struct {
@@ -112,7 +120,7 @@ type MMIOState struct {
 // MMIOOption configures NewMMIO.
 type MMIOOption func(*MMIO)
 
-// WithExternalInterrupts marks a backend whose device process signals the
+// WithExternalInterrupts marks a Device whose device process signals the
 // guest itself (vhost-user: it writes the irqfd directly), so the transport
 // never learns about used buffers. As Firecracker does for its vhost-user
 // devices, InterruptStatus then always reports the used-buffer bit, so that
@@ -124,22 +132,23 @@ func WithExternalInterrupts() MMIOOption { return func(t *MMIO) { t.external = t
 // block the vmm puts on its MMIO bus for one device. It satisfies
 // devices.Device and is safe for concurrent use.
 type MMIO struct {
-	b        Backend
-	notifier Notifier
-	irq      func()
-	log      *slog.Logger
-	external bool
-	deviceID uint32
-	features uint64
-	maxSizes []uint16
+	dev       Device
+	notifier  Notifier
+	refresher ConfigRefresher
+	irq       func()
+	log       *slog.Logger
+	external  bool
+	deviceID  uint32
+	features  uint64
+	maxSizes  []uint16
 
 	mu sync.Mutex
 	st MMIOState
 }
 
-// NewMMIO returns a transport for b in its reset state. irq pulses the
+// NewMMIO returns a transport for dev in its reset state. irq pulses the
 // device's interrupt line; log may be nil.
-func NewMMIO(b Backend, irq func(), log *slog.Logger, opts ...MMIOOption) *MMIO {
+func NewMMIO(dev Device, irq func(), log *slog.Logger, opts ...MMIOOption) *MMIO {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -147,17 +156,18 @@ func NewMMIO(b Backend, irq func(), log *slog.Logger, opts ...MMIOOption) *MMIO 
 		irq = func() {}
 	}
 	t := &MMIO{
-		b:        b,
+		dev:      dev,
 		irq:      irq,
 		log:      log,
-		deviceID: b.DeviceID(),
-		features: b.Features() &^ transportUnsupported,
+		deviceID: dev.DeviceID(),
+		features: dev.Features() &^ transportUnsupported,
 	}
-	t.notifier, _ = b.(Notifier)
+	t.notifier, _ = dev.(Notifier)
+	t.refresher, _ = dev.(ConfigRefresher)
 	for _, o := range opts {
 		o(t)
 	}
-	for _, m := range b.QueueMaxSizes() {
+	for _, m := range dev.QueueMaxSizes() {
 		// A maximum that is not a power of two cannot be offered as is
 		// (§2.7: sizes are powers of two); round down.
 		for m&(m-1) != 0 {
@@ -192,7 +202,7 @@ func (t *MMIO) Read(offset uint64, data []byte) {
 			return
 		}
 		t.mu.Lock()
-		t.b.ReadConfig(offset-regConfig, data)
+		t.dev.ReadConfig(offset-regConfig, data)
 		t.mu.Unlock()
 		return
 	}
@@ -212,7 +222,7 @@ func (t *MMIO) Write(offset uint64, data []byte) {
 			return
 		}
 		t.mu.Lock()
-		t.b.WriteConfig(offset-regConfig, data)
+		t.dev.WriteConfig(offset-regConfig, data)
 		t.mu.Unlock()
 		return
 	}
@@ -223,7 +233,7 @@ func (t *MMIO) Write(offset uint64, data []byte) {
 	t.mu.Lock()
 	pulse, notify := t.writeReg(offset, v)
 	t.mu.Unlock()
-	// Outside the lock: an in-process backend may answer a notify by
+	// Outside the lock: an in-process device may answer a notify by
 	// pushing buffers and calling SignalUsed.
 	if notify >= 0 {
 		t.notifier.Notify(notify)
@@ -414,7 +424,7 @@ func (t *MMIO) writeQueueReady(v uint32) {
 func (t *MMIO) writeStatus(v uint32) bool {
 	if v == 0 {
 		t.resetLocked()
-		t.b.Reset()
+		t.dev.Reset()
 		return false
 	}
 	// DEVICE_NEEDS_RESET belongs to the device; a driver's read-modify-
@@ -453,7 +463,7 @@ func (t *MMIO) writeStatus(v uint32) bool {
 		}
 	case StatusDriverOK:
 		t.st.Status |= StatusDriverOK
-		if err := t.b.Activate(t.st.DriverFeatures, t.queueConfigs()); err != nil {
+		if err := t.dev.Activate(t.st.DriverFeatures, t.queueConfigs()); err != nil {
 			t.log.Warn("virtio-mmio: device failed to start; it needs a reset", "device_id", t.deviceID, "err", err)
 			t.st.Status |= StatusDeviceNeedsReset
 			t.st.InterruptStatus |= InterruptConfigChange
@@ -516,7 +526,7 @@ func (t *MMIO) NeedsReset(reason string) {
 }
 
 // SignalUsed tells the driver that a queue has used buffers (for in-process
-// backends; vhost-user devices signal their irqfd instead).
+// devices; vhost-user devices signal their irqfd instead).
 func (t *MMIO) SignalUsed() {
 	t.mu.Lock()
 	t.st.InterruptStatus |= InterruptUsedBuffer
@@ -525,9 +535,12 @@ func (t *MMIO) SignalUsed() {
 }
 
 // ConfigChanged tells the driver that the device changed its configuration
-// space: ConfigGeneration moves on and a configuration change interrupt is
-// raised (§2.5.1, §4.2.2).
+// space: a ConfigRefresher reads it again, ConfigGeneration moves on and a
+// configuration change interrupt is raised (§2.5.1, §4.2.2).
 func (t *MMIO) ConfigChanged() {
+	if t.refresher != nil {
+		t.refresher.RefreshConfig()
+	}
 	t.mu.Lock()
 	t.st.ConfigGeneration++
 	t.st.InterruptStatus |= InterruptConfigChange
@@ -537,7 +550,7 @@ func (t *MMIO) ConfigChanged() {
 
 // Active returns what Activate was (or would be) given if the driver has set
 // DRIVER_OK and the device does not need a reset: for restoring a snapshot,
-// where the backend is started again from the restored registers.
+// where the device is started again from the restored registers.
 func (t *MMIO) Active() (features uint64, queues []QueueConfig, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -556,7 +569,7 @@ func (t *MMIO) State() MMIOState {
 	return s
 }
 
-// SetState restores registers saved by State. It does not call the backend;
+// SetState restores registers saved by State. It does not call the device;
 // see Active. The state is checked against this device, since it comes from
 // a file.
 func (t *MMIO) SetState(s MMIOState) error {

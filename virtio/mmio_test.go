@@ -453,3 +453,36 @@ func TestCmdlineArg(t *testing.T) {
 		t.Fatalf("CmdlineArg = %q", got)
 	}
 }
+
+// refreshingDevice keeps a copy of its config space, as the vmm's
+// vhost-user front-end does; refresh runs when the transport asks.
+type refreshingDevice struct {
+	*fakeBackend
+	refresh func()
+}
+
+func (d refreshingDevice) RefreshConfig() { d.refresh() }
+
+// A config change has a device that keeps a copy of its config space read
+// it again before the driver is told, so the driver reads the new one.
+func TestConfigChangedRefreshesFirst(t *testing.T) {
+	b := &fakeBackend{id: DeviceBlock, features: blkFeatures, maxSizes: []uint16{256}}
+	irqs, refreshes := 0, 0
+	var m *MMIO
+	m = NewMMIO(refreshingDevice{b, func() {
+		refreshes++
+		if irqs != 0 || m.State().ConfigGeneration != 0 {
+			t.Error("the driver was told of the change before the device read its config space again")
+		}
+		copy(b.config[:], "new")
+	}}, func() { irqs++ }, nil)
+	m.ConfigChanged()
+	if refreshes != 1 || irqs != 1 || r32(m, regConfigGeneration) != 1 {
+		t.Fatalf("ConfigChanged: %d refreshes, %d interrupts, generation %d; want 1, 1, 1", refreshes, irqs, r32(m, regConfigGeneration))
+	}
+	var got [3]byte
+	m.Read(regConfig, got[:])
+	if string(got[:]) != "new" {
+		t.Errorf("config after the change reads %q", got)
+	}
+}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/uffd"
-	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/blk"
 	vnet "github.com/sietch-vm/sietch/virtio/net"
 	"github.com/sietch-vm/sietch/virtio/rng"
@@ -142,7 +141,6 @@ func RunDevice(args []string, stderr io.Writer) int {
 	}
 	var conn *net.UnixConn
 	if *listen != "" {
-		dev = featureLogger{dev, log}
 		conn, err = acceptOne(*listen, log)
 	} else {
 		conn, err = fileConn(fdVhostUser, "vhost-user")
@@ -163,7 +161,7 @@ func RunDevice(args []string, stderr io.Writer) int {
 }
 
 // buildDevice makes the device model; f is its disk, tap or vsock listener.
-func buildDevice(kind string, f *os.File, ro bool, serial, mac string, cid uint64, log *slog.Logger) (vhostuser.Device, error) {
+func buildDevice(kind string, f *os.File, ro bool, serial, mac string, cid uint64, log *slog.Logger) (vhostuser.DeviceModel, error) {
 	switch kind {
 	case "blk":
 		return blk.New(f, blk.Options{ReadOnly: ro, ID: serial, Log: log})
@@ -189,7 +187,7 @@ func buildDevice(kind string, f *os.File, ro bool, serial, mac string, cid uint6
 		}
 		return vsock.New(cid, ul, NewVsockDialer(bc).Dial)
 	case "rng":
-		return rng.New(log), nil
+		return rng.New(), nil
 	}
 	return nil, fmt.Errorf("unknown device %q", kind)
 }
@@ -256,16 +254,4 @@ func acceptOne(path string, log *slog.Logger) (*net.UnixConn, error) {
 	}
 	log.Info("vhost-user front-end connected", "socket", path)
 	return conn, nil
-}
-
-// featureLogger logs the features a foreign front-end acks (server mode).
-type featureLogger struct {
-	vhostuser.Device
-	log *slog.Logger
-}
-
-func (d featureLogger) SetFeatures(acked uint64) error {
-	d.log.Info("virtio features acked", "features", fmt.Sprintf("%#x", acked),
-		"version1", acked&virtio.FeatureVersion1 != 0)
-	return d.Device.SetFeatures(acked)
 }

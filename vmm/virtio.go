@@ -43,6 +43,7 @@ type vhostDevice struct {
 	protocol  bool   // PROTOCOL_FEATURES negotiated: rings need SET_VRING_ENABLE
 	canLog    bool   // LOG_SHMFD and VHOST_F_LOG_ALL offered: diff snapshots work
 	transport *virtio.MMIO
+	config    *vhostuser.ConfigCache // the device's config space, read at set-up
 	kicks     []*vhostuser.EventFD
 	call      *vhostuser.EventFD
 
@@ -61,46 +62,11 @@ const protocolFeaturesWanted = vhostuser.ProtocolReplyAck | vhostuser.ProtocolCo
 // attach negotiates with the device process behind fe and puts the
 // transport on the MMIO bus with its ioeventfds and irqfd registered.
 func (d *vhostDevice) attach() error {
-	if err := d.fe.SetOwner(); err != nil {
+	if err := d.negotiate(); err != nil {
 		return err
 	}
-	f, err := d.fe.GetFeatures()
-	if err != nil {
-		return err
-	}
-	if f&virtio.FeatureVersion1 == 0 {
-		return fmt.Errorf("device process offers no VIRTIO_F_VERSION_1 (features %#x)", f)
-	}
-	if f&vhostuser.FeatureProtocolFeatures != 0 {
-		pf, err := d.fe.GetProtocolFeatures()
-		if err != nil {
-			return err
-		}
-		want := protocolFeaturesWanted
-		if d.m.pager != nil {
-			want |= vhostuser.ProtocolPagefault
-		}
-		if err := d.fe.SetProtocolFeatures(pf & want); err != nil {
-			return err
-		}
-		d.protocol = true
-		d.canLog = pf&vhostuser.ProtocolLogSHMFD != 0 && f&vhostuser.FeatureLogAll != 0
-		if pf&want&vhostuser.ProtocolPagefault != 0 {
-			// Lazily restored memory: the device registers its mapping
-			// with its own userfaultfd, which the vmm's pager serves.
-			fd, err := d.fe.PostcopyAdvise()
-			if err != nil {
-				return err
-			}
-			d.uffdFD = fd
-			if err := d.fe.PostcopyListen(); err != nil {
-				return err
-			}
-		}
-	}
-	// VHOST_F_LOG_ALL is vhost-user's, not the guest's.
-	d.features = f &^ (vhostuser.FeatureProtocolFeatures | vhostuser.FeatureLogAll)
 	d.started = make([]bool, d.numQueues)
+	var err error
 	if d.call, err = vhostuser.NewEventFD(); err != nil {
 		return err
 	}
@@ -122,6 +88,60 @@ func (d *vhostDevice) attach() error {
 	}
 	d.transport = virtio.NewMMIO(d, d.signalConfig, d.log, virtio.WithExternalInterrupts())
 	return d.m.mmio.Insert(d.base, VirtioStride, d.name, d.transport)
+}
+
+// negotiate sets up the vhost-user session with the device process:
+// features, protocol features, postcopy for lazily restored memory, and
+// the copy of its config space.
+func (d *vhostDevice) negotiate() error {
+	if err := d.fe.SetOwner(); err != nil {
+		return err
+	}
+	f, err := d.fe.GetFeatures()
+	if err != nil {
+		return err
+	}
+	if f&virtio.FeatureVersion1 == 0 {
+		return fmt.Errorf("device process offers no VIRTIO_F_VERSION_1 (features %#x)", f)
+	}
+	d.config = &vhostuser.ConfigCache{} // no config space, unless CONFIG is negotiated
+	if f&vhostuser.FeatureProtocolFeatures != 0 {
+		pf, err := d.fe.GetProtocolFeatures()
+		if err != nil {
+			return err
+		}
+		want := protocolFeaturesWanted
+		if d.m.pager != nil {
+			want |= vhostuser.ProtocolPagefault
+		}
+		if err := d.fe.SetProtocolFeatures(pf & want); err != nil {
+			return err
+		}
+		d.protocol = true
+		if pf&want&vhostuser.ProtocolConfig != 0 {
+			// Guest config reads are vCPU exits: they are answered from
+			// this copy, not by a round trip to the device process.
+			if d.config, err = vhostuser.LoadConfig(d.fe); err != nil {
+				return err
+			}
+		}
+		d.canLog = pf&vhostuser.ProtocolLogSHMFD != 0 && f&vhostuser.FeatureLogAll != 0
+		if pf&want&vhostuser.ProtocolPagefault != 0 {
+			// Lazily restored memory: the device registers its mapping
+			// with its own userfaultfd, which the vmm's pager serves.
+			fd, err := d.fe.PostcopyAdvise()
+			if err != nil {
+				return err
+			}
+			d.uffdFD = fd
+			if err := d.fe.PostcopyListen(); err != nil {
+				return err
+			}
+		}
+	}
+	// VHOST_F_LOG_ALL is vhost-user's, not the guest's.
+	d.features = f &^ (vhostuser.FeatureProtocolFeatures | vhostuser.FeatureLogAll)
+	return nil
 }
 
 // signalConfig raises the device's interrupt for a config change.
@@ -154,7 +174,7 @@ func (d *vhostDevice) close() {
 	}
 }
 
-// virtio.Backend, called by the transport on vCPU threads.
+// virtio.Device, called by the transport on vCPU threads.
 
 func (d *vhostDevice) DeviceID() uint32 { return d.id }
 func (d *vhostDevice) Features() uint64 { return d.features }
@@ -167,29 +187,25 @@ func (d *vhostDevice) QueueMaxSizes() []uint16 {
 	return s
 }
 
-func (d *vhostDevice) ReadConfig(off uint64, data []byte) {
-	fill(data, 0)
-	if off > 0xff || uint64(len(data)) > 0x100-off {
-		return
-	}
-	// Read from offset 0: libvhost-user back-ends (qemu-storage-daemon)
-	// ignore GET_CONFIG's offset, as QEMU only ever asks for offset 0.
-	b, err := d.fe.GetConfig(0, uint32(off)+uint32(len(data)))
-	if err != nil {
-		d.log.Warn("read device config", "offset", off, "err", err)
-		return
-	}
-	if uint64(len(b)) > off {
-		copy(data, b[off:])
-	}
-}
+func (d *vhostDevice) ReadConfig(off uint64, data []byte) { d.config.Read(off, data) }
 
 func (d *vhostDevice) WriteConfig(off uint64, data []byte) {
 	if off > 0xff || uint64(len(data)) > 0x100-off {
 		return
 	}
-	if err := d.fe.SetConfig(uint32(off), data); err != nil {
+	if err := d.config.Write(uint32(off), data); err != nil {
 		d.log.Warn("write device config", "offset", off, "err", err)
+	}
+}
+
+// RefreshConfig reads the device's config space again; the transport calls
+// it when it raises a configuration change interrupt (virtio.ConfigRefresher).
+// The device process has no way to report a change itself: that would be
+// the back-end's request channel (VHOST_USER_BACKEND_REQ, CONFIG_CHANGE_MSG),
+// which neither end speaks yet.
+func (d *vhostDevice) RefreshConfig() {
+	if err := d.config.Refresh(); err != nil {
+		d.log.Warn("read device config again", "err", err)
 	}
 }
 
@@ -279,18 +295,12 @@ func (d *vhostDevice) startRing(i int, q virtio.QueueConfig, base uint16) error 
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return fmt.Errorf("queue %d: %w", i, err)
 	}
-	steps := []error{
-		d.fe.SetVringNum(i, q.Size),
-		d.fe.SetVringBase(i, base),
-		d.fe.SetVringAddr(i, vhostuser.VringAddr{Index: uint32(i), Desc: desc, Avail: avail, Used: used}),
-		d.fe.SetVringKick(i, d.kicks[i].Fd()),
-		d.fe.SetVringCall(i, d.call.Fd()),
-	}
-	if d.protocol {
-		steps = append(steps, d.fe.SetVringEnable(i, true))
-	}
-	if err := errors.Join(steps...); err != nil {
-		return fmt.Errorf("queue %d: %w", i, err)
+	if err := d.fe.SetupVring(i, vhostuser.VringSetup{
+		Size: q.Size, Base: base,
+		Addr: vhostuser.VringAddr{Desc: desc, Avail: avail, Used: used},
+		Kick: d.kicks[i].Fd(), Call: d.call.Fd(), Enable: d.protocol,
+	}); err != nil {
+		return err
 	}
 	d.started[i] = true
 	return nil

@@ -69,9 +69,10 @@ type Options struct {
 }
 
 // Device is a virtio-blk device backed by an open disk image or block
-// device. It implements vhostuser.Device. After New it makes no system
-// calls but preadv, pwritev, pwrite64, fdatasync and fallocate on the disk
-// (plus the Go runtime's and the eventfds' reads and writes).
+// device. It implements vhostuser.DeviceModel, serving batches of requests
+// on a pool of goroutines. After New it makes no system calls but preadv,
+// pwritev, pwrite64, fdatasync and fallocate on the disk (plus the Go
+// runtime's and the eventfds' reads and writes).
 type Device struct {
 	disk     *os.File // kept so that the descriptor stays open
 	fd       int
@@ -82,12 +83,17 @@ type Device struct {
 	config   [configSize]byte
 	zeroes   zeroer
 
-	mu      sync.Mutex
-	acked   uint64
-	runners map[int]*runner
+	mu    sync.Mutex
+	acked uint64
+
+	pool *pool // while the request queue runs; its Vring's worker's
 }
 
-var _ vhostuser.Device = (*Device)(nil)
+var (
+	_ vhostuser.DeviceModel    = (*Device)(nil)
+	_ vhostuser.BatchHandler   = (*Device)(nil)
+	_ vhostuser.VringLifecycle = (*Device)(nil)
+)
 
 // New serves disk, which must be open for reading (and writing unless
 // o.ReadOnly). Its size, in 512-byte sectors, is the capacity; a tail
@@ -121,7 +127,7 @@ func New(disk *os.File, o Options) (*Device, error) {
 	}
 	d := &Device{
 		disk: disk, fd: fd, readOnly: o.ReadOnly, sectors: uint64(size) / SectorSize,
-		log: log, runners: map[int]*runner{},
+		log: log,
 	}
 	d.zeroes.fd = fd
 	copy(d.id[:], o.ID)
@@ -217,35 +223,4 @@ func (d *Device) SetFeatures(acked uint64) error {
 	d.acked = acked
 	d.mu.Unlock()
 	return nil
-}
-
-// Start runs queue i until Stop.
-func (d *Device) Start(i int, q *virtio.Queue, mem virtio.GuestMemory, kick, call *vhostuser.EventFD) error {
-	if i != 0 {
-		return fmt.Errorf("virtio-blk has one queue, not %d", i+1)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.runners[i] != nil {
-		return fmt.Errorf("virtio-blk queue %d is already running", i)
-	}
-	// Without FLUSH acked the driver cannot ask for durability, so every
-	// write is made durable before it completes (§5.2.6.2, write-through).
-	r := newRunner(d, q, mem, kick, call, d.acked&FeatureFlush == 0)
-	d.runners[i] = r
-	go r.run()
-	return nil
-}
-
-// Stop stops queue i once its requests in flight have completed.
-func (d *Device) Stop(i int) (virtio.QueueState, error) {
-	d.mu.Lock()
-	r := d.runners[i]
-	delete(d.runners, i)
-	d.mu.Unlock()
-	if r == nil {
-		return virtio.QueueState{}, fmt.Errorf("virtio-blk queue %d is not running", i)
-	}
-	r.stopAndWait()
-	return r.q.State(), nil
 }

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	stdnet "net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -59,7 +57,8 @@ type Stats struct {
 }
 
 // Device is a virtio-net device serving one tap. It implements
-// vhostuser.Device; Close it after the back-end's Serve returns.
+// vhostuser.DeviceModel, filling the receive queue from the tap itself;
+// Close it after the back-end's Serve returns.
 type Device struct {
 	tap   *os.File        // our own non-blocking handle, in Go's poller
 	rc    syscall.RawConn // tap's raw access for read/writev
@@ -69,10 +68,8 @@ type Device struct {
 
 	acked atomic.Uint64
 
-	mu      sync.Mutex
-	runners [2]*runner
-
-	rx rxState // the receive path's buffer; owned by whoever runs queue 0
+	rx rxState // the receive queue's, used by its Vring's worker
+	tx txState // the transmit queue's, likewise
 
 	stats struct {
 		txPackets, txBytes, txDropped atomic.Uint64
@@ -81,14 +78,12 @@ type Device struct {
 	}
 }
 
-// runner is one running queue goroutine.
-type runner struct {
-	q    *virtio.Queue
-	stop atomic.Bool
-	done chan struct{}
-}
-
-var _ vhostuser.Device = (*Device)(nil)
+var (
+	_ vhostuser.DeviceModel      = (*Device)(nil)
+	_ vhostuser.VringFiller      = (*Device)(nil)
+	_ vhostuser.VringLifecycle   = (*Device)(nil)
+	_ vhostuser.BadChainObserver = (*Device)(nil)
+)
 
 // New returns a device for tap, a tap opened by OpenTap (possibly in another
 // process), with MAC address mac in its config space. It duplicates tap;
@@ -124,6 +119,7 @@ func New(tap *os.File, mac stdnet.HardwareAddr) (*Device, error) {
 	}
 	d.offer = offered(d.tapOf)
 	d.rx.buf = make([]byte, hdrLen+maxFrameLen)
+	d.rx.read, d.tx.write = d.readOnce, d.writeOnce
 	return d, nil
 }
 
@@ -185,21 +181,21 @@ func (d *Device) Stats() Stats {
 	}
 }
 
-// Features implements vhostuser.Device.
+// Features implements vhostuser.DeviceModel.
 func (d *Device) Features() uint64 { return d.offer }
 
-// ProtocolFeatures implements vhostuser.Device.
+// ProtocolFeatures implements vhostuser.DeviceModel.
 func (d *Device) ProtocolFeatures() uint64 {
 	return vhostuser.ProtocolConfig | vhostuser.ProtocolReplyAck | vhostuser.ProtocolMQ
 }
 
-// NumQueues implements vhostuser.Device: receive and transmit.
+// NumQueues implements vhostuser.DeviceModel: receive and transmit.
 func (d *Device) NumQueues() int { return 2 }
 
-// MaxQueueSize implements vhostuser.Device.
+// MaxQueueSize implements vhostuser.DeviceModel.
 func (d *Device) MaxQueueSize() uint16 { return maxQueueSize }
 
-// ReadConfig implements vhostuser.Device.
+// ReadConfig implements vhostuser.DeviceModel.
 func (d *Device) ReadConfig(off uint32, data []byte) {
 	var c [configLen]byte
 	copy(c[0:6], d.mac)
@@ -213,14 +209,14 @@ func (d *Device) ReadConfig(off uint32, data []byte) {
 	}
 }
 
-// WriteConfig implements vhostuser.Device. Every field is read-only to a
+// WriteConfig implements vhostuser.DeviceModel. Every field is read-only to a
 // VERSION_1 driver (virtio 1.2 §5.1.4.2: the MAC is set with the control
 // queue, which this device does not have).
 func (d *Device) WriteConfig(off uint32, data []byte) error {
 	return fmt.Errorf("virtio-net: config space is read-only (write of %d bytes at %d)", len(data), off)
 }
 
-// SetFeatures implements vhostuser.Device: it checks the dependencies of
+// SetFeatures implements vhostuser.DeviceModel: it checks the dependencies of
 // virtio 1.2 §5.1.3.1 and sets the tap's offloads to what the guest can
 // receive, so the tap never hands over a frame the guest did not ask for.
 func (d *Device) SetFeatures(acked uint64) error {
@@ -266,86 +262,4 @@ func (d *Device) SetFeatures(acked uint64) error {
 	}
 	d.acked.Store(acked)
 	return nil
-}
-
-// Start implements vhostuser.Device.
-func (d *Device) Start(i int, q *virtio.Queue, mem virtio.GuestMemory, kick, call *vhostuser.EventFD) error {
-	if i != RxQueue && i != TxQueue {
-		return fmt.Errorf("virtio-net: no queue %d", i)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.runners[i] != nil {
-		return fmt.Errorf("virtio-net: queue %d is already running", i)
-	}
-	// A previous Stop set a deadline in the past to wake the goroutine.
-	var err error
-	if i == RxQueue {
-		err = d.tap.SetReadDeadline(time.Time{})
-	} else {
-		err = d.tap.SetWriteDeadline(time.Time{})
-	}
-	if err != nil {
-		return fmt.Errorf("virtio-net: queue %d: clear tap deadline: %w", i, err)
-	}
-	r := &runner{q: q, done: make(chan struct{})}
-	d.runners[i] = r
-	acked := d.acked.Load()
-	go func() {
-		defer close(r.done)
-		if i == RxQueue {
-			d.runRx(r, mem, kick, call, acked)
-		} else {
-			d.runTx(r, mem, kick, call, acked)
-		}
-	}()
-	return nil
-}
-
-// Stop implements vhostuser.Device. The back-end has closed kick, which wakes
-// a goroutine waiting for the guest; a deadline in the past wakes one
-// waiting on the tap.
-func (d *Device) Stop(i int) (virtio.QueueState, error) {
-	if i != RxQueue && i != TxQueue {
-		return virtio.QueueState{}, fmt.Errorf("virtio-net: no queue %d", i)
-	}
-	d.mu.Lock()
-	r := d.runners[i]
-	d.runners[i] = nil
-	d.mu.Unlock()
-	if r == nil {
-		return virtio.QueueState{}, fmt.Errorf("virtio-net: queue %d is not running", i)
-	}
-	r.stop.Store(true)
-	past := time.Unix(1, 0)
-	if i == RxQueue {
-		d.tap.SetReadDeadline(past) // fails only if closed, which wakes it too
-	} else {
-		d.tap.SetWriteDeadline(past)
-	}
-	<-r.done
-	return r.q.State(), nil
-}
-
-// returnBad hands a malformed chain back unused, if its head is valid
-// (vhostuser.Device contract), and reports whether the error was about a
-// single chain (so the queue goes on) rather than the whole ring.
-func (d *Device) returnBad(q *virtio.Queue, err error) bool {
-	var ce *virtio.ChainError
-	if !errors.As(err, &ce) {
-		return false
-	}
-	d.stats.badChains.Add(1)
-	if ce.Head < q.Size() {
-		q.Push(ce.Head, 0) // cannot fail: the head is in range
-	}
-	return true
-}
-
-// notify interrupts the guest if it wants to hear about the chains pushed
-// since the last call.
-func notify(q *virtio.Queue, call *vhostuser.EventFD) {
-	if q.NeedsNotify() {
-		call.Signal() // fails only once the back-end closed call, after Stop
-	}
 }

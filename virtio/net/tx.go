@@ -7,61 +7,38 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/virtio"
-	"github.com/sietch-vm/sietch/virtio/vhostuser"
 )
 
-// runTx is the transmit queue's goroutine: each chain is a virtio_net_hdr and
-// a frame (virtio 1.2 §5.1.6.2), written to the tap in one writev.
-func (d *Device) runTx(r *runner, mem virtio.GuestMemory, kick, call *vhostuser.EventFD, acked uint64) {
-	q, o := r.q, txOffloads(acked)
-	iov := make([][]byte, 0, 8)
-	batch := 0
-	for !r.stop.Load() {
-		if _, err := kick.Wait(); err != nil {
-			return // closed by the back-end: Stop follows
-		}
-		for !r.stop.Load() {
-			c, ok, err := q.Pop()
-			if err != nil {
-				if d.returnBad(q, err) {
-					continue
-				}
-				break // a broken ring: wait for the next kick
-			}
-			if !ok {
-				if q.EnableNotify() {
-					continue // added before the driver saw our request for kicks
-				}
-				break
-			}
-			var werr error
-			iov, werr = d.transmit(c, mem, iov, o)
-			q.Push(c.Head, 0)
-			if errors.Is(werr, errStopped) {
-				break
-			}
-			if batch++; batch == notifyBatch {
-				notify(q, call) // let the driver reclaim buffers during a long burst
-				batch = 0
-			}
-		}
-		notify(q, call)
-	}
+// txState is the transmit queue's, used by its Vring's worker: this run's
+// offloads, and writeTap's vector, callback (made once in New: a closure
+// per write would cost an allocation per frame) and result.
+type txState struct {
+	o     offloads
+	iov   [][]byte
+	write func(fd uintptr) bool
+	werr  error
 }
 
-// notifyBatch is how many chains a queue completes, at most, before it
-// checks whether the driver wants an interrupt.
-const notifyBatch = 64
-
-// errStopped means a tap write was cut short by Stop.
+// errStopped means a tap read or write was cut short by Stop.
 var errStopped = errors.New("queue stopped")
 
+// HandleChain transmits one chain: a virtio_net_hdr and a frame (virtio
+// 1.2 §5.1.6.2), written to the tap in one writev. The chain goes back
+// with nothing written into it.
+func (d *Device) HandleChain(queue int, c *virtio.Chain, mem virtio.GuestMemory) (uint32, error) {
+	if queue != TxQueue {
+		return 0, fmt.Errorf("virtio-net: queue %d is filled by the device, not served", queue)
+	}
+	d.transmit(c, mem)
+	return 0, nil
+}
+
 // transmit writes one chain's frame to the tap. A malformed chain or a frame
-// the tap refuses is dropped and counted; only errStopped is returned. iov is
-// scratch space, returned for reuse.
-func (d *Device) transmit(c *virtio.Chain, mem virtio.GuestMemory, iov [][]byte, o offloads) ([][]byte, error) {
+// the tap refuses is dropped and counted; a write cut short by Stop is
+// dropped without counting.
+func (d *Device) transmit(c *virtio.Chain, mem virtio.GuestMemory) {
 	var hb [hdrLen]byte
-	iov = append(iov[:0], hb[:])
+	iov := append(d.tx.iov[:0], hb[:])
 	got, total := 0, 0
 	for _, desc := range c.Descs {
 		if desc.Write {
@@ -70,12 +47,12 @@ func (d *Device) transmit(c *virtio.Chain, mem virtio.GuestMemory, iov [][]byte,
 		b, err := mem.Slice(desc.Addr, uint64(desc.Len))
 		if err != nil || len(b) != int(desc.Len) {
 			d.stats.txDropped.Add(1)
-			return iov, nil
+			return
 		}
 		total += len(b)
 		if total > hdrLen+maxFrameLen {
 			d.stats.txDropped.Add(1)
-			return iov, nil
+			return
 		}
 		// The header is copied, then checked, so the guest cannot change it
 		// between the check and the write; the frame is the kernel's to check.
@@ -87,46 +64,47 @@ func (d *Device) transmit(c *virtio.Chain, mem virtio.GuestMemory, iov [][]byte,
 	}
 	if got < hdrLen {
 		d.stats.txDropped.Add(1)
-		return iov, nil
+		return
 	}
 	h := parseHeader(hb[:])
-	if err := h.check(total-hdrLen, o); err != nil {
+	if err := h.check(total-hdrLen, d.tx.o); err != nil {
 		d.stats.txDropped.Add(1)
-		return iov, nil
+		return
 	}
 	// num_buffers means nothing on transmit (§5.1.6.2); the tap ignores it.
 	iov[0] = hb[:]
-	if err := d.writeTap(iov); err != nil {
-		if errors.Is(err, errStopped) {
-			return iov, err
+	d.tx.iov = iov // kept for the next chain
+	if err := d.writeTap(); err != nil {
+		if !errors.Is(err, errStopped) {
+			d.stats.txDropped.Add(1)
 		}
-		d.stats.txDropped.Add(1)
-		return iov, nil
+		return
 	}
 	d.stats.txPackets.Add(1)
 	d.stats.txBytes.Add(uint64(total - hdrLen))
-	return iov, nil
 }
 
-// writeTap writes one frame. The tap takes a frame whole or not at all;
-// EAGAIN (a full tap queue) waits in Go's poller, which Stop's write
+// writeTap writes the frame in d.tx.iov. The tap takes a frame whole or not
+// at all; EAGAIN (a full tap queue) waits in Go's poller, which Stop's write
 // deadline cuts short.
-func (d *Device) writeTap(iov [][]byte) error {
-	var werr error
-	err := d.rc.Write(func(fd uintptr) bool {
-		for {
-			_, werr = unix.Writev(int(fd), iov)
-			if werr != unix.EINTR {
-				break
-			}
-		}
-		return werr != unix.EAGAIN
-	})
-	if err != nil {
+func (d *Device) writeTap() error {
+	if err := d.rc.Write(d.tx.write); err != nil {
 		return fmt.Errorf("%w: %v", errStopped, err)
 	}
-	if werr != nil {
-		return fmt.Errorf("write frame to tap: %w", werr)
+	if d.tx.werr != nil {
+		return fmt.Errorf("write frame to tap: %w", d.tx.werr)
 	}
 	return nil
+}
+
+// writeOnce is writeTap's callback: one writev of d.tx.iov, and whether it
+// is the answer (false: wait for room in the tap and call again).
+func (d *Device) writeOnce(fd uintptr) bool {
+	for {
+		_, d.tx.werr = unix.Writev(int(fd), d.tx.iov)
+		if d.tx.werr != unix.EINTR {
+			break
+		}
+	}
+	return d.tx.werr != unix.EAGAIN
 }

@@ -4,8 +4,6 @@ package rng
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -18,29 +16,14 @@ import (
 const MaxPerRequest = 64 << 10
 
 // Device is a virtio-rng device fed by getrandom(2). It implements
-// vhostuser.Device. At run time it needs getrandom and the eventfd reads
-// and writes (plus the Go runtime's system calls).
-type Device struct {
-	log *slog.Logger
+// vhostuser.DeviceModel. At run time it needs getrandom and the eventfd
+// reads and writes (plus the Go runtime's system calls).
+type Device struct{}
 
-	mu      sync.Mutex
-	runners map[int]*runner
-}
+var _ vhostuser.DeviceModel = (*Device)(nil)
 
-type runner struct {
-	q    *virtio.Queue
-	done chan struct{}
-}
-
-var _ vhostuser.Device = (*Device)(nil)
-
-// New returns a virtio-rng device; a nil log discards messages.
-func New(log *slog.Logger) *Device {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Device{log: log, runners: map[int]*runner{}}
-}
+// New returns a virtio-rng device.
+func New() *Device { return &Device{} }
 
 // Features: nothing device-specific (§5.4.3).
 func (d *Device) Features() uint64 {
@@ -74,75 +57,9 @@ func (d *Device) SetFeatures(acked uint64) error {
 	return nil
 }
 
-// Start serves queue 0 until Stop.
-func (d *Device) Start(i int, q *virtio.Queue, mem virtio.GuestMemory, kick, call *vhostuser.EventFD) error {
-	if i != 0 {
-		return fmt.Errorf("virtio-rng has one queue, not %d", i+1)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.runners[i] != nil {
-		return fmt.Errorf("virtio-rng queue %d is already running", i)
-	}
-	r := &runner{q: q, done: make(chan struct{})}
-	d.runners[i] = r
-	go d.run(r, mem, kick, call)
-	return nil
-}
-
-// Stop waits for queue i's goroutine, which Backend woke by closing kick.
-func (d *Device) Stop(i int) (virtio.QueueState, error) {
-	d.mu.Lock()
-	r := d.runners[i]
-	delete(d.runners, i)
-	d.mu.Unlock()
-	if r == nil {
-		return virtio.QueueState{}, fmt.Errorf("virtio-rng queue %d is not running", i)
-	}
-	<-r.done
-	return r.q.State(), nil
-}
-
-func (d *Device) run(r *runner, mem virtio.GuestMemory, kick, call *vhostuser.EventFD) {
-	defer close(r.done)
-	q := r.q
-	for {
-		if _, err := kick.Wait(); err != nil {
-			if !errors.Is(err, vhostuser.ErrEventFDClosed) {
-				d.log.Warn("virtio-rng: kick eventfd", "err", err)
-			}
-			return
-		}
-		for {
-			c, ok, err := q.Pop()
-			var ce *virtio.ChainError
-			if errors.As(err, &ce) {
-				d.log.Debug("virtio-rng: bad chain", "err", err)
-				if ce.Head < q.Size() {
-					q.Push(ce.Head, 0)
-				}
-				continue
-			}
-			if err != nil {
-				d.log.Warn("virtio-rng: queue unusable until the driver fixes it", "err", err)
-				break
-			}
-			if !ok {
-				if q.EnableNotify() {
-					continue
-				}
-				break
-			}
-			n, err := fill(mem, c)
-			if err != nil {
-				d.log.Warn("virtio-rng: getrandom", "err", err)
-			}
-			q.Push(c.Head, n)
-		}
-		if q.NeedsNotify() {
-			call.Signal()
-		}
-	}
+// HandleChain fills the request's device-writable buffers (§5.4.6).
+func (d *Device) HandleChain(queue int, c *virtio.Chain, mem virtio.GuestMemory) (uint32, error) {
+	return fill(mem, c)
 }
 
 // fill writes random bytes straight into c's device-writable buffers, at
@@ -165,7 +82,7 @@ func fill(mem virtio.GuestMemory, c *virtio.Chain) (uint32, error) {
 				continue
 			}
 			if err != nil {
-				return n, err
+				return n, fmt.Errorf("getrandom: %w", err)
 			}
 			b = b[k:]
 			n += uint32(k)

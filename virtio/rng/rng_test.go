@@ -8,7 +8,7 @@ import (
 )
 
 func TestRandomBytes(t *testing.T) {
-	h := virtiotest.Start(t, New(nil), virtiotest.Options{})
+	h := virtiotest.Start(t, New(), virtiotest.Options{})
 	q := h.Queue(0)
 	for _, n := range []int{1, 16, 4096} {
 		a := q.Do(virtiotest.In(n))
@@ -26,7 +26,7 @@ func TestRandomBytes(t *testing.T) {
 }
 
 func TestBoundedAndMalformed(t *testing.T) {
-	h := virtiotest.Start(t, New(nil), virtiotest.Options{RAM: 8 << 20})
+	h := virtiotest.Start(t, New(), virtiotest.Options{RAM: 8 << 20})
 	q := h.Queue(0)
 	u := q.Do(virtiotest.In(MaxPerRequest), virtiotest.In(4096))
 	if u.Len != MaxPerRequest || u.In[1][0] != virtiotest.Poison {

@@ -14,7 +14,7 @@ import (
 
 // serve runs a Backend for d on one end of a socket pair and returns a
 // Frontend on the other end plus the channel Serve's result arrives on.
-func serve(t *testing.T, d Device) (*Frontend, *net.UnixConn, <-chan error) {
+func serve(t *testing.T, d DeviceModel) (*Frontend, *net.UnixConn, <-chan error) {
 	t.Helper()
 	fc, bc := socketPair(t)
 	done := make(chan error, 1)

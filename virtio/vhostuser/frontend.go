@@ -70,6 +70,10 @@ func (f *Frontend) callFDs(req Request, payload []byte, maxFDs int) ([]byte, []i
 // errRefused marks a negative acknowledgement: the session stays in step.
 var errRefused = errors.New("back-end refused the request")
 
+// errConfigRefused marks a GET_CONFIG reply of size 0: the back-end would
+// not read that part of its config space; the session stays in step.
+var errConfigRefused = errors.New("back-end refused to read")
+
 func (f *Frontend) exchange(req Request, payload []byte, fds []int, withReply bool, maxFDs int) ([]byte, []int, error) {
 	ack := !withReply && f.replyAck
 	flags := uint32(FlagVersion)
@@ -260,6 +264,46 @@ func (f *Frontend) SetVringCall(i int, fd int) error { return f.setVringFD(SetVr
 // SetVringErr gives queue i's error eventfd.
 func (f *Frontend) SetVringErr(i int, fd int) error { return f.setVringFD(SetVringErr, i, fd) }
 
+// VringSetup is what SetupVring sends for one queue.
+type VringSetup struct {
+	Size uint16
+	Base uint16    // the next available index to process
+	Addr VringAddr // front-end addresses (see SetVringAddr); Index is ignored
+	Kick int       // eventfds; they stay the caller's
+	Call int
+	// Enable sends SET_VRING_ENABLE, which a ring needs once
+	// PROTOCOL_FEATURES is acked (vhost-user.rst "Ring states").
+	Enable bool
+}
+
+// SetupVring sets up queue i and starts it: SET_VRING_NUM, _BASE, _ADDR,
+// _KICK, _CALL and, with s.Enable, _ENABLE, in that order. It stops at the
+// first message that fails or that the back-end refuses, and says which:
+// going on would enable a half-configured ring (cloud-hypervisor's
+// vu_common_ctrl.rs stops there too).
+func (f *Frontend) SetupVring(i int, s VringSetup) error {
+	steps := []struct {
+		req  Request
+		send func() error
+	}{
+		{SetVringNum, func() error { return f.SetVringNum(i, s.Size) }},
+		{SetVringBase, func() error { return f.SetVringBase(i, s.Base) }},
+		{SetVringAddr, func() error { return f.SetVringAddr(i, s.Addr) }},
+		{SetVringKick, func() error { return f.SetVringKick(i, s.Kick) }},
+		{SetVringCall, func() error { return f.SetVringCall(i, s.Call) }},
+		{SetVringEnable, func() error { return f.SetVringEnable(i, true) }},
+	}
+	if !s.Enable {
+		steps = steps[:len(steps)-1]
+	}
+	for _, st := range steps {
+		if err := st.send(); err != nil {
+			return fmt.Errorf("set up queue %d: stopped at %s: %w", i, st.req, err)
+		}
+	}
+	return nil
+}
+
 // GetConfig reads size bytes of the device's config space at off (needs
 // ProtocolConfig).
 func (f *Frontend) GetConfig(off, size uint32) ([]byte, error) {
@@ -271,12 +315,16 @@ func (f *Frontend) GetConfig(off, size uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A back-end that cannot read says so with an empty payload
+	// (vhost-user.rst, GET_CONFIG; libvhost-user), or an empty access.
 	var c ConfigSpace
-	if err := c.Unmarshal(p); err != nil {
-		return nil, fmt.Errorf("vhost-user %s: reply: %w", GetConfig, err)
+	if len(p) != 0 {
+		if err := c.Unmarshal(p); err != nil {
+			return nil, fmt.Errorf("vhost-user %s: reply: %w", GetConfig, err)
+		}
 	}
 	if c.Size == 0 {
-		return nil, fmt.Errorf("vhost-user %s: back-end refused to read %d bytes at %d", GetConfig, size, off)
+		return nil, fmt.Errorf("vhost-user %s: %w: %d bytes at %d", GetConfig, errConfigRefused, size, off)
 	}
 	if c.Size != size {
 		return nil, fmt.Errorf("vhost-user %s: back-end returned %d bytes, asked for %d", GetConfig, c.Size, size)

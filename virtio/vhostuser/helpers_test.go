@@ -139,20 +139,15 @@ type echoDevice struct {
 	mu       sync.Mutex
 	config   [8]byte
 	acked    uint64
-	runners  map[int]*echoRunner
+	runners  map[int]*Vring
 	stops    int
 	features uint64
-}
-
-type echoRunner struct {
-	q    *virtio.Queue
-	done chan struct{}
 }
 
 const echoFeatures = virtio.FeatureVersion1 | virtio.FeatureEventIdx
 
 func newEchoDevice() *echoDevice {
-	d := &echoDevice{runners: map[int]*echoRunner{}, features: echoFeatures}
+	d := &echoDevice{runners: map[int]*Vring{}, features: echoFeatures}
 	copy(d.config[:], "ECHO\x00\x00\x00\x00")
 	return d
 }
@@ -190,56 +185,32 @@ func (d *echoDevice) SetFeatures(acked uint64) error {
 	return nil
 }
 
-func (d *echoDevice) Start(i int, q *virtio.Queue, mem virtio.GuestMemory, kick, call *EventFD) error {
-	r := &echoRunner{q: q, done: make(chan struct{})}
-	d.mu.Lock()
-	d.runners[i] = r
-	d.mu.Unlock()
-	go func() {
-		defer close(r.done)
-		for {
-			if _, err := kick.Wait(); err != nil {
-				return
-			}
-			for {
-				c, ok, err := q.Pop()
-				var ce *virtio.ChainError
-				if errors.As(err, &ce) {
-					q.Push(ce.Head, 0)
-					continue
-				}
-				if err != nil || !ok {
-					break
-				}
-				in, _ := io.ReadAll(virtio.NewChainReader(mem, c))
-				for j, b := range in {
-					if 'a' <= b && b <= 'z' {
-						in[j] = b - 'a' + 'A'
-					}
-				}
-				w := virtio.NewChainWriter(mem, c)
-				w.Write(in)
-				q.Push(c.Head, w.Written())
-			}
-			if q.NeedsNotify() {
-				call.Signal()
-			}
+func (d *echoDevice) HandleChain(_ int, c *virtio.Chain, mem virtio.GuestMemory) (uint32, error) {
+	in, _ := io.ReadAll(virtio.NewChainReader(mem, c))
+	for j, b := range in {
+		if 'a' <= b && b <= 'z' {
+			in[j] = b - 'a' + 'A'
 		}
-	}()
+	}
+	w := virtio.NewChainWriter(mem, c)
+	w.Write(in)
+	return w.Written(), nil
+}
+
+func (d *echoDevice) StartVring(r *Vring) error {
+	d.mu.Lock()
+	d.runners[r.Index()] = r
+	d.mu.Unlock()
 	return nil
 }
 
-func (d *echoDevice) Stop(i int) (virtio.QueueState, error) {
+func (d *echoDevice) InterruptVring(*Vring) {}
+
+func (d *echoDevice) StopVring(r *Vring) {
 	d.mu.Lock()
-	r := d.runners[i]
-	delete(d.runners, i)
+	delete(d.runners, r.Index())
 	d.stops++
 	d.mu.Unlock()
-	if r == nil {
-		return virtio.QueueState{}, errors.New("queue not started")
-	}
-	<-r.done
-	return r.q.State(), nil
 }
 
 func unixRights(fds []int) []byte { return unix.UnixRights(fds...) }

@@ -1,4 +1,4 @@
-// Package vhostuser speaks the vhost-user protocol: a frontend for the vmm and a backend library for device processes.
+// Package vhostuser speaks the vhost-user protocol: a front-end for the vmm, and for device processes a back-end that runs their queues (Vring) around a DeviceModel.
 package vhostuser
 
 import (

@@ -1,4 +1,4 @@
-// Package virtiotest drives a vhostuser.Device through a real vhost-user session, as a guest driver would, for device tests.
+// Package virtiotest drives a vhostuser.DeviceModel through a real vhost-user session, as a guest driver would, for device tests.
 package virtiotest
 
 import (
@@ -38,7 +38,7 @@ type Options struct {
 	Bench bool
 }
 
-// Harness is a vhost-user front-end plus guest driver serving one Device
+// Harness is a vhost-user front-end plus guest driver serving one DeviceModel
 // on the other end of a socket pair. Use it from the test goroutine; each
 // Queue may be driven by its own goroutine.
 type Harness struct {
@@ -57,7 +57,7 @@ type Harness struct {
 // PROTOCOL_FEATURES with REPLY_ACK, CONFIG and MQ), shares guest RAM with
 // SET_MEM_TABLE and sets up and enables every queue of dev. Everything is
 // torn down by t.Cleanup; a back-end that ends with an error fails t.
-func Start(t testing.TB, dev vhostuser.Device, o Options) *Harness {
+func Start(t testing.TB, dev vhostuser.DeviceModel, o Options) *Harness {
 	t.Helper()
 	if o.RAM <= 0 {
 		o.RAM = 16 << 20
@@ -184,23 +184,12 @@ func (h *Harness) close() {
 func (h *Harness) SetupQueue(i int, base uint16) {
 	h.t.Helper()
 	q := h.Queue(i)
-	for _, step := range []struct {
-		name string
-		do   func() error
-	}{
-		{"SET_VRING_NUM", func() error { return h.fe.SetVringNum(i, q.size) }},
-		{"SET_VRING_BASE", func() error { return h.fe.SetVringBase(i, base) }},
-		{"SET_VRING_ADDR", func() error {
-			return h.fe.SetVringAddr(i, vhostuser.VringAddr{
-				Desc: FrontendVA + q.descOff, Avail: FrontendVA + q.availOff, Used: FrontendVA + q.usedOff})
-		}},
-		{"SET_VRING_KICK", func() error { return h.fe.SetVringKick(i, q.kick.fd) }},
-		{"SET_VRING_CALL", func() error { return h.fe.SetVringCall(i, q.call.fd) }},
-		{"SET_VRING_ENABLE", func() error { return h.fe.SetVringEnable(i, true) }},
-	} {
-		if err := step.do(); err != nil {
-			h.t.Fatalf("virtiotest: queue %d: %s: %v", i, step.name, err)
-		}
+	if err := h.fe.SetupVring(i, vhostuser.VringSetup{
+		Size: q.size, Base: base,
+		Addr: vhostuser.VringAddr{Desc: FrontendVA + q.descOff, Avail: FrontendVA + q.availOff, Used: FrontendVA + q.usedOff},
+		Kick: q.kick.fd, Call: q.call.fd, Enable: true,
+	}); err != nil {
+		h.t.Fatalf("virtiotest: %v", err)
 	}
 }
 

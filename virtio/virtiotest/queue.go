@@ -283,6 +283,14 @@ func (q *Queue) ForceKick() {
 	}
 }
 
+// CorruptAvailIdx publishes an avail->idx further ahead of the device than
+// the ring has entries, as a broken or hostile driver might: the device's
+// Pop fails with virtio.ErrRingBroken until MendAvailIdx.
+func (q *Queue) CorruptAvailIdx() { store16(q.h.ram[q.availOff+2:], q.availIdx+q.size+1) }
+
+// MendAvailIdx publishes the driver's real avail->idx again.
+func (q *Queue) MendAvailIdx() { store16(q.h.ram[q.availOff+2:], q.availIdx) }
+
 // Poll returns the next used entry if there is one, without waiting.
 func (q *Queue) Poll() (Used, bool) {
 	used := q.h.ram[q.usedOff:]

@@ -9,21 +9,16 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/virtio"
-	"github.com/sietch-vm/sietch/virtio/vhostuser"
 )
 
 // echo is a two-queue toy device: each chain's readable bytes come back
 // upper-cased in its writable buffers. Config space is "ECHO".
 type echo struct {
-	mu      sync.Mutex
-	acked   uint64
-	runners map[int]chan struct{}
-	queues  map[int]*virtio.Queue
+	mu    sync.Mutex
+	acked uint64
 }
 
-func newEcho() *echo {
-	return &echo{runners: map[int]chan struct{}{}, queues: map[int]*virtio.Queue{}}
-}
+func newEcho() *echo { return &echo{} }
 
 func (d *echo) Features() uint64 {
 	return virtio.FeatureVersion1 | virtio.FeatureEventIdx | virtio.FeatureIndirectDesc
@@ -47,51 +42,11 @@ func (d *echo) SetFeatures(acked uint64) error {
 	return nil
 }
 
-func (d *echo) Start(i int, q *virtio.Queue, mem virtio.GuestMemory, kick, call *vhostuser.EventFD) error {
-	done := make(chan struct{})
-	d.mu.Lock()
-	d.runners[i], d.queues[i] = done, q
-	d.mu.Unlock()
-	go func() {
-		defer close(done)
-		for {
-			if _, err := kick.Wait(); err != nil {
-				return
-			}
-			for {
-				c, ok, err := q.Pop()
-				var ce *virtio.ChainError
-				if errors.As(err, &ce) {
-					if ce.Head < q.Size() {
-						q.Push(ce.Head, 0)
-					}
-					continue
-				}
-				if err != nil || !ok {
-					break
-				}
-				in, _ := io.ReadAll(virtio.NewChainReader(mem, c))
-				w := virtio.NewChainWriter(mem, c)
-				w.Write(bytes.ToUpper(in))
-				q.Push(c.Head, w.Written())
-			}
-			if q.NeedsNotify() {
-				call.Signal()
-			}
-		}
-	}()
-	return nil
-}
-
-func (d *echo) Stop(i int) (virtio.QueueState, error) {
-	d.mu.Lock()
-	done, q := d.runners[i], d.queues[i]
-	d.mu.Unlock()
-	if done == nil {
-		return virtio.QueueState{}, errors.New("not started")
-	}
-	<-done
-	return q.State(), nil
+func (d *echo) HandleChain(_ int, c *virtio.Chain, mem virtio.GuestMemory) (uint32, error) {
+	in, _ := io.ReadAll(virtio.NewChainReader(mem, c))
+	w := virtio.NewChainWriter(mem, c)
+	w.Write(bytes.ToUpper(in))
+	return w.Written(), nil
 }
 
 func TestHarnessEcho(t *testing.T) {

@@ -41,12 +41,12 @@ type Device struct {
 	dial func(port uint32) (net.Conn, error)
 	log  atomic.Pointer[slog.Logger]
 
-	mu        sync.Mutex // guards everything below, the rx and event queues and the machine
+	mu        sync.Mutex // guards everything below and the machine
 	m         *machine
 	links     map[connKey]*link
 	pending   map[net.Conn]bool // host connections still sending CONNECT
-	runs      [3]*run
-	rx, ev    *ring
+	rx, ev    *vhostuser.Vring  // while the queue runs: Wake it when there is something for the guest
+	spare     *virtio.Chain     // an rx chain popped but not filled yet: streams are waiting for credit
 	evPending bool
 	closed    bool
 	// fence holds host connections after a transport reset until the
@@ -55,22 +55,15 @@ type Device struct {
 	fence *resetFence
 
 	wg sync.WaitGroup // accept loop and per-stream goroutines
+
+	txBuf []byte // a tx packet's payload; the tx queue's worker's
 }
 
-// run is one started queue's goroutine.
-type run struct {
-	q    *virtio.Queue
-	done chan struct{}
-}
-
-// ring is a started rx or event queue, used under Device.mu by whichever
-// goroutine has something for the guest.
-type ring struct {
-	q     *virtio.Queue
-	mem   virtio.GuestMemory
-	call  *vhostuser.EventFD
-	spare *virtio.Chain // popped, not yet filled
-}
+var (
+	_ vhostuser.DeviceModel    = (*Device)(nil)
+	_ vhostuser.VringFiller    = (*Device)(nil)
+	_ vhostuser.VringLifecycle = (*Device)(nil)
+)
 
 // New returns a device for guest cid that accepts host connections on ln
 // (already bound to the vsock socket path) and dials host services with
@@ -88,6 +81,7 @@ func New(cid uint64, ln *net.UnixListener, dial func(port uint32) (net.Conn, err
 		m:       newMachine(cid, defaultLimits),
 		links:   make(map[connKey]*link),
 		pending: make(map[net.Conn]bool),
+		txBuf:   make([]byte, MaxPayload),
 	}
 	d.log.Store(slog.New(slog.DiscardHandler))
 	d.wg.Add(1)
@@ -159,7 +153,9 @@ func (d *Device) ResetTransport() {
 	})
 	d.fence = f
 	d.evPending = true
-	d.pumpEvent()
+	if d.ev != nil {
+		d.ev.Wake()
+	}
 }
 
 // fenceTimeout bounds how long host connections wait for a guest to take a
@@ -179,14 +175,15 @@ type heldConn struct {
 	port uint32
 }
 
-// eventKicked runs on every kick of the event queue. The driver handles
-// a reset event, then posts its buffer again: avail->idx moving past where
-// it was when the event went out means the reset is done in the guest.
-func (d *Device) eventKicked() {
-	if f := d.fence; f != nil && f.delivered && d.ev != nil && d.ev.q.AvailIdx() != f.availIdx {
+// eventKicked runs on every kick of the event queue r (and Wake), with mu
+// held. The driver handles a reset event, then posts its buffer again:
+// avail->idx moving past where it was when the event went out means the
+// reset is done in the guest.
+func (d *Device) eventKicked(r *vhostuser.Vring) {
+	if f := d.fence; f != nil && f.delivered && r.AvailIdx() != f.availIdx {
 		d.liftFence()
 	}
-	d.pumpEvent()
+	d.pumpEvent(r)
 }
 
 // liftFence lets held host connections through; the caller holds mu.
@@ -228,138 +225,101 @@ func (d *Device) WriteConfig(off uint32, data []byte) error {
 
 func (d *Device) SetFeatures(acked uint64) error { return nil }
 
-// Start runs queue i: a goroutine waits for kicks. The rx and event queues
-// are also filled by whichever goroutine has a packet or event, under mu.
-func (d *Device) Start(i int, q *virtio.Queue, mem virtio.GuestMemory, kick, call *vhostuser.EventFD) error {
-	if i < 0 || i >= len(d.runs) {
-		return fmt.Errorf("vsock has queues 0-2, not %d", i)
-	}
+// StartVring lets the other goroutines wake the rx and event queues when
+// they have something for the guest.
+func (d *Device) StartVring(r *vhostuser.Vring) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.runs[i] != nil {
-		return fmt.Errorf("vsock queue %d is already running", i)
-	}
-	r := &run{q: q, done: make(chan struct{})}
-	d.runs[i] = r
-	switch i {
+	switch r.Index() {
 	case QueueRx:
-		d.rx = &ring{q: q, mem: mem, call: call}
-		go d.kicked(r, kick, d.pumpRx)
+		d.rx = r
 	case QueueEvent:
-		d.ev = &ring{q: q, mem: mem, call: call}
-		go d.kicked(r, kick, d.eventKicked)
-	case QueueTx:
-		go d.runTx(r, q, mem, kick, call)
+		d.ev = r
 	}
 	return nil
 }
 
-// Stop waits for queue i's goroutine (the back-end closed kick) and takes
-// the queue away from the other goroutines.
-func (d *Device) Stop(i int) (virtio.QueueState, error) {
-	if i < 0 || i >= len(d.runs) {
-		return virtio.QueueState{}, fmt.Errorf("vsock has queues 0-2, not %d", i)
-	}
-	d.mu.Lock()
-	r := d.runs[i]
-	d.mu.Unlock()
-	if r == nil {
-		return virtio.QueueState{}, fmt.Errorf("vsock queue %d is not running", i)
-	}
-	<-r.done
+// InterruptVring does nothing: the device waits for nothing on a worker.
+func (d *Device) InterruptVring(*vhostuser.Vring) {}
+
+// StopVring takes the queue away from the other goroutines and gives back
+// the rx chain the device holds.
+func (d *Device) StopVring(r *vhostuser.Vring) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if i == QueueRx && d.rx != nil {
-		if c := d.rx.spare; c != nil {
-			// A buffer we popped must go back; an empty packet is one
-			// the driver drops (Linux: "bad length") and refills.
-			d.rx.q.Push(c.Head, 0)
-			if d.rx.q.NeedsNotify() {
-				d.rx.call.Signal()
-			}
+	switch r.Index() {
+	case QueueRx:
+		if c := d.spare; c != nil {
+			// An empty packet is one the driver drops (Linux: "bad
+			// length") and refills.
+			r.Push(c.Head, 0)
+			d.spare = nil
 		}
 		d.rx = nil
-	}
-	if i == QueueEvent {
+	case QueueEvent:
 		d.ev = nil
 	}
-	d.runs[i] = nil
-	return r.q.State(), nil
 }
 
-// kicked runs pump under mu after every kick until kick is closed.
-func (d *Device) kicked(r *run, kick *vhostuser.EventFD, pump func()) {
-	defer close(r.done)
-	for {
-		if _, err := kick.Wait(); err != nil {
-			if !errors.Is(err, vhostuser.ErrEventFDClosed) {
-				d.log.Load().Error("vsock: wait for kick", "err", err)
-			}
-			return
-		}
-		d.mu.Lock()
-		pump()
-		d.mu.Unlock()
+// Fills: the rx and event queues carry what the device has for the guest.
+func (d *Device) Fills(queue int) bool { return queue == QueueRx || queue == QueueEvent }
+
+// FillVring puts packets (rx) or the pending event (event queue) into the
+// guest's buffers.
+func (d *Device) FillVring(r *vhostuser.Vring) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if r.Index() == QueueRx {
+		d.pumpRx(r)
+		// What the packets taken changed (room for the host readers,
+		// finished streams) is carried out now, not at the next event.
+		d.applyEffects()
+	} else {
+		d.eventKicked(r)
 	}
 }
 
-// settle carries out the machine's effects and hands the guest whatever is
-// now ready. Called with mu held after every machine call.
+// settle carries out the machine's effects and has the rx queue hand the
+// guest whatever is now ready. Called with mu held after every machine call.
 func (d *Device) settle() {
+	d.applyEffects()
+	if d.rx != nil && d.m.hasRx() {
+		d.rx.Wake()
+	}
+}
+
+// applyEffects carries out the machine's effects, with mu held.
+func (d *Device) applyEffects() {
 	for _, fx := range d.m.effects() {
 		d.apply(fx)
 	}
-	d.pumpRx()
 }
 
-// pumpRx fills rx buffers with packets from the machine (§5.10.6.2).
-func (d *Device) pumpRx() {
-	r := d.rx
-	if r == nil {
-		return
-	}
-	pushed := false
-	defer func() {
-		if pushed && r.q.NeedsNotify() {
-			if err := r.call.Signal(); err != nil {
-				d.log.Load().Error("vsock: signal rx queue", "err", err)
-			}
-		}
-	}()
+// pumpRx fills rx buffers with packets from the machine (§5.10.6.2), with
+// mu held.
+func (d *Device) pumpRx(r *vhostuser.Vring) {
 	for d.m.hasRx() {
-		c := r.spare
-		r.spare = nil
+		c := d.spare
+		d.spare = nil
 		if c == nil {
 			var ok bool
-			var err error
-			c, ok, err = r.q.Pop()
-			if err != nil {
-				if !returnBadChain(r.q, err) {
-					d.log.Load().Error("vsock: rx queue", "err", err)
-					return
-				}
-				pushed = true
-				continue
-			}
-			if !ok {
+			if c, ok = r.Next(); !ok {
 				return
 			}
 		}
-		w := virtio.NewChainWriter(r.mem, c)
+		w := virtio.NewChainWriter(r.Memory(), c)
 		if w.Remaining() < HeaderSize {
-			r.q.Push(c.Head, 0) // too small for any packet: the driver's mistake
-			pushed = true
+			r.Push(c.Head, 0) // too small for any packet: the driver's mistake
 			continue
 		}
 		space := int(min(w.Remaining()-HeaderSize, MaxPayload))
 		h, p, ok := d.m.nextRx(space)
 		if !ok {
 			if space == 0 {
-				r.q.Push(c.Head, 0) // data is all that is left and it cannot fit
-				pushed = true
+				r.Push(c.Head, 0) // data is all that is left and it cannot fit
 				continue
 			}
-			r.spare = c // streams are waiting for credit
+			d.spare = c // streams are waiting for credit
 			return
 		}
 		var hb [HeaderSize]byte
@@ -368,102 +328,52 @@ func (d *Device) pumpRx() {
 		if _, err := w.Write(p); err != nil {
 			d.log.Load().Error("vsock: write rx packet", "packet", h, "err", err)
 		}
-		r.q.Push(c.Head, w.Written())
-		pushed = true
+		r.Push(c.Head, w.Written())
 	}
 }
 
-// returnBadChain gives a malformed chain back unused and reports whether
-// it did; any other error means the ring itself is broken.
-func returnBadChain(q *virtio.Queue, err error) bool {
-	var ce *virtio.ChainError
-	if errors.As(err, &ce) && ce.Head < q.Size() {
-		q.Push(ce.Head, 0)
-		return true
-	}
-	return false
-}
-
-// pumpEvent posts a pending transport-reset event (§5.10.6.6).
-func (d *Device) pumpEvent() {
-	r := d.ev
-	if r == nil || !d.evPending {
-		return
-	}
-	for {
-		c, ok, err := r.q.Pop()
-		if err != nil {
-			if !returnBadChain(r.q, err) {
-				d.log.Load().Error("vsock: event queue", "err", err)
-				return
-			}
-			continue
-		}
+// pumpEvent posts a pending transport-reset event (§5.10.6.6), with mu held.
+func (d *Device) pumpEvent(r *vhostuser.Vring) {
+	for d.evPending {
+		c, ok := r.Next()
 		if !ok {
 			return
 		}
-		w := virtio.NewChainWriter(r.mem, c)
+		w := virtio.NewChainWriter(r.Memory(), c)
 		var ev [4]byte // struct virtio_vsock_event: le32 id
 		binary.LittleEndian.PutUint32(ev[:], EventTransportReset)
-		_, err = w.Write(ev[:])
-		r.q.Push(c.Head, w.Written())
+		_, err := w.Write(ev[:])
+		r.Push(c.Head, w.Written())
 		if err == nil {
 			d.evPending = false
 			if f := d.fence; f != nil {
 				// The driver re-posts the buffer once it has handled the
 				// event; have that kick us even though other event
 				// buffers are still posted.
-				r.q.KickOnNextAdd()
-				f.delivered, f.availIdx = true, r.q.AvailIdx()
+				r.KickOnNextAdd()
+				f.delivered, f.availIdx = true, r.AvailIdx()
 			}
-		}
-		if r.q.NeedsNotify() {
-			r.call.Signal()
-		}
-		if !d.evPending {
-			return
 		}
 	}
 }
 
-// runTx takes the guest's packets off the tx queue (§5.10.6.1).
-func (d *Device) runTx(r *run, q *virtio.Queue, mem virtio.GuestMemory, kick, call *vhostuser.EventFD) {
-	defer close(r.done)
-	payload := make([]byte, MaxPayload)
-	for {
-		if _, err := kick.Wait(); err != nil {
-			if !errors.Is(err, vhostuser.ErrEventFDClosed) {
-				d.log.Load().Error("vsock: wait for tx kick", "err", err)
-			}
-			return
-		}
-		for {
-			c, ok, err := q.Pop()
-			if err != nil {
-				if !returnBadChain(q, err) {
-					d.log.Load().Error("vsock: tx queue", "err", err)
-					break
-				}
-				continue
-			}
-			if !ok {
-				break
-			}
-			h, p, ok := readPacket(mem, c, payload)
-			q.Push(c.Head, 0)
-			if ok {
-				d.mu.Lock()
-				if !d.closed {
-					d.m.handleTx(h, p)
-					d.settle()
-				}
-				d.mu.Unlock()
-			}
-		}
-		if q.NeedsNotify() {
-			call.Signal()
-		}
+// HandleChain takes one of the guest's packets off the tx queue
+// (§5.10.6.1); the chain goes back with nothing written into it.
+func (d *Device) HandleChain(queue int, c *virtio.Chain, mem virtio.GuestMemory) (uint32, error) {
+	if queue != QueueTx {
+		return 0, fmt.Errorf("vsock: queue %d is filled by the device, not served", queue)
 	}
+	h, p, ok := readPacket(mem, c, d.txBuf)
+	if !ok {
+		return 0, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.closed {
+		d.m.handleTx(h, p)
+		d.settle()
+	}
+	return 0, nil
 }
 
 // readPacket reads a tx chain's header and payload into buf. A chain too
