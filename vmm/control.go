@@ -37,7 +37,7 @@ func (m *Machine) Info() control.Info {
 			{Name: "power", Kind: "sietch-power", IOPort: devices.PowerPort},
 		},
 	}
-	for _, d := range m.virtio {
+	for _, d := range m.vdevs {
 		info.Devices = append(info.Devices, control.DeviceInfo{Name: d.name, Kind: virtioKind(d.id), MMIOBase: d.base, IRQ: d.irq})
 	}
 	m.mu.Lock()

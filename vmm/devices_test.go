@@ -81,7 +81,7 @@ func TestDeviceProcessKilled(t *testing.T) {
 	if !strings.Contains(p.why, "SIGKILL") {
 		t.Errorf("device death reported as %q, want SIGKILL named", p.why)
 	}
-	waitNeedsReset(t, m.virtio[0])
+	waitNeedsReset(t, m.vdevs[0])
 	if err := m.Pause(); err != nil {
 		t.Fatalf("pause after the device died: %v", err)
 	}

@@ -79,7 +79,7 @@ func (m *Machine) newDirtyTracker() (*dirtyTracker, error) {
 			return nil, fmt.Errorf("turn on KVM dirty logging for slot %d: %w", i, err)
 		}
 	}
-	for _, d := range m.virtio {
+	for _, d := range m.vdevs {
 		ok, err := d.enableLog(t.fd, t.size)
 		if err != nil {
 			t.close()

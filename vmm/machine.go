@@ -31,7 +31,7 @@ type Machine struct {
 	serial *devices.Serial
 	i8042  *devices.I8042
 	vcpus  []*vcpu
-	virtio []*vhostDevice
+	vdevs  []*vhostDevice // virtio devices, the vmm's side of each (virtio.go)
 	procs  []*deviceProcess
 
 	vsockPath string // the vsock host socket we bound, removed on Close
@@ -387,10 +387,10 @@ func (m *Machine) Close() error {
 	}
 	stopDevices(m.procs)
 	m.procs = nil
-	for _, d := range m.virtio {
+	for _, d := range m.vdevs {
 		d.close()
 	}
-	m.virtio = nil
+	m.vdevs = nil
 	if m.dirty != nil {
 		m.dirty.close()
 		m.dirty = nil

@@ -18,8 +18,8 @@ import (
 // VM. The rings stay stopped until Resume, so that a VM stopped after its
 // snapshot does not move its disks on.
 func (m *Machine) holdRings() ([]snapshot.Virtio, error) {
-	states := make([]snapshot.Virtio, len(m.virtio))
-	for i, d := range m.virtio {
+	states := make([]snapshot.Virtio, len(m.vdevs))
+	for i, d := range m.vdevs {
 		var err error
 		if states[i], err = d.holdRings(); err != nil {
 			return nil, fmt.Errorf("device %s: %w", d.name, err)
@@ -64,7 +64,7 @@ func (d *vhostDevice) holdRings() (snapshot.Virtio, error) {
 
 // releaseRings restarts the rings holdRings stopped, where they stopped.
 func (m *Machine) releaseRings() {
-	for _, d := range m.virtio {
+	for _, d := range m.vdevs {
 		if err := d.releaseRings(); err != nil {
 			d.failed(fmt.Sprintf("restart its queues after a snapshot: %v", err))
 		}
@@ -168,10 +168,10 @@ func (m *Machine) startSavedDevices(saved []snapshot.Virtio) error {
 	if err != nil {
 		return err
 	}
-	if len(saved) != len(m.virtio) {
-		return fmt.Errorf("the snapshot has state for %d virtio devices, its configuration makes %d", len(saved), len(m.virtio))
+	if len(saved) != len(m.vdevs) {
+		return fmt.Errorf("the snapshot has state for %d virtio devices, its configuration makes %d", len(saved), len(m.vdevs))
 	}
-	for i, d := range m.virtio {
+	for i, d := range m.vdevs {
 		if saved[i].Name != d.name || saved[i].Kind != d.kind {
 			return fmt.Errorf("virtio slot %d holds %s (%s) in the snapshot, %s (%s) here", i, saved[i].Name, saved[i].Kind, d.name, d.kind)
 		}
@@ -182,7 +182,7 @@ func (m *Machine) startSavedDevices(saved []snapshot.Virtio) error {
 // restoreVirtio sets each transport's registers and starts the devices the
 // driver had started, each ring at its saved position.
 func (m *Machine) restoreVirtio(saved []snapshot.Virtio) error {
-	for i, d := range m.virtio {
+	for i, d := range m.vdevs {
 		s := &saved[i]
 		if err := d.transport.SetState(s.Transport); err != nil {
 			return fmt.Errorf("device %s: %w", d.name, err)

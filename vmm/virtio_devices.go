@@ -113,7 +113,7 @@ func (m *Machine) startDevices() error {
 				return fmt.Errorf("device %s: connect to vhost-user backend %s: %w", p.name, p.external, err)
 			}
 			d.fe = fe
-			m.virtio = append(m.virtio, d)
+			m.vdevs = append(m.vdevs, d)
 			if err := d.attach(); err != nil {
 				return fmt.Errorf("device %s (vhost-user backend %s): %w", p.name, p.external, err)
 			}
@@ -141,7 +141,7 @@ func (m *Machine) startDevices() error {
 			p.after(proc)
 		}
 		d.fe = vhostuser.NewFrontend(conn)
-		m.virtio = append(m.virtio, d)
+		m.vdevs = append(m.vdevs, d)
 		if err := d.attach(); err != nil {
 			// A process that died explains the failure better than the
 			// broken socket does: give the kernel a moment to report it.
