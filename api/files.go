@@ -209,6 +209,12 @@ func (s *Server) uploadTar(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.m.UploadTar(r.Context(), r.PathValue("id"), q.Path, r.Body)
 	if err != nil {
+		// A client that did not wait for 100 Continue is still sending:
+		// read the rest, so it gets to read the reason rather than a
+		// broken pipe. One that waits never sent it, and need not.
+		if !strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+			io.Copy(io.Discard, r.Body)
+		}
 		s.fail(w, err)
 		return
 	}

@@ -13,6 +13,9 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/sietch-vm/sietch/api/client"
+	"github.com/sietch-vm/sietch/api/model"
 )
 
 // copySpec is a parsed `sietch cp`: one side local, one in a sandbox.
@@ -165,6 +168,10 @@ func (c *cli) download(ctx context.Context, cs copySpec) error {
 	}
 	f, err := api.Open(ctx, cs.id, cs.remote)
 	if err != nil {
+		var e *client.Error
+		if errors.As(err, &e) && e.Code == model.CodeBadRequest && strings.Contains(e.Message, "not a regular file") {
+			return fmt.Errorf("%w (copy directories with sietch cp -r)", err)
+		}
 		return err
 	}
 	defer f.Body.Close()

@@ -115,7 +115,7 @@ func (c *cli) lsFiles(ctx context.Context, arg string) int {
 		return c.fail("ls", err)
 	}
 	ents := []model.FileInfo{fi}
-	if fi.Type == "dir" {
+	if fi.Type == "dir" || (fi.Type == "symlink" && strings.HasSuffix(p, "/")) { // ID:/link/ lists what it points to
 		if ents, err = api.ListFiles(ctx, id, p); err != nil {
 			return c.fail("ls", err)
 		}
