@@ -100,8 +100,9 @@ FUZZ_TARGETS := ./boot:FuzzParseImage ./boot:FuzzLoad ./kvm:FuzzIOData ./devices
 	./virtio:FuzzQueuePop ./virtio:FuzzMMIO ./virtio/vhostuser:FuzzReadMessage ./virtio/vhostuser:FuzzServe \
 	./virtio/blk:FuzzBlkRequest ./virtio/net:FuzzHeaderCheck ./virtio/vsock:FuzzPacket ./virtio/vsock:FuzzParseConnect \
 	./jail:FuzzParseRlimits ./vmm/controlserver:FuzzControlRequest ./cmd/vmm:FuzzRunFlags ./guest-init/cmd/mkinitramfs:FuzzParseSpecs \
-	./guest-init/initrt:FuzzParseCmdline ./guest-init/agent:FuzzDecodeExecRequest ./guest-init/agent:FuzzDecodeIdentity ./guest-init/agent:FuzzParseFileQuery ./rootfs:FuzzExtract \
-	./api/client:FuzzExecStream ./api/client:FuzzParseMode ./cmd/sietch:FuzzParseCp ./api:FuzzDecodeRequest \
+	./guest-init/initrt:FuzzParseCmdline ./guest-init/agent:FuzzDecodeExecRequest ./guest-init/agent:FuzzDecodeIdentity ./guest-init/agent:FuzzParseFileQuery ./guest-init/agent:FuzzDecodeRename ./internal/tarx:FuzzExtract ./rootfs:FuzzExtract \
+	./api/client:FuzzExecStream ./api/client:FuzzParseMode ./api/client:FuzzWatchStream ./cmd/sietch:FuzzParseCp ./api:FuzzDecodeRequest \
+	./api:FuzzFilesQuery ./api:FuzzFilesBody \
 	./snapshot:FuzzRead ./snapshot:FuzzPayload
 
 fuzz:

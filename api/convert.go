@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/internal/unixmode"
 	"github.com/sietch-vm/sietch/sandbox"
 )
 
@@ -81,4 +82,9 @@ func mapOut[T, U any](in []T, f func(T) U) []U {
 		out = append(out, f(v))
 	}
 	return out
+}
+
+// fileInfoOut maps the manager's FileInfo to the API's.
+func fileInfoOut(fi sandbox.FileInfo) model.FileInfo {
+	return model.FileInfo{Name: fi.Name, Type: fi.Type, Size: fi.Size, Mode: unixmode.Format(fi.Mode), ModTime: fi.ModTime, Target: fi.Target}
 }

@@ -11,6 +11,6 @@ var (
 	ErrAgentUnavailable = errors.New("agent_unavailable") // the guest agent did not answer in time; retry later
 	ErrInvalid          = errors.New("bad_request")       // the request itself is wrong
 	ErrInUse            = errors.New("in_use")            // a snapshot or template that something still needs
-	ErrConflict         = errors.New("conflict")          // the guest refuses it as things stand (an id in use, a stdin already taken)
+	ErrConflict         = errors.New("conflict")          // the guest refuses it as things stand (an id in use, a stdin already taken, a file in the way)
 	ErrClosed           = errors.New("manager closed")    // Close was called
 )

@@ -226,8 +226,64 @@ const (
 	CodeWrongState       = "wrong_state"
 	CodeLimit            = "limit_exceeded"
 	CodeAgentUnavailable = "agent_unavailable"
-	CodeInUse            = "in_use" // something still depends on it (the message names what)
-	CodeConflict         = "conflict" // the guest refuses it as things stand: an id in use, a process that closed its stdin
+	CodeInUse            = "in_use"   // something still depends on it (the message names what)
+	CodeConflict         = "conflict" // the guest refuses it as things stand: an id in use, a process that closed its stdin, a file in the way (exists, a directory not empty, a file where a directory must be)
 	CodeBodyTooLarge     = "body_too_large"
 	CodeInternal         = "internal"
 )
+
+// FileInfo describes one file in a sandbox (GET .../files/stat, .../files/list).
+type FileInfo struct {
+	Name    string    `json:"name"`
+	Type    string    `json:"type"` // "file", "dir", "symlink" or "other"
+	Size    int64     `json:"size"`
+	Mode    string    `json:"mode"` // octal Unix bits with setuid, setgid, sticky: "0755", "4755"
+	ModTime time.Time `json:"mtime"`
+	Target  string    `json:"target,omitempty"` // of a symlink
+}
+
+// FileList is GET /v1/sandboxes/{id}/files/list: a directory's entries by name.
+type FileList struct {
+	Entries []FileInfo `json:"entries"`
+}
+
+// MkdirRequest is POST /v1/sandboxes/{id}/files/mkdir.
+type MkdirRequest struct {
+	Path    string `json:"path"`
+	Parents bool   `json:"parents,omitempty"` // make missing parents; an existing directory is then no error
+	Mode    string `json:"mode,omitempty"`    // octal, default "0755"
+}
+
+// RenameRequest is POST /v1/sandboxes/{id}/files/rename. A file or
+// symlink at To is replaced; a directory never is.
+type RenameRequest struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// TarResult is the reply of PUT /v1/sandboxes/{id}/files/tar.
+type TarResult struct {
+	Files    int64 `json:"files"` // regular files, hard links included
+	Dirs     int64 `json:"dirs"`
+	Symlinks int64 `json:"symlinks"`
+	Bytes    int64 `json:"bytes"` // of regular files' contents
+}
+
+// Watch event types (WatchEvent.Type).
+const (
+	WatchCreate   = "create"   // made, or moved in (a rename's new name)
+	WatchWrite    = "write"    // written
+	WatchRemove   = "remove"   // removed
+	WatchRename   = "rename"   // moved away: the old name
+	WatchChmod    = "chmod"    // mode, owner, times
+	WatchOverflow = "overflow" // events were lost: rescan
+)
+
+// WatchEvent is one line of GET /v1/sandboxes/{id}/files/watch
+// (application/x-ndjson).
+type WatchEvent struct {
+	Type  string    `json:"type"`
+	Path  string    `json:"path,omitempty"`
+	IsDir bool      `json:"is_dir,omitempty"`
+	Time  time.Time `json:"time"`
+}

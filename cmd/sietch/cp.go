@@ -13,6 +13,9 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/sietch-vm/sietch/api/client"
+	"github.com/sietch-vm/sietch/api/model"
 )
 
 // copySpec is a parsed `sietch cp`: one side local, one in a sandbox.
@@ -23,6 +26,7 @@ type copySpec struct {
 	local  string // path here; "-" is stdin or stdout
 	mode   os.FileMode
 	setMod bool // --mode given
+	tree   bool // -r: directories too, as tar streams
 }
 
 // sandboxIDPattern is what may stand before the colon of ID:/path. Local
@@ -41,6 +45,7 @@ func splitRemote(arg string) (id, p string, ok bool) {
 func parseCp(fs *pflag.FlagSet, args []string) (copySpec, error) {
 	var cs copySpec
 	mode := fs.String("mode", "", "permission bits of the uploaded file, octal (default: the local file's, 0644 for stdin)")
+	tree := fs.BoolP("recursive", "r", false, "copy directories with what they hold (streamed as tar; see sietch cp --help)")
 	if err := fs.Parse(args); err != nil {
 		return cs, err
 	}
@@ -65,13 +70,20 @@ func parseCp(fs *pflag.FlagSet, args []string) (copySpec, error) {
 		}
 	default:
 		cs = copySpec{id: sid, remote: sp, local: dst}
-		if strings.HasSuffix(sp, "/") {
-			return cs, fmt.Errorf("%s is a directory: cp copies one file", src)
+		if strings.HasSuffix(sp, "/") && !*tree {
+			return cs, fmt.Errorf("%s is a directory: copy it with cp -r", src)
 		}
+	}
+	cs.tree = *tree
+	if cs.tree && cs.local == "-" {
+		return cs, errors.New("-r copies directories, not stdin or stdout (a tar stream: sietch exec ID -- tar c DIR)")
 	}
 	if *mode != "" {
 		if !cs.upload {
 			return cs, errors.New("--mode goes with uploads (a download keeps the sandbox file's mode)")
+		}
+		if cs.tree {
+			return cs, errors.New("--mode goes with one-file uploads (-r keeps each file's mode)")
 		}
 		m, err := strconv.ParseUint(strings.TrimPrefix(*mode, "0o"), 8, 32)
 		if err != nil || m > 0o777 {
@@ -83,19 +95,29 @@ func parseCp(fs *pflag.FlagSet, args []string) (copySpec, error) {
 }
 
 var cmdCp = &command{
-	synopsis: "cp [--mode 0755] LOCAL ID:/path | cp ID:/path LOCAL",
+	synopsis: "cp [-r] [--mode 0755] LOCAL ID:/path | cp [-r] ID:/path LOCAL",
 	summary: "Copy one file into or out of a sandbox, streamed (any size), keeping permission bits. LOCAL - is\n" +
 		"stdin or stdout; ID:/dir/ uploads under the local name; a local directory downloads into it.\n" +
+		"With -r a directory is copied with its tree (files, directories, symlinks, modes, mtimes) as a tar\n" +
+		"stream: into DST/NAME when DST is an existing directory (or ends in /), else DST is made and gets\n" +
+		"the contents. Both ways the receiving side refuses entries that would land outside DST, devices\n" +
+		"and fifos; setuid and setgid bits are dropped; each file appears whole or not at all.\n" +
 		"A progress bar shows on stderr when it is a terminal.",
-	example: "  sietch cp ./data.csv sb-1:/root/data.csv\n  sietch cp sb-1:/root/out.png .\n  tar c src | sietch cp - sb-1:/tmp/src.tar\n",
+	example: "  sietch cp ./data.csv sb-1:/root/data.csv\n  sietch cp sb-1:/root/out.png .\n  tar c src | sietch cp - sb-1:/tmp/src.tar\n" +
+		"  sietch cp -r ./project sb-1:/root/project\n  sietch cp -r sb-1:/root/results ./results\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		cs, err := parseCp(fs, args)
 		if rc, done := c.parsed("cp", fs, err); done {
 			return rc
 		}
-		if cs.upload {
+		switch {
+		case cs.tree && cs.upload:
+			err = c.uploadTree(ctx, cs)
+		case cs.tree:
+			err = c.downloadTree(ctx, cs)
+		case cs.upload:
 			err = c.upload(ctx, cs)
-		} else {
+		default:
 			err = c.download(ctx, cs)
 		}
 		if err != nil {
@@ -123,7 +145,10 @@ func (c *cli) upload(ctx context.Context, cs copySpec) error {
 			return err
 		}
 		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s is not a regular file: cp copies one file (tar a directory and pipe it: tar c DIR | sietch cp - ID:/tmp/d.tar)", cs.local)
+			if fi.IsDir() {
+				return fmt.Errorf("%s is a directory: copy it with cp -r", cs.local)
+			}
+			return fmt.Errorf("%s is not a regular file: cp copies files and, with -r, directories", cs.local)
 		}
 		r, size, mode = f, fi.Size(), fi.Mode().Perm()
 	}
@@ -143,6 +168,10 @@ func (c *cli) download(ctx context.Context, cs copySpec) error {
 	}
 	f, err := api.Open(ctx, cs.id, cs.remote)
 	if err != nil {
+		var e *client.Error
+		if errors.As(err, &e) && e.Code == model.CodeBadRequest && strings.Contains(e.Message, "not a regular file") {
+			return fmt.Errorf("%w (copy directories with sietch cp -r)", err)
+		}
 		return err
 	}
 	defer f.Body.Close()

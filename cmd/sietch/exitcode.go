@@ -13,7 +13,7 @@ const (
 	exitError    = 1 // the server or the operation failed
 	exitUsage    = 2 // bad command line
 	exitNotFound = 3 // no such sandbox, snapshot, image, file or port
-	exitState    = 4 // the sandbox is in the wrong state, or a conflict (in use)
+	exitState    = 4 // the sandbox is in the wrong state, or a conflict (in use, a file in the way)
 	exitRetry    = 5 // the guest agent is not answering yet: try again
 )
 
@@ -29,7 +29,7 @@ func exitCode(err error) int {
 	switch {
 	case e.Code == model.CodeNotFound:
 		return exitNotFound
-	case e.Code == model.CodeWrongState || e.Code == model.CodeInUse:
+	case e.Code == model.CodeWrongState || e.Code == model.CodeInUse || e.Code == model.CodeConflict:
 		return exitState
 	case e.Code == model.CodeAgentUnavailable || e.Retry:
 		return exitRetry

@@ -32,9 +32,16 @@ Sandboxes:
   pause       pause a sandbox's vCPUs, or pause it to disk (--to-disk)
   resume      resume a paused or suspended sandbox
   exec        run a command in a sandbox, streaming its output
-  cp          copy a file into or out of a sandbox
+  cp          copy a file (or with -r a directory) into or out of a sandbox
   console     print (or follow) a sandbox's serial console
   port        forward a host TCP port to a guest port; list or close forwards
+Files in sandboxes (ID:/path):
+  ls ID:/dir  list a directory (mode, size, modified, name)
+  stat        describe a file
+  mkdir       make directories (-p: with parents)
+  rm ID:/path remove files; -r whole trees
+  mv          rename or move within a sandbox
+  watch       print changes under a directory as they happen (-r: recursively)
 Templates:
   template    build, list and remove templates (sandboxes resume them in milliseconds)
 Snapshots:
@@ -114,6 +121,10 @@ func init() {
 		"images":    cmdImages,
 		"template":  cmdTemplate,
 		"health":    cmdHealth,
+		"stat":      cmdStat,
+		"mkdir":     cmdMkdir,
+		"mv":        cmdMv,
+		"watch":     cmdWatch,
 	}
 }
 

@@ -201,13 +201,16 @@ var cmdRestore = &command{
 }
 
 var cmdLs = &command{
-	synopsis: "ls",
-	summary:  "List sandboxes in every state.",
-	example:  "  sietch ls\n  sietch ls --json | jq -r '.sandboxes[] | select(.state==\"failed\") | .id'\n",
+	synopsis: "ls [ID:/path]",
+	summary:  "List sandboxes in every state. With ID:/path, list that directory in the sandbox: mode, size, modification time (UTC), name (directories end in /, symlinks show their target); a file is listed alone.",
+	example:  "  sietch ls\n  sietch ls --json | jq -r '.sandboxes[] | select(.state==\"failed\") | .id'\n  sietch ls sb-1:/root\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		err := fs.Parse(args)
+		if err == nil && fs.NArg() == 1 && strings.Contains(fs.Arg(0), ":") {
+			return c.lsFiles(ctx, fs.Arg(0))
+		}
 		if err == nil && fs.NArg() > 0 {
-			err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+			err = fmt.Errorf("unexpected argument %q (to list files in a sandbox: sietch ls ID:/path)", fs.Arg(0))
 		}
 		if rc, done := c.parsed("ls", fs, err); done {
 			return rc
@@ -248,10 +251,19 @@ func parseIDs(fs *pflag.FlagSet, args []string) ([]string, error) {
 }
 
 var cmdRm = &command{
-	synopsis: "rm ID...",
-	summary:  "Stop and delete sandboxes (their snapshots stay). Prints each id deleted; goes on past failures.",
-	example:  "  sietch rm sb-1 sb-2\n",
+	synopsis: "rm ID... | rm [-r] ID:/path...",
+	summary: "Stop and delete sandboxes (their snapshots stay). With ID:/path, remove files in sandboxes instead: a\n" +
+		"file, a symlink (not its target) or an empty directory; -r a whole tree. Prints each one removed;\n" +
+		"goes on past failures.",
+	example: "  sietch rm sb-1 sb-2\n  sietch rm -r sb-1:/tmp/build\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
+		ids, files, recursive, err := parseRm(fs, args)
+		if rc, done := c.parsed("rm", fs, err); done {
+			return rc
+		}
+		if files {
+			return c.rmFiles(ctx, ids, recursive)
+		}
 		return c.removeEach(ctx, "rm", "rm", "sandbox ID", fs, args, (*client.Client).Delete)
 	},
 }

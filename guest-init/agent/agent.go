@@ -48,6 +48,7 @@ type Agent struct {
 	defaultMu sync.Mutex              // one start of the default context at a time
 	extraEnv  []string                // from POST /v1/identity: on top of Config.Env in every exec
 	relays    map[net.Conn]bool       // hijacked port relays, closed by Close
+	watches   int                     // running GET /v1/watch streams
 	closed    bool
 }
 
@@ -165,6 +166,10 @@ func (a *Agent) routes() http.Handler {
 	handle("GET", "/v1/list", a.handleList)
 	handle("POST", "/v1/mkdir", a.handleMkdir)
 	handle("POST", "/v1/ports/{port}/connect", a.handleConnect)
+	handle("POST", "/v1/rename", a.handleRename)
+	handle("GET", "/v1/tar", a.handleTarDownload)
+	handle("PUT", "/v1/tar", a.handleTarUpload)
+	handle("GET", "/v1/watch", a.handleWatch)
 	for path, methods := range allowed {
 		sort.Strings(methods)
 		allow := strings.Join(methods, ", ")

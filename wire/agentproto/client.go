@@ -51,6 +51,9 @@ func NewClient(dial func(ctx context.Context) (net.Conn, error)) *Client {
 		IdleConnTimeout:        idleStream,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: 64 << 10,
+		// Uploads that send "Expect: 100-continue" hear a refusal before
+		// the body; an agent that says nothing gets the body after this.
+		ExpectContinueTimeout: 10 * time.Second,
 	}
 	return &Client{dial: dial, hc: &http.Client{Transport: tr}, tr: tr}
 }

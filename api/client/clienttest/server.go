@@ -58,6 +58,8 @@ type box struct {
 	sb       model.Sandbox
 	files    map[string]file
 	snaps    []model.Snapshot
+	dirs     map[string]uint64 // directories (besides "/") and their modes
+	watches  []*fakeWatch
 	contexts map[string]*model.Context
 }
 
@@ -132,7 +134,7 @@ func (s *Server) add(sb model.Sandbox) model.Sandbox {
 		sb.Limits.MemoryMiB = 256
 	}
 	sb.VMMPID = 1000 + s.next
-	s.boxes[sb.ID] = &box{sb: sb, files: map[string]file{}}
+	s.boxes[sb.ID] = &box{sb: sb, files: map[string]file{}, dirs: map[string]uint64{}}
 	s.order = append(s.order, sb.ID)
 	return sb
 }
@@ -213,6 +215,7 @@ func (s *Server) routes() http.Handler {
 	auth("POST /v1/sandboxes/{id}/exec", s.exec)
 	auth("PUT /v1/sandboxes/{id}/files", s.withAgent(s.upload))
 	auth("GET /v1/sandboxes/{id}/files", s.withAgent(s.download))
+	s.fileRoutes(auth)
 	auth("POST /v1/sandboxes/{id}/ports", s.withAgent(s.forward))
 	auth("GET /v1/sandboxes/{id}/ports", s.withBox(func(w http.ResponseWriter, r *http.Request, b *box) {
 		writeJSON(w, http.StatusOK, map[string][]model.Port{"ports": append([]model.Port{}, b.sb.Ports...)})
@@ -535,6 +538,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, b *box) {
 		return
 	}
 	b.files[path] = file{data: data, mode: mode}
+	s.uploaded(b, path)
 	w.WriteHeader(http.StatusNoContent)
 }
 
