@@ -32,6 +32,7 @@ Sandboxes:
   pause       pause a sandbox's vCPUs, or pause it to disk (--to-disk)
   resume      resume a paused or suspended sandbox
   exec        run a command in a sandbox, streaming its output
+  run         run code in a code context (python, node or bash) that keeps its state
   cp          copy a file (or with -r a directory) into or out of a sandbox
   console     print (or follow) a sandbox's serial console
   port        forward a host TCP port to a guest port; list or close forwards
@@ -111,6 +112,7 @@ func init() {
 		"pause":     cmdPause,
 		"resume":    cmdResume,
 		"exec":      cmdExec,
+		"run":       cmdRun,
 		"cp":        cmdCp,
 		"console":   cmdConsole,
 		"port":      cmdPort,
