@@ -45,11 +45,11 @@ func snapshotOut(s sandbox.Snapshot) model.Snapshot {
 
 func templateIn(r model.TemplateRequest) sandbox.TemplateSpec {
 	return sandbox.TemplateSpec{Name: r.Name, Image: r.Image, StartCmd: r.StartCmd, ReadyPort: r.ReadyPort, ReadyCmd: r.ReadyCmd,
-		ReadyTimeoutS: r.ReadyTimeoutS, Limits: limitsIn(r.Limits)}
+		ReadyTimeoutS: r.ReadyTimeoutS, Limits: limitsIn(r.Limits), Contexts: r.Contexts}
 }
 
 func templateOut(t sandbox.Template) model.Template {
-	return model.Template{Name: t.Name, Image: t.Image, StartCmd: t.StartCmd, ReadyPort: t.ReadyPort, ReadyCmd: t.ReadyCmd,
+	return model.Template{Name: t.Name, Image: t.Image, StartCmd: t.StartCmd, ReadyPort: t.ReadyPort, ReadyCmd: t.ReadyCmd, Contexts: t.Contexts,
 		Limits: limitsOut(t.Limits), State: model.TemplateState(t.State), Step: t.Step, Reason: t.Reason, Snapshot: t.Snapshot,
 		SizeBytes: t.SizeBytes, BuildS: t.BuildS, CreatedAt: t.CreatedAt, Sandboxes: t.Sandboxes, Stale: t.Stale}
 }

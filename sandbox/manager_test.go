@@ -184,6 +184,15 @@ func TestTemplateWithFakeVMM(t *testing.T) {
 	if err != nil || tp.State != TemplateReady {
 		t.Fatalf("template: %+v %v", tp, err)
 	}
+	// Warm contexts need a guest agent, and a language.
+	for _, spec := range []TemplateSpec{
+		{Name: "c1", Image: "tg", Contexts: []string{"python"}},
+		{Name: "c2", Image: "tg", Contexts: []string{"cobol"}},
+	} {
+		if _, err := m.BuildTemplate(spec); !errors.Is(err, ErrInvalid) {
+			t.Errorf("build %+v: %v, want ErrInvalid", spec, err)
+		}
+	}
 	sb, err := m.Create(ctx, CreateSpec{Template: "t"})
 	if err != nil || sb.Template != "t" || sb.Snapshot != tp.Snapshot {
 		t.Fatalf("create from the template: %+v %v", sb, err)

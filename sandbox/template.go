@@ -112,6 +112,18 @@ func (m *Manager) startBuildOver(req TemplateSpec, replaceStale bool) (*template
 	case timeout == 0:
 		timeout = defaultReadyTimeout
 	}
+	seen := map[string]bool{}
+	for _, l := range req.Contexts {
+		switch {
+		case l != agentproto.LanguagePython && l != agentproto.LanguageNode && l != agentproto.LanguageBash:
+			return nil, fmt.Errorf("%w: contexts: %q is not a language (python, node or bash)", ErrInvalid, l)
+		case seen[l]:
+			return nil, fmt.Errorf("%w: contexts: %s twice", ErrInvalid, l)
+		case spec.Kind != KindLinux:
+			return nil, fmt.Errorf("%w: image %s is a %s image without a guest agent: a template of it has no code contexts", ErrInvalid, spec.Name, spec.Kind)
+		}
+		seen[l] = true
+	}
 	if req.Limits.TimeoutS != 0 || req.Limits.OnTimeout != "" {
 		return nil, fmt.Errorf("%w: a template takes cpus, memory_mib and disk_mib; give timeout_s and on_timeout to each create", ErrInvalid)
 	}
@@ -134,6 +146,7 @@ func (m *Manager) startBuildOver(req TemplateSpec, replaceStale bool) (*template
 	}
 	t := &template{done: make(chan struct{}), rec: templateRec{ImageID: imageID(spec), Template: Template{
 		Name: req.Name, Image: spec.Name, StartCmd: req.StartCmd, ReadyPort: req.ReadyPort, ReadyCmd: req.ReadyCmd, Limits: l,
+		Contexts: slices.Clone(req.Contexts),
 		State: TemplateBuilding, Step: StepBoot, CreatedAt: time.Now().UTC(),
 	}}}
 	// A replaced template's snapshot goes once nothing needs it
@@ -225,10 +238,54 @@ func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time
 			}
 		}
 	}
+	if len(t.rec.Contexts) > 0 {
+		m.setBuild(t, sb.ID, StepContexts)
+		if err := m.warmContexts(ctx, run, t.rec.Contexts, name == DefaultTemplate); err != nil {
+			return Snapshot{}, err
+		}
+	}
 	m.setBuild(t, sb.ID, StepSnapshot)
 	run.op.Lock()
 	defer run.op.Unlock()
 	return m.snapshotLocked(ctx, run, control.SnapshotFull, snapRole{role: RoleTemplate, template: name})
+}
+
+// warmContexts starts the default code context of each language in sb,
+// and runs a first statement in it, so that what the interpreter loads on
+// its first run is in the snapshot too. With bestEffort (the template
+// default asks for python whatever its image holds) an interpreter the
+// image lacks is skipped.
+func (m *Manager) warmContexts(ctx context.Context, sb *sandbox, languages []string, bestEffort bool) error {
+	ac := m.agentFor(sb)
+	for _, l := range languages {
+		t0 := time.Now()
+		id := agentproto.DefaultContextFor(l)
+		_, err := ac.NewContext(ctx, agentproto.ContextRequest{ID: id, Language: l})
+		if err == nil {
+			var end agentproto.RunEnd
+			end, err = ac.Run(ctx, id, agentproto.RunRequest{Code: warmCode[l]}, nil)
+			if err == nil && end.Status != agentproto.RunOK {
+				err = fmt.Errorf("its first run ended %s", end.Status)
+			}
+		}
+		if err = m.agentDone(sb, err); err != nil {
+			if bestEffort && errors.Is(err, ErrNotFound) {
+				m.log.Info("template: no interpreter for a warm context; skipped", "sandbox", sb.id, "language", l, "err", err)
+				continue
+			}
+			return fmt.Errorf("start the %s context: %w", l, err)
+		}
+		m.log.Info("template: context warm", "sandbox", sb.id, "language", l, "took", time.Since(t0))
+	}
+	return nil
+}
+
+// warmCode is each language's first run in a template: what a typical
+// first run would load anyway.
+var warmCode = map[string]string{
+	agentproto.LanguagePython: "import json, os, sys, math, re, base64, io",
+	agentproto.LanguageNode:   "1",
+	agentproto.LanguageBash:   "true",
 }
 
 // setBuild records a build's sandbox and step.
@@ -457,7 +514,7 @@ func (m *Manager) readyTemplate(ctx context.Context, name string) (string, error
 		if stale {
 			m.log.Info("the default template's image changed since its build; building it again", "image", img)
 		}
-		t, err = m.startBuildOver(TemplateSpec{Name: DefaultTemplate, Image: img}, true)
+		t, err = m.startBuildOver(TemplateSpec{Name: DefaultTemplate, Image: img, Contexts: m.defaultContexts(img)}, true)
 		if errors.Is(err, ErrWrongState) { // another create started it meanwhile
 			m.mu.Lock()
 			t, ok = m.templates[name]
@@ -503,6 +560,15 @@ func (m *Manager) defaultTemplateImage() (string, error) {
 		return "", fmt.Errorf("%w: sietchd has no images to build the default template from: build the default image (make kernel initramfs image) and restart sietchd, or start it with --image", ErrNotFound)
 	}
 	return "", fmt.Errorf("%w: no image named default to build the default template from; name a template or an image to create from", ErrInvalid)
+}
+
+// defaultContexts are the contexts the template default warms on image
+// img: python's, on a Linux image (skipped if it has no python3).
+func (m *Manager) defaultContexts(img string) []string {
+	if m.specs[img].Kind != KindLinux {
+		return nil
+	}
+	return []string{agentproto.LanguagePython}
 }
 
 // checkName accepts names made of letters, digits, '.', '_' and '-'.

@@ -92,6 +92,7 @@ const (
 	StepBoot     = "boot"     // cold boot of the image until its agent answers
 	StepStart    = "start"    // the start command, left running
 	StepReady    = "ready"    // the ready command, until it exits 0
+	StepContexts = "contexts" // the code contexts started, warm in every sandbox
 	StepSnapshot = "snapshot" // the snapshot every create resumes
 )
 
@@ -106,6 +107,11 @@ type TemplateSpec struct {
 	ReadyCmd      string `json:"ready_cmd,omitempty"`       // sh -c, after ready_port; empty: ready once the start command runs
 	ReadyTimeoutS int    `json:"ready_timeout_s,omitempty"` // default 300
 	Limits        Limits `json:"limits,omitempty"`          // cpus, memory_mib, disk_mib of every sandbox from it
+	// Contexts are languages (python, node, bash) whose default code
+	// context is started before the snapshot, so that it is warm in every
+	// sandbox from the template. The template default starts python's
+	// when the image has python3.
+	Contexts []string `json:"contexts,omitempty"`
 }
 
 // Template is a booted, snapshotted image that sandboxes resume.
@@ -115,6 +121,7 @@ type Template struct {
 	StartCmd  string        `json:"start_cmd,omitempty"`
 	ReadyPort int           `json:"ready_port,omitempty"`
 	ReadyCmd  string        `json:"ready_cmd,omitempty"`
+	Contexts  []string      `json:"contexts,omitempty"` // languages whose default context is warm in its sandboxes
 	Limits    Limits        `json:"limits"`
 	State     TemplateState `json:"state"`
 	Step      string        `json:"step,omitempty"`   // while building

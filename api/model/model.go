@@ -102,6 +102,7 @@ const (
 	StepBoot     = "boot"     // cold boot of the image until its agent answers
 	StepStart    = "start"    // the start command, left running
 	StepReady    = "ready"    // the ready command, until it exits 0
+	StepContexts = "contexts" // the code contexts started, warm in every sandbox
 	StepSnapshot = "snapshot" // the snapshot every create resumes
 )
 
@@ -116,6 +117,9 @@ type TemplateRequest struct {
 	ReadyCmd      string `json:"ready_cmd,omitempty"`       // sh -c, after ready_port; empty: ready once the start command runs
 	ReadyTimeoutS int    `json:"ready_timeout_s,omitempty"` // default 300
 	Limits        Limits `json:"limits,omitempty"`          // cpus, memory_mib, disk_mib of every sandbox from it
+	// Contexts are languages (python, node, bash) whose default code
+	// context starts before the snapshot: warm in every sandbox from it.
+	Contexts []string `json:"contexts,omitempty"`
 }
 
 // Template is a booted, snapshotted image that sandboxes resume.
@@ -125,6 +129,7 @@ type Template struct {
 	StartCmd  string        `json:"start_cmd,omitempty"`
 	ReadyPort int           `json:"ready_port,omitempty"`
 	ReadyCmd  string        `json:"ready_cmd,omitempty"`
+	Contexts  []string      `json:"contexts,omitempty"` // languages whose default context is warm in its sandboxes
 	Limits    Limits        `json:"limits"`
 	State     TemplateState `json:"state"`
 	Step      string        `json:"step,omitempty"`   // while building

@@ -528,15 +528,15 @@ func TestStateDirEnv(t *testing.T) {
 
 func TestTemplatesSnapshotsSuspend(t *testing.T) {
 	r := newRunner(t)
-	out, stderr, code := r.run("", "template", "build", "web", "--start-cmd", "python3 -m http.server", "--memory", "512M")
+	out, stderr, code := r.run("", "template", "build", "web", "--start-cmd", "python3 -m http.server", "--memory", "512M", "--context", "python", "--context", "bash")
 	if code != exitOK || out != "web\n" || !strings.Contains(stderr, "template web: ready") {
 		t.Fatalf("template build: exit %d, %q, stderr %q", code, out, stderr)
 	}
 	out, _, _ = r.run("", "template", "ls")
 	want := "" +
-		"NAME     STATE  IMAGE    CPUS  MEMORY  START                   SIZE    SANDBOXES  CREATED\n" +
-		"default  ready  default  1     256MiB  -                       200MiB  0          28h ago\n" +
-		"web      ready  default  1     512MiB  python3 -m http.server  200MiB  0          1h ago\n"
+		"NAME     STATE  IMAGE    CPUS  MEMORY  START                   CONTEXTS     SIZE    SANDBOXES  CREATED\n" +
+		"default  ready  default  1     256MiB  -                       python       200MiB  0          28h ago\n" +
+		"web      ready  default  1     512MiB  python3 -m http.server  python,bash  200MiB  0          1h ago\n"
 	if out != want {
 		t.Errorf("template ls:\n%s\nwant:\n%s", out, want)
 	}

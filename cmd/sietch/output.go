@@ -90,10 +90,14 @@ func templateTable(w io.Writer, ts []model.Template, now time.Time) error {
 		if start == "" {
 			start = "-"
 		}
+		warm := strings.Join(t.Contexts, ",")
+		if warm == "" {
+			warm = "-"
+		}
 		rows = append(rows, []string{t.Name, state, t.Image, fmt.Sprint(t.Limits.CPUs), mib(t.Limits.MemoryMiB),
-			start, humanBytes(t.SizeBytes), fmt.Sprint(t.Sandboxes), age(now, t.CreatedAt)})
+			start, warm, humanBytes(t.SizeBytes), fmt.Sprint(t.Sandboxes), age(now, t.CreatedAt)})
 	}
-	return table(w, []string{"NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "START", "SIZE", "SANDBOXES", "CREATED"}, rows)
+	return table(w, []string{"NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "START", "CONTEXTS", "SIZE", "SANDBOXES", "CREATED"}, rows)
 }
 
 func portTable(w io.Writer, ports []model.Port) error {

@@ -15,11 +15,12 @@ import (
 )
 
 var cmdTemplate = &command{
-	synopsis: "template build NAME [--image IMAGE] [--start-cmd CMD] [--ready-port PORT] [--ready-cmd CMD] [--ready-timeout D] [--cpus N] [--memory SIZE] [--disk SIZE] | template ls | template rm NAME...",
+	synopsis: "template build NAME [--image IMAGE] [--start-cmd CMD] [--ready-port PORT] [--ready-cmd CMD] [--ready-timeout D] [--context LANG]... [--cpus N] [--memory SIZE] [--disk SIZE] | template ls | template rm NAME...",
 	summary: "Templates: an image booted once, its start command left running, snapshotted when its ready command passes. " +
 		"Every sandbox created from a template resumes that snapshot in milliseconds with its own identity. " +
-		"build shows each step (boot, start, ready, snapshot) and prints the name; rm is refused while sandboxes or snapshots need the template.",
+		"build shows each step (boot, start, ready, contexts, snapshot) and prints the name; rm is refused while sandboxes or snapshots need the template.",
 	example: "  sietch template build web --start-cmd 'python3 -m http.server 8000' --ready-port 8000\n" +
+		"  sietch template build py --context python --start-cmd 'pip list >/dev/null'\n" +
 		"  id=$(sietch create --template web)\n  sietch template ls\n  sietch template rm web\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		sub := ""
@@ -51,6 +52,7 @@ func parseTemplateBuild(fs *pflag.FlagSet, args []string) (model.TemplateRequest
 	fs.IntVar(&req.ReadyPort, "ready-port", 0, "ready once this guest TCP port accepts a connection (checked without starting a process in the guest)")
 	fs.StringVar(&req.ReadyCmd, "ready-cmd", "", "command (sh -c) run until it exits 0 (after --ready-port); then the snapshot is taken")
 	readyTimeout := fs.Duration("ready-timeout", 0, "how long the ready command may keep failing (default 5m)")
+	fs.StringArrayVar(&req.Contexts, "context", nil, "start this language's default code context (python, node, bash) before the snapshot, warm in every sandbox (repeatable)")
 	l.add(fs)
 	if err := fs.Parse(args); err != nil {
 		return req, err

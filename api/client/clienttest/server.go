@@ -96,7 +96,7 @@ func NewServer() *Server {
 		Console: "[    0.000000] Linux version 6.1\nsietch login:\n",
 		boxes:   map[string]*box{},
 		snaps:   map[string]model.Snapshot{"snap-t0": {ID: "snap-t0", SandboxID: "sb-0", Kind: "full", Role: model.RoleTemplate, Template: "default", SizeBytes: 200 << 20, CreatedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}},
-		temps: map[string]model.Template{"default": {Name: "default", Image: "default", State: model.TemplateReady, Snapshot: "snap-t0",
+		temps: map[string]model.Template{"default": {Name: "default", Image: "default", State: model.TemplateReady, Snapshot: "snap-t0", Contexts: []string{"python"},
 			Limits: model.Limits{CPUs: 1, MemoryMiB: 256}, SizeBytes: 200 << 20, CreatedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}},
 	}
 	s.Server = httptest.NewServer(s.routes())
@@ -425,7 +425,7 @@ func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {
 	if l.MemoryMiB == 0 {
 		l.MemoryMiB = 256
 	}
-	t := model.Template{Name: req.Name, Image: req.Image, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, Limits: l,
+	t := model.Template{Name: req.Name, Image: req.Image, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd, Contexts: req.Contexts, Limits: l,
 		State: model.TemplateReady, Snapshot: snap.ID, SizeBytes: snap.SizeBytes, BuildS: 61.5, CreatedAt: snap.CreatedAt}
 	s.temps[req.Name] = t
 	building := t
