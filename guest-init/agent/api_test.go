@@ -77,7 +77,7 @@ func TestMalformedRequests(t *testing.T) {
 		{"bad env name", "POST", "/v1/exec", `{"cmd":"true","env":{"A=B":"c"}}`, nil, 400, "bad_request"},
 		{"negative timeout", "POST", "/v1/exec", `{"cmd":"true","timeout_ms":-1}`, nil, 400, "bad_request"},
 		{"huge body", "POST", "/v1/exec", big, nil, 413, "body_too_large"},
-		{"wrong method", "GET", "/v1/exec", ``, nil, 405, "method_not_allowed"},
+		{"wrong method", "PUT", "/v1/exec", ``, nil, 405, "method_not_allowed"},
 		{"wrong method health", "DELETE", "/v1/health", ``, nil, 405, "method_not_allowed"},
 		{"unknown endpoint", "GET", "/v2/nothing", ``, nil, 404, "not_found"},
 		{"signal unknown exec", "POST", "/v1/exec/nope/signal", `{"signal":"SIGTERM"}`, nil, 404, "not_found"},

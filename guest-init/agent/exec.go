@@ -31,6 +31,14 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	if req.Detach {
+		a.startDetached(w, req, http.StatusCreated)
+		return
+	}
+	if req.Log != "" {
+		writeError(w, badRequest("log is for detached processes: give \"detach\": true too"))
+		return
+	}
 	p, attr, argv, e := a.begin(&req)
 	if e != nil {
 		writeError(w, e)
@@ -38,7 +46,7 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 	}
 	defer a.unregister(p)
 
-	files, err := openStdio(&req, p)
+	files, err := openStdio(&req, p, false)
 	if err != nil {
 		writeError(w, apiErr(codeInternal, "exec %s: %v", req.Cmd, err))
 		return
@@ -119,7 +127,7 @@ func (a *Agent) begin(req *agentproto.ExecRequest) (*process, *os.ProcAttr, []st
 	if e != nil {
 		return nil, nil, nil, e
 	}
-	p := &process{id: req.ID, exited: make(chan struct{})}
+	p := &process{id: req.ID, exited: make(chan struct{}), cmd: req.Cmd, args: req.Args, tty: req.TTY != nil, started: time.Now()}
 	if p.id == "" {
 		p.id = randomHex(8)
 	}
@@ -231,14 +239,28 @@ func (a *Agent) register(p *process) *Error {
 	if a.closed {
 		return apiErr(codeConflict, "agent is shutting down")
 	}
-	if _, ok := a.execs[p.id]; ok {
+	if old, ok := a.execs[p.id]; ok {
+		if !old.ended.IsZero() {
+			return apiErr(codeConflict, "exec id %q is taken by a detached process that exited; delete it (DELETE /v1/exec/%s) or pick another id", p.id, p.id)
+		}
 		return apiErr(codeConflict, "exec id %q is already running; pick another or omit it", p.id)
 	}
-	if len(a.execs) >= maxExecs {
-		return apiErr(codeTooMany, "%d execs running; wait for some to end", len(a.execs))
+	if n := a.runningLocked(); n >= maxExecs {
+		return apiErr(codeTooMany, "%d execs running; wait for some to end", n)
 	}
 	a.execs[p.id] = p
 	return nil
+}
+
+// runningLocked counts the execs that have not exited. The caller holds a.mu.
+func (a *Agent) runningLocked() int {
+	n := 0
+	for _, p := range a.execs {
+		if p.ended.IsZero() {
+			n++
+		}
+	}
+	return n
 }
 
 // unregister frees p's id, unless a later exec has taken it already.

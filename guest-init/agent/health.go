@@ -37,7 +37,7 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 		h.DiskFree = st.Bavail * uint64(st.Bsize)
 	}
 	a.mu.Lock()
-	h.Execs = len(a.execs)
+	h.Execs = a.runningLocked()
 	a.mu.Unlock()
 	writeJSON(w, http.StatusOK, h)
 }

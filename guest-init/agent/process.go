@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -33,6 +34,15 @@ type process struct {
 
 	mu         sync.Mutex
 	stdinTaken bool
+
+	// What GET /v1/exec shows; ended is guarded by Agent.mu.
+	cmd      string
+	args     []string
+	tty      bool
+	detached bool // started with detach: listed until deleted
+	started  time.Time
+	ended    time.Time   // detached: when it exited and its output was in
+	ring     *outputRing // detached: its output, for later readers
 }
 
 // stdio is the child's side of a process's standard files, closed in the
@@ -42,13 +52,17 @@ type stdio struct {
 }
 
 func (s *stdio) close() {
-	for _, f := range s.child {
-		f.Close()
+	for i, f := range s.child {
+		if i == 0 || f != s.child[i-1] { // a file given twice is closed once
+			f.Close()
+		}
 	}
 }
 
-// openStdio creates the pipes or the PTY a request asks for.
-func openStdio(req *agentproto.ExecRequest, p *process) (*stdio, error) {
+// openStdio creates the pipes or the PTY a request asks for. With merge,
+// stdout and stderr share one pipe, in the order they were written (as
+// 2>&1 would).
+func openStdio(req *agentproto.ExecRequest, p *process, merge bool) (*stdio, error) {
 	if req.TTY != nil {
 		ptmx, tty, err := pty.Open()
 		if err != nil {
@@ -89,6 +103,10 @@ func openStdio(req *agentproto.ExecRequest, p *process) (*stdio, error) {
 		files = append(files, null)
 	}
 	for _, name := range []string{"stdout", "stderr"} {
+		if merge && name == "stderr" {
+			files = append(files, files[1])
+			break
+		}
 		r, w, err := os.Pipe()
 		if err != nil {
 			return fail(fmt.Errorf("%s pipe: %w", name, err))

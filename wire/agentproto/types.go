@@ -25,6 +25,37 @@ type ExecRequest struct {
 	Stdin     bool              `json:"stdin,omitempty"`
 	TTY       *TTYSize          `json:"tty,omitempty"`        // run on a pseudo-terminal of this size; stderr joins stdout
 	TimeoutMS int64             `json:"timeout_ms,omitempty"` // kill the process group after this long; 0: never
+	// Detach starts the process in a session of its own and answers at
+	// once (201, Started): its output goes to a bounded ring that GET
+	// /v1/exec/{id}/output reads from the start, and it stays listed
+	// after it exits until DELETE /v1/exec/{id}.
+	Detach bool `json:"detach,omitempty"`
+	// Log (with Detach) also appends the output to this guest file.
+	Log string `json:"log,omitempty"`
+}
+
+// Process states.
+const (
+	ProcessRunning = "running"
+	ProcessExited  = "exited"
+)
+
+// Process is one exec as GET /v1/exec lists it: every running one, and
+// the detached ones that exited and were not deleted yet.
+type Process struct {
+	ID          string     `json:"id"`
+	PID         int        `json:"pid"`
+	Cmd         string     `json:"cmd"`
+	Args        []string   `json:"args,omitempty"`
+	TTY         bool       `json:"tty,omitempty"`
+	Detached    bool       `json:"detached,omitempty"`
+	State       string     `json:"state"`                  // ProcessRunning or ProcessExited
+	ExitCode    *int       `json:"exit_code,omitempty"`    // once exited, unless a signal ended it
+	Signal      string     `json:"signal,omitempty"`       // the signal that ended it
+	TimedOut    bool       `json:"timed_out,omitempty"`    // killed at its timeout_ms
+	OutputBytes int64      `json:"output_bytes,omitempty"` // detached: written so far (the agent keeps the last 256 KiB)
+	StartedAt   time.Time  `json:"started_at"`
+	EndedAt     *time.Time `json:"ended_at,omitempty"`
 }
 
 // TTYSize is a terminal size in character cells.
@@ -51,6 +82,9 @@ type ExecEvent struct {
 	Signal   string `json:"signal,omitempty"`
 	TimedOut bool   `json:"timed_out,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// Dropped: output of a detached process this many bytes long was
+	// lost to the ring's bound before the chunks that follow.
+	Dropped int64 `json:"dropped,omitempty"`
 }
 
 // SignalRequest is the body of POST /v1/exec/{id}/signal.
