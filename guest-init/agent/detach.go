@@ -107,7 +107,6 @@ func (a *Agent) collect(p *process, proc *os.Process, logf *os.File, timeout tim
 	}
 	<-p.exited
 	a.drain(p, &readers)
-	p.ring.close()
 	p.closeParent()
 	if logf != nil {
 		logf.Close()
@@ -117,6 +116,7 @@ func (a *Agent) collect(p *process, proc *os.Process, logf *os.File, timeout tim
 	p.ended = time.Now()
 	a.evictLocked()
 	a.mu.Unlock()
+	p.ring.close() // after ended: a reader woken by it finds the process exited
 	a.log.Info("agent: detached process ended", "id", p.id, "pid", p.pid, "status", p.status, "timed_out", p.timedOut.Load())
 }
 
