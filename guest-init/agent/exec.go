@@ -35,6 +35,10 @@ func (a *Agent) handleExec(w http.ResponseWriter, r *http.Request) {
 		a.startDetached(w, req, http.StatusCreated)
 		return
 	}
+	if wantsStream(r) {
+		a.execStream(w, r, req)
+		return
+	}
 	if req.Log != "" {
 		writeError(w, badRequest("log is for detached processes: give \"detach\": true too"))
 		return

@@ -413,22 +413,7 @@ func upgrade(conn net.Conn, port int) (*bufio.Reader, error) {
 	}
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "tcp")
-	if err := req.Write(conn); err != nil {
-		return nil, fmt.Errorf("send request: %w", err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return nil, fmt.Errorf("read reply: %w", err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer resp.Body.Close()
-		if resp.StatusCode >= 400 {
-			return nil, readError(resp)
-		}
-		return nil, fmt.Errorf("agent replied %s; want 101 Switching Protocols", resp.Status)
-	}
-	return br, nil
+	return switchProtocols(conn, req, "tcp")
 }
 
 // relayConn is a port relay: reads drain what the HTTP reply's reader

@@ -2,14 +2,20 @@ package agentproto
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sietch-vm/sietch/wire/execstream"
 )
 
 func execPath(id, rest string) string { return "/v1/exec/" + url.PathEscape(id) + rest }
@@ -83,4 +89,71 @@ func (c *Client) Output(ctx context.Context, id string, offset int64, follow boo
 			return err
 		}
 	}
+}
+
+// ExecStream starts req with its stdio on an exec stream (package
+// execstream) and returns the stream once the agent has switched to it:
+// the Started frame is the first to read. A request that cannot start is
+// an *Error. Closing the stream kills the process if it still runs.
+func (c *Client) ExecStream(ctx context.Context, req ExecRequest) (net.Conn, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("agent exec stream %s: encode request: %w", req.Cmd, err)
+	}
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("agent exec stream %s: %w", req.Cmd, err)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(connectTimeout)
+	}
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	hreq, err := http.NewRequest(http.MethodPost, clientBase+"/v1/exec", bytes.NewReader(body))
+	var br *bufio.Reader
+	if err == nil {
+		hreq.Header.Set("Content-Type", "application/json")
+		hreq.Header.Set("Connection", "Upgrade")
+		hreq.Header.Set("Upgrade", execstream.Protocol)
+		br, err = switchProtocols(conn, hreq, execstream.Protocol)
+	}
+	if !stop() && err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		conn.Close()
+		var ae *Error
+		if errors.As(err, &ae) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("agent exec stream %s: %w", req.Cmd, err)
+	}
+	conn.SetDeadline(time.Time{})
+	return &relayConn{Conn: conn, r: br}, nil
+}
+
+// switchProtocols sends req on conn and reads the reply, which must be
+// "101 Switching Protocols" to proto; an error reply is an *Error. The
+// returned reader holds what came after the reply's headers.
+func switchProtocols(conn net.Conn, req *http.Request, proto string) (*bufio.Reader, error) {
+	if err := req.Write(conn); err != nil {
+		return nil, fmt.Errorf("send request: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return nil, fmt.Errorf("read reply: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			return nil, readError(resp)
+		}
+		return nil, fmt.Errorf("agent replied %s; want 101 Switching Protocols", resp.Status)
+	}
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), proto) {
+		return nil, fmt.Errorf("agent switched to %q; want %s", resp.Header.Get("Upgrade"), proto)
+	}
+	return br, nil
 }
