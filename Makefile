@@ -102,7 +102,7 @@ FUZZ_TARGETS := ./boot:FuzzParseImage ./boot:FuzzLoad ./kvm:FuzzIOData ./devices
 	./jail:FuzzParseRlimits ./vmm/controlserver:FuzzControlRequest ./cmd/vmm:FuzzRunFlags ./guest-init/cmd/mkinitramfs:FuzzParseSpecs \
 	./guest-init/initrt:FuzzParseCmdline ./guest-init/agent:FuzzDecodeExecRequest ./guest-init/agent:FuzzDecodeIdentity ./guest-init/agent:FuzzParseFileQuery ./guest-init/agent:FuzzDecodeRename ./internal/tarx:FuzzExtract ./rootfs:FuzzExtract \
 	./api/client:FuzzExecStream ./api/client:FuzzParseMode ./api/client:FuzzWatchStream ./cmd/sietch:FuzzParseCp ./api:FuzzDecodeRequest \
-	./api:FuzzFilesQuery ./api:FuzzFilesBody \
+	./api:FuzzFilesQuery ./api:FuzzFilesBody ./wire/execstream:FuzzReader ./guest-init/agent:FuzzStreamFrames \
 	./snapshot:FuzzRead ./snapshot:FuzzPayload
 
 fuzz:

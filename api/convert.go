@@ -61,6 +61,9 @@ func imageOut(i sandbox.Image) model.Image {
 // execIn decodes an exec request; stdin travels as base64.
 func execIn(r model.ExecRequest) (sandbox.ExecSpec, error) {
 	spec := sandbox.ExecSpec{Cmd: r.Cmd, Args: r.Args, Env: r.Env, Cwd: r.Cwd, TimeoutMS: r.TimeoutMS}
+	if r.TTY != nil {
+		spec.TTY = &sandbox.TTYSize{Rows: r.TTY.Rows, Cols: r.TTY.Cols}
+	}
 	if r.Stdin != "" {
 		b, err := base64.StdEncoding.DecodeString(r.Stdin)
 		if err != nil {

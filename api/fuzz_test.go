@@ -18,13 +18,15 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"count":3,"snapshot":"s"}`, `{"guest_port":80,"host_port":0,"host_addr":"127.0.0.1"}`, `{"kind":"diff"}`,
 		`{"name":"web","image":"default","start_cmd":"srv","ready_port":8000,"ready_cmd":"true","ready_timeout_s":60,"limits":{"memory_mib":512}}`,
 		`{"to_disk":true}`, `{"template":"web","env":{"A":"1"}}`,
+		`{"cmd":"bash","tty":{"rows":24,"cols":80},"detach":true}`, `{"signal":"TERM"}`, `{"code":"1+1","timeout_ms":10}`,
+		`{"id":"c","language":"python","cwd":"/","env":{"A":"b"}}`, `{"tty":{"rows":-1}}`,
 		``, `{`, `[]`, `{"x":1}`, `{"image":1}`, `{} {}`, `null`, `{"labels":{"a":null}}`, "\xff",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		targets := []any{&model.CreateRequest{}, &model.ExecRequest{}, &model.ForkRequest{}, &model.PortRequest{}, &model.SnapshotRequest{},
-			&model.TemplateRequest{}, &model.PauseRequest{}}
+			&model.TemplateRequest{}, &model.PauseRequest{}, &model.SignalRequest{}, &model.RunRequest{}, &model.ContextRequest{}}
 		for _, v := range targets {
 			for _, emptyOK := range []bool{false, true} {
 				req := httptest.NewRequest("POST", "/", bytes.NewReader(b))

@@ -100,6 +100,17 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	switch {
+	case req.Detach && wantsStream(r):
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%s", "detach and an exec stream exclude each other: a detached process's output is read from GET .../processes/{proc}/output")
+		return
+	case req.Detach:
+		s.startProcess(w, r, spec)
+		return
+	case wantsStream(r):
+		s.execStream(w, r, spec)
+		return
+	}
 	l := newLazyWriter(w, "application/x-ndjson")
 	exit, err := s.m.Exec(r.Context(), r.PathValue("id"), spec, execOutput{l, false}, execOutput{l, true})
 	if err == nil {

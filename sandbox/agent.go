@@ -97,11 +97,11 @@ func (m *Manager) agentDone(sb *sandbox, err error) error {
 // Exec runs a command in the sandbox, copying its output to stdout and
 // stderr as it comes.
 func (m *Manager) Exec(ctx context.Context, id string, req ExecSpec, stdout, stderr io.Writer) (ExecExit, error) {
-	if req.Cmd == "" {
-		return ExecExit{}, fmt.Errorf("%w: cmd is empty; give the program to run", ErrInvalid)
+	if err := checkExec(req); err != nil {
+		return ExecExit{}, err
 	}
-	if req.TimeoutMS < 0 {
-		return ExecExit{}, fmt.Errorf("%w: timeout_ms %d is negative", ErrInvalid, req.TimeoutMS)
+	if req.TTY != nil {
+		return ExecExit{}, fmt.Errorf("%w: a terminal needs an exec stream (Upgrade: sietch-exec.v1) or a detached process", ErrInvalid)
 	}
 	var stdin io.Reader
 	if req.Stdin != nil {
@@ -111,7 +111,7 @@ func (m *Manager) Exec(ctx context.Context, id string, req ExecSpec, stdout, std
 	if err != nil {
 		return ExecExit{}, err
 	}
-	res, err := ac.Exec(ctx, agentproto.ExecRequest{Cmd: req.Cmd, Args: req.Args, Env: req.Env, Cwd: req.Cwd, TimeoutMS: int64(req.TimeoutMS)}, stdin, stdout, stderr)
+	res, err := ac.Exec(ctx, req.agentRequest(), stdin, stdout, stderr)
 	if err := m.agentDone(sb, err); err != nil {
 		return ExecExit{}, err
 	}

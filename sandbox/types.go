@@ -174,4 +174,10 @@ type ExecSpec struct {
 	Cwd       string
 	Stdin     []byte // fed to the command, then EOF; nil: none
 	TimeoutMS int
+	TTY       *TTYSize // run on a terminal of this size (streams and detached processes)
+}
+
+// TTYSize is a terminal's size in character cells.
+type TTYSize struct {
+	Rows, Cols uint16
 }

@@ -153,22 +153,70 @@ type ForkRequest struct {
 }
 
 // ExecRequest is POST /v1/sandboxes/{id}/exec. The response streams
-// ExecEvent lines (application/x-ndjson) as output is produced.
+// ExecEvent lines (application/x-ndjson) as output is produced; with
+// "Connection: Upgrade" and "Upgrade: sietch-exec.v1" it is an exec
+// stream instead (stdin, resizes and signals too; docs/EXEC.md); with
+// Detach the command runs on and the response is at once (Started).
 type ExecRequest struct {
 	Cmd       string            `json:"cmd"`
 	Args      []string          `json:"args,omitempty"`
 	Env       map[string]string `json:"env,omitempty"`
 	Cwd       string            `json:"cwd,omitempty"`
-	Stdin     string            `json:"stdin,omitempty"` // base64 of bytes fed to stdin, then EOF
+	Stdin     string            `json:"stdin,omitempty"` // base64 of bytes fed to stdin, then EOF (the NDJSON form only)
 	TimeoutMS int               `json:"timeout_ms,omitempty"`
+	TTY       *TTYSize          `json:"tty,omitempty"`    // a terminal of this size: an exec stream or a detached process
+	Detach    bool              `json:"detach,omitempty"` // run on in the background: see Process
+}
+
+// TTYSize is a terminal's size in character cells.
+type TTYSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// Started answers a detached exec.
+type Started struct {
+	ID  string `json:"id"`  // the process's id in GET .../processes
+	PID int    `json:"pid"` // in the guest
+}
+
+// Process states.
+const (
+	ProcessRunning = "running"
+	ProcessExited  = "exited"
+)
+
+// Process is one process of a sandbox's: a running exec, or a detached
+// one (kept after it exits, with its output, until deleted; detached
+// processes live on through snapshots, pauses and templates).
+type Process struct {
+	ID          string     `json:"id"`
+	PID         int        `json:"pid"`
+	Cmd         string     `json:"cmd"`
+	Args        []string   `json:"args,omitempty"`
+	TTY         bool       `json:"tty,omitempty"`
+	Detached    bool       `json:"detached,omitempty"`
+	State       string     `json:"state"`          // running or exited
+	Exit        *ExecExit  `json:"exit,omitempty"` // once exited
+	OutputBytes int64      `json:"output_bytes"`   // detached: written so far; the last 256 KiB are kept
+	StartedAt   time.Time  `json:"started_at"`
+	EndedAt     *time.Time `json:"ended_at,omitempty"`
+}
+
+// SignalRequest is POST .../processes/{proc}/signal.
+type SignalRequest struct {
+	Signal string `json:"signal"` // "SIGTERM", "TERM" or "15"
 }
 
 // ExecEvent is one line of an exec response: Stdout/Stderr carry base64
-// chunks in order; the last line has Exit set.
+// chunks in order; the last line has Exit set. Reading a detached
+// process's output, Dropped says how many bytes the bound lost before the
+// chunks that follow.
 type ExecEvent struct {
-	Stdout string    `json:"stdout,omitempty"`
-	Stderr string    `json:"stderr,omitempty"`
-	Exit   *ExecExit `json:"exit,omitempty"`
+	Stdout  string    `json:"stdout,omitempty"`
+	Stderr  string    `json:"stderr,omitempty"`
+	Exit    *ExecExit `json:"exit,omitempty"`
+	Dropped int64     `json:"dropped,omitempty"`
 }
 
 // ExecExit ends an exec: the exit code, or the signal that ended it.

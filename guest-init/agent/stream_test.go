@@ -162,3 +162,47 @@ func TestExecStreamErrorsAndHangUp(t *testing.T) {
 	conn.Close()
 	waitFor(t, func() bool { h, _ := env.c.Health(ctx); return h.Execs == 0 })
 }
+
+// Whatever frames a client sends, the agent neither panics nor hangs: the
+// process ends with the stream.
+func FuzzStreamFrames(f *testing.F) {
+	var b bytes.Buffer
+	fw := execstream.NewWriter(&b)
+	fw.Write(execstream.Stdin, []byte("hi\n"))
+	fw.WriteJSON(execstream.Resize, execstream.Size{Rows: 10, Cols: 20})
+	fw.WriteJSON(execstream.Signal, execstream.SignalReq{Signal: "TERM"})
+	fw.Write(execstream.StdinEOF, nil)
+	f.Add(b.Bytes(), false)
+	f.Add([]byte{execstream.Resize, 0, 0, 0, 2, '{', '}', 99, 0, 0, 0, 0}, true)
+	f.Add([]byte{execstream.Signal, 0, 0, 0, 12, '{', '"', 's', 'i', 'g', 'n', 'a', 'l', '"', ':', '9', '}'}, true)
+	f.Fuzz(func(t *testing.T, frames []byte, tty bool) {
+		env := startAgent(t, Config{})
+		ctx := testCtx(t)
+		req := agentproto.ExecRequest{Cmd: "cat"}
+		if tty {
+			req.TTY = &agentproto.TTYSize{Rows: 24, Cols: 80}
+		}
+		conn, err := env.c.ExecStream(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write(frames)
+		fw := execstream.NewWriter(conn)
+		fw.Write(execstream.StdinEOF, nil)
+		fw.WriteJSON(execstream.Signal, execstream.SignalReq{Signal: "KILL"})
+		// A frame cut short swallows what follows; then only hanging up
+		// ends the process, which the agent's cleanup checks.
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		fr := execstream.NewReader(conn)
+		for {
+			f, err := fr.Next()
+			if err != nil {
+				return // the agent hung up on a bad frame: fine
+			}
+			if f.Type == execstream.Exit || f.Type == execstream.Error {
+				return
+			}
+		}
+	})
+}

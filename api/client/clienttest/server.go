@@ -25,28 +25,36 @@ const Token = "test-token"
 // how the command ended.
 type ExecFunc func(req model.ExecRequest, out *ExecOutput) model.ExecExit
 
-// ExecOutput sends stdout/stderr chunks to the client as ExecEvent lines,
-// flushing each one.
+// ExecOutput sends stdout/stderr chunks to the client as it takes them:
+// ExecEvent lines, exec stream frames, or a detached process's kept
+// output.
 type ExecOutput struct {
-	enc *json.Encoder
-	fl  http.Flusher
+	chunk func(b []byte, stderr bool)
 }
 
 // Stdout sends one stdout chunk.
-func (o *ExecOutput) Stdout(b []byte) {
-	o.send(model.ExecEvent{Stdout: base64.StdEncoding.EncodeToString(b)})
-}
+func (o *ExecOutput) Stdout(b []byte) { o.chunk(b, false) }
 
 // Stderr sends one stderr chunk.
-func (o *ExecOutput) Stderr(b []byte) {
-	o.send(model.ExecEvent{Stderr: base64.StdEncoding.EncodeToString(b)})
-}
+func (o *ExecOutput) Stderr(b []byte) { o.chunk(b, true) }
 
-func (o *ExecOutput) send(ev model.ExecEvent) {
-	_ = o.enc.Encode(ev)
-	if o.fl != nil {
-		o.fl.Flush()
+// ndjsonOutput writes ExecEvent lines, flushing each one.
+func ndjsonOutput(w http.ResponseWriter) (*ExecOutput, func(model.ExecEvent)) {
+	enc := json.NewEncoder(w)
+	fl, _ := w.(http.Flusher)
+	send := func(ev model.ExecEvent) {
+		_ = enc.Encode(ev)
+		if fl != nil {
+			fl.Flush()
+		}
 	}
+	return &ExecOutput{chunk: func(b []byte, stderr bool) {
+		if stderr {
+			send(model.ExecEvent{Stderr: base64.StdEncoding.EncodeToString(b)})
+		} else {
+			send(model.ExecEvent{Stdout: base64.StdEncoding.EncodeToString(b)})
+		}
+	}}, send
 }
 
 type file struct {
@@ -61,6 +69,7 @@ type box struct {
 	dirs     map[string]uint64 // directories (besides "/") and their modes
 	watches  []*fakeWatch
 	contexts map[string]*model.Context
+	procs    []*fakeProc
 }
 
 // Server is a fake sietchd. Its fields may be set before the first request.
@@ -72,6 +81,9 @@ type Server struct {
 	Exec ExecFunc
 	// Run runs code in a context; the default is defaultRun's.
 	Run RunFunc
+	// Frames records the resize and signal frames exec streams carried
+	// ("TYPE PAYLOAD"), in order.
+	Frames []string
 	// Console is every sandbox's console log.
 	Console string
 
@@ -222,6 +234,7 @@ func (s *Server) routes() http.Handler {
 	}))
 	auth("DELETE /v1/sandboxes/{id}/ports/{host_port}", s.withBox(s.closePort))
 	auth("GET /v1/sandboxes/{id}/console", s.console)
+	s.processRoutes(auth)
 	s.contextRoutes(auth)
 	auth("POST /v1/templates", s.buildTemplate)
 	auth("GET /v1/templates", func(w http.ResponseWriter, r *http.Request) {
@@ -498,12 +511,22 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "cmd is required", false)
 		return
 	}
+	switch {
+	case req.Detach:
+		s.startProcess(w, r, req)
+		return
+	case isStream(r):
+		s.execStream(w, r, req)
+		return
+	case req.TTY != nil:
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "a terminal needs an exec stream or detach", false)
+		return
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
-	fl, _ := w.(http.Flusher)
-	out := &ExecOutput{enc: json.NewEncoder(w), fl: fl}
+	out, send := ndjsonOutput(w)
 	exit := s.Exec(req, out)
-	out.send(model.ExecEvent{Exit: &exit})
+	send(model.ExecEvent{Exit: &exit})
 }
 
 func defaultExec(req model.ExecRequest, out *ExecOutput) model.ExecExit {
