@@ -201,4 +201,3 @@ func (s *Server) processOutput(w http.ResponseWriter, r *http.Request) {
 	})
 	s.end(l, err)
 }
-

@@ -147,7 +147,7 @@ func (m *Manager) startBuildOver(req TemplateSpec, replaceStale bool) (*template
 	t := &template{done: make(chan struct{}), rec: templateRec{ImageID: imageID(spec), Template: Template{
 		Name: req.Name, Image: spec.Name, StartCmd: req.StartCmd, ReadyPort: req.ReadyPort, ReadyCmd: req.ReadyCmd, Limits: l,
 		Contexts: slices.Clone(req.Contexts),
-		State: TemplateBuilding, Step: StepBoot, CreatedAt: time.Now().UTC(),
+		State:    TemplateBuilding, Step: StepBoot, CreatedAt: time.Now().UTC(),
 	}}}
 	// A replaced template's snapshot goes once nothing needs it
 	// (reapTemplateSnapshots).

@@ -54,7 +54,10 @@ func TestDetachedProcess(t *testing.T) {
 		t.Fatalf("start: %+v, %v", st, err)
 	}
 	// Attach after the output began: it is all there, from the start.
-	waitFor(t, func() bool { o := readOutput(t, env, "job", false); return o.stdout == "first\n" && o.stderr == "oops\n" })
+	waitFor(t, func() bool {
+		o := readOutput(t, env, "job", false)
+		return o.stdout == "first\n" && o.stderr == "oops\n"
+	})
 	ps, err := env.c.Processes(ctx)
 	if err != nil || len(ps) != 1 || ps[0].ID != "job" || ps[0].State != agentproto.ProcessRunning || !ps[0].Detached || ps[0].Cmd != "sh" {
 		t.Fatalf("processes: %+v, %v", ps, err)
