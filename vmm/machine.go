@@ -14,6 +14,7 @@ import (
 
 	"github.com/sietch-vm/sietch/boot"
 	"github.com/sietch-vm/sietch/devices"
+	"github.com/sietch-vm/sietch/devproc"
 	"github.com/sietch-vm/sietch/kvm"
 	"github.com/sietch-vm/sietch/vmm/pager"
 )
@@ -32,7 +33,7 @@ type Machine struct {
 	i8042  *devices.I8042
 	vcpus  []*vcpu
 	vdevs  []*vhostDevice // virtio devices, the vmm's side of each (virtio.go)
-	procs  []*deviceProcess
+	procs  []*devproc.Process
 
 	vsockPath string // the vsock host socket we bound, removed on Close
 
@@ -385,7 +386,7 @@ func (m *Machine) Close() error {
 	if m.pager != nil {
 		m.pager.Release()
 	}
-	stopDevices(m.procs)
+	devproc.StopAll(m.procs)
 	m.procs = nil
 	for _, d := range m.vdevs {
 		d.close()

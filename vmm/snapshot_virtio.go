@@ -32,7 +32,7 @@ func (d *vhostDevice) holdRings() (snapshot.Virtio, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ts := d.transport.State()
-	v := snapshot.Virtio{Name: d.name, Kind: d.kind, Transport: ts, Queues: make([]virtio.QueueState, len(ts.Queues))}
+	v := snapshot.Virtio{Name: d.name, Kind: d.kind.String(), Transport: ts, Queues: make([]virtio.QueueState, len(ts.Queues))}
 	if d.held == nil {
 		d.held = map[int]uint16{}
 	}
@@ -172,7 +172,7 @@ func (m *Machine) startSavedDevices(saved []snapshot.Virtio) error {
 		return fmt.Errorf("the snapshot has state for %d virtio devices, its configuration makes %d", len(saved), len(m.vdevs))
 	}
 	for i, d := range m.vdevs {
-		if saved[i].Name != d.name || saved[i].Kind != d.kind {
+		if saved[i].Name != d.name || saved[i].Kind != d.kind.String() {
 			return fmt.Errorf("virtio slot %d holds %s (%s) in the snapshot, %s (%s) here", i, saved[i].Name, saved[i].Kind, d.name, d.kind)
 		}
 	}
