@@ -70,6 +70,18 @@ func waitNeedsReset(t *testing.T, d *vhostDevice) {
 	}
 }
 
+// A device is announced on the guest's command line once, by the step that
+// starts it.
+func TestDeviceAnnouncedOnCmdline(t *testing.T) {
+	m, _, done := startWithRNG(t, nil)
+	want := virtio.CmdlineArg(VirtioBase, VirtioIRQBase)
+	if n := strings.Count(m.Cmdline(), want); n != 1 || !strings.HasPrefix(m.Cmdline(), "n=100000000000 sietch.poweroff=") {
+		t.Errorf("command line %q: want the user's first and %s once", m.Cmdline(), want)
+	}
+	m.Stop("test over")
+	<-done
+}
+
 // The guest keeps running when a device process dies; the vmm says which
 // device died and how, and the transport asks the driver for a reset.
 func TestDeviceProcessKilled(t *testing.T) {

@@ -159,13 +159,10 @@ func deviceConfig(mc *snapshot.Machine, cfg *Config, fork bool) error {
 }
 
 // startSavedDevices starts the snapshot's device processes. The snapshot's
-// command line already declares their transports, so what startDevices
-// appends is dropped.
+// command line already declares their transports, so the parameters
+// startDevices returns are not used.
 func (m *Machine) startSavedDevices(saved []snapshot.Virtio) error {
-	cmdline := m.cmdline
-	err := m.startDevices()
-	m.cmdline = cmdline
-	if err != nil {
+	if _, err := m.startDevices(); err != nil {
 		return err
 	}
 	if len(saved) != len(m.vdevs) {

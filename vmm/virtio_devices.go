@@ -17,9 +17,11 @@ import (
 // their counts are devproc's table's.
 const defaultQueueSize = 256
 
-// startDevices starts one process per virtio device, wires each to a
-// virtio-mmio transport, and announces the transports on the command line.
-func (m *Machine) startDevices() error {
+// startDevices starts one process per virtio device and wires each to a
+// virtio-mmio transport. It returns the kernel command line parameters that
+// announce the transports (virtio_mmio.device=…), in slot order.
+func (m *Machine) startDevices() ([]string, error) {
+	var params []string
 	type plan struct {
 		args     devproc.Args // args.Kind says what it is, args.Name which one
 		fds      map[devproc.FD]*os.File
@@ -41,7 +43,7 @@ func (m *Machine) startDevices() error {
 		}
 		f, err := os.OpenFile(d.Path, flags, 0)
 		if err != nil {
-			return fmt.Errorf("open disk image: %w", err)
+			return nil, fmt.Errorf("open disk image: %w", err)
 		}
 		name := fmt.Sprintf("blk%d", i)
 		plans = append(plans, plan{args: devproc.Args{Kind: devproc.Blk, Name: name, Serial: name, ReadOnly: d.ReadOnly},
@@ -53,7 +55,7 @@ func (m *Machine) startDevices() error {
 	if n := m.cfg.Net; n != nil {
 		tf, err := tap.Open(n.Tap)
 		if err != nil {
-			return fmt.Errorf("open TAP %q: %w", n.Tap, err)
+			return nil, fmt.Errorf("open TAP %q: %w", n.Tap, err)
 		}
 		mac := n.MAC
 		if mac == nil {
@@ -69,18 +71,18 @@ func (m *Machine) startDevices() error {
 	if v := m.cfg.Vsock; v != nil {
 		ln, err := listenUnix(v.UDS)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		m.vsockPath = v.UDS
 		lf, err := ln.File()
 		ln.Close()
 		if err != nil {
-			return fmt.Errorf("vsock listener: %w", err)
+			return nil, fmt.Errorf("vsock listener: %w", err)
 		}
 		brokerOurs, brokerTheirs, err := devproc.SocketPair("vsock0-broker")
 		if err != nil {
 			lf.Close()
-			return err
+			return nil, err
 		}
 		plans = append(plans, plan{
 			args:  devproc.Args{Kind: devproc.Vsock, Name: "vsock0", CID: v.CID, ResetTransport: m.restoring},
@@ -102,19 +104,19 @@ func (m *Machine) startDevices() error {
 		if p.external != "" {
 			fe, err := vhostuser.Dial(p.external)
 			if err != nil {
-				return fmt.Errorf("device %s: connect to vhost-user backend %s: %w", name, p.external, err)
+				return nil, fmt.Errorf("device %s: connect to vhost-user backend %s: %w", name, p.external, err)
 			}
 			d.fe = fe
 			m.vdevs = append(m.vdevs, d)
 			if err := d.attach(); err != nil {
-				return fmt.Errorf("device %s (vhost-user backend %s): %w", name, p.external, err)
+				return nil, fmt.Errorf("device %s (vhost-user backend %s): %w", name, p.external, err)
 			}
-			m.cmdline += " " + virtio.CmdlineArg(d.base, d.irq)
+			params = append(params, virtio.CmdlineArg(d.base, d.irq))
 			continue
 		}
 		proc, conn, err := spawner.Start(p.args, p.fds, m.uffdDev)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		m.procs = append(m.procs, proc)
 		if p.after != nil {
@@ -127,9 +129,9 @@ func (m *Machine) startDevices() error {
 			// broken socket does: give the kernel a moment to report it.
 			select {
 			case <-proc.Done():
-				return fmt.Errorf("device %s: %w (its process %s)", name, err, proc.Why())
+				return nil, fmt.Errorf("device %s: %w (its process %s)", name, err, proc.Why())
 			case <-time.After(2 * time.Second):
-				return fmt.Errorf("device %s: %w", name, err)
+				return nil, fmt.Errorf("device %s: %w", name, err)
 			}
 		}
 		go func() {
@@ -138,9 +140,9 @@ func (m *Machine) startDevices() error {
 				d.failed(fmt.Sprintf("device process %s %s", name, proc.Why()))
 			}
 		}()
-		m.cmdline += " " + virtio.CmdlineArg(d.base, d.irq)
+		params = append(params, virtio.CmdlineArg(d.base, d.irq))
 	}
-	return nil
+	return params, nil
 }
 
 // listenUnix binds the vsock host socket. A stale socket file that nobody
