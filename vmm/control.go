@@ -1,12 +1,10 @@
 package vmm
 
 import (
-	"fmt"
 	"os"
 	"time"
 
 	"github.com/sietch-vm/sietch/devices"
-	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/wire/control"
 )
 
@@ -38,7 +36,7 @@ func (m *Machine) Info() control.Info {
 		},
 	}
 	for _, d := range m.vdevs {
-		info.Devices = append(info.Devices, control.DeviceInfo{Name: d.name, Kind: virtioKind(d.id), MMIOBase: d.base, IRQ: d.irq})
+		info.Devices = append(info.Devices, control.DeviceInfo{Name: d.name, Kind: d.kind.Model(), MMIOBase: d.base, IRQ: d.irq})
 	}
 	m.mu.Lock()
 	if !m.runAt.IsZero() {
@@ -49,18 +47,4 @@ func (m *Machine) Info() control.Info {
 	}
 	m.mu.Unlock()
 	return info
-}
-
-func virtioKind(id uint32) string {
-	switch id {
-	case virtio.DeviceBlock:
-		return "virtio-blk"
-	case virtio.DeviceNet:
-		return "virtio-net"
-	case virtio.DeviceVsock:
-		return "virtio-vsock"
-	case virtio.DeviceRNG:
-		return "virtio-rng"
-	}
-	return fmt.Sprintf("virtio-%d", id)
 }

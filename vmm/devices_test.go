@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sietch-vm/sietch/devproc/devmain"
 	"github.com/sietch-vm/sietch/testguest"
 	"github.com/sietch-vm/sietch/virtio"
 )
@@ -15,7 +16,7 @@ import (
 // binary does: jail.Command re-executes /proc/self/exe.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "device" {
-		os.Exit(RunDevice(os.Args[2:], os.Stderr))
+		os.Exit(devmain.Run(os.Args[2:], os.Stderr))
 	}
 	os.Exit(m.Run())
 }
@@ -69,17 +70,29 @@ func waitNeedsReset(t *testing.T, d *vhostDevice) {
 	}
 }
 
+// A device is announced on the guest's command line once, by the step that
+// starts it.
+func TestDeviceAnnouncedOnCmdline(t *testing.T) {
+	m, _, done := startWithRNG(t, nil)
+	want := virtio.CmdlineArg(VirtioBase, VirtioIRQBase)
+	if n := strings.Count(m.Cmdline(), want); n != 1 || !strings.HasPrefix(m.Cmdline(), "n=100000000000 sietch.poweroff=") {
+		t.Errorf("command line %q: want the user's first and %s once", m.Cmdline(), want)
+	}
+	m.Stop("test over")
+	<-done
+}
+
 // The guest keeps running when a device process dies; the vmm says which
 // device died and how, and the transport asks the driver for a reset.
 func TestDeviceProcessKilled(t *testing.T) {
 	m, _, done := startWithRNG(t, nil)
 	p := m.procs[0]
-	if err := p.cmd.Process.Kill(); err != nil {
+	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-p.done
-	if !strings.Contains(p.why, "SIGKILL") {
-		t.Errorf("device death reported as %q, want SIGKILL named", p.why)
+	<-p.Done()
+	if !strings.Contains(p.Why(), "SIGKILL") {
+		t.Errorf("device death reported as %q, want SIGKILL named", p.Why())
 	}
 	waitNeedsReset(t, m.vdevs[0])
 	if err := m.Pause(); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sietch-vm/sietch/boot"
 	"github.com/sietch-vm/sietch/devices"
+	"github.com/sietch-vm/sietch/devproc"
 	"github.com/sietch-vm/sietch/kvm"
 	"github.com/sietch-vm/sietch/vmm/pager"
 )
@@ -32,7 +33,7 @@ type Machine struct {
 	i8042  *devices.I8042
 	vcpus  []*vcpu
 	vdevs  []*vhostDevice // virtio devices, the vmm's side of each (virtio.go)
-	procs  []*deviceProcess
+	procs  []*devproc.Process
 
 	vsockPath string // the vsock host socket we bound, removed on Close
 
@@ -63,10 +64,22 @@ type Machine struct {
 }
 
 // step is one named stage of start-up. Steps run in order; the first error
-// aborts start-up and names the step.
+// aborts start-up and names the step. No step changes the kernel command
+// line: one that adds to it returns its parameters (see adding), and the
+// boot path composes the command line from them when it loads the kernel.
 type step struct {
 	name string
 	run  func() error
+}
+
+// adding makes a step of f, a stage that adds kernel command line
+// parameters, which it appends to *params.
+func adding(params *[]string, f func() ([]string, error)) func() error {
+	return func() error {
+		p, err := f()
+		*params = append(*params, p...)
+		return err
+	}
 }
 
 // New builds a VM ready to run: it opens KVM, creates the VM, its memory, its
@@ -85,6 +98,7 @@ func New(cfg Config) (*Machine, error) {
 	m.console = &consoleWatch{w: m.cfg.Console}
 	m.cfg.Console = m.console
 	m.cond = sync.NewCond(&m.mu)
+	var params []string // what the steps add to the user's command line, in order
 	steps := []step{
 		{"open /dev/kvm", m.openKVM},
 		{"decide host profile", m.decideProfile},
@@ -92,9 +106,10 @@ func New(cfg Config) (*Machine, error) {
 		{"allocate guest memory", m.allocateMemory},
 		{"create interrupt controllers", m.createIRQChip},
 		{"create platform devices", m.createDevices},
-		{"start virtio device processes", m.startDevices},
+		{"start virtio device processes", adding(&params, m.startDevices)},
 		{"create vCPUs", m.createVCPUs},
-		{"load kernel", m.loadKernel},
+		{"tell the guest its TSC rate", adding(&params, m.tscParams)},
+		{"load kernel", func() error { return m.loadKernel(buildCmdline(m.cfg.Cmdline, m.compat, params...)) }},
 		{"set boot registers", m.setBootRegisters},
 	}
 	for _, s := range steps {
@@ -139,7 +154,6 @@ func (m *Machine) decideProfile() error {
 			m.log.Info("this host's KVM emulates guest kernel mode; applying the compatibility profile (see `vmm check`)")
 		}
 	}
-	m.cmdline = buildCmdline(m.cfg.Cmdline, m.compat)
 	return nil
 }
 
@@ -214,17 +228,26 @@ func (m *Machine) pulseIRQ(irq uint32) {
 	}
 }
 
-func (m *Machine) loadKernel() error {
-	if m.compat {
-		// Tell the guest the TSC rate instead of letting it calibrate
-		// against the PIT in emulated kernel mode (slow, and it fails
-		// here: the kernel then distrusts the TSC and falls back to
-		// jiffies). lpj assumes the project kernel's HZ=100.
-		khz, err := m.vcpus[0].kvm.GetTSCKHz()
-		if err == nil && khz > 0 {
-			m.cmdline += fmt.Sprintf(" tsc_early_khz=%d lpj=%d", khz, uint64(khz)*1000/projectKernelHZ)
-		}
+// tscParams are the command line parameters that, under the compatibility
+// profile, tell the guest the TSC rate instead of letting it calibrate
+// against the PIT in emulated kernel mode (slow, and it fails here: the
+// kernel then distrusts the TSC and falls back to jiffies). lpj assumes the
+// project kernel's HZ=100. None when the rate is unknown.
+func (m *Machine) tscParams() ([]string, error) {
+	if !m.compat {
+		return nil, nil
 	}
+	khz, err := m.vcpus[0].kvm.GetTSCKHz()
+	if err != nil || khz == 0 {
+		return nil, nil
+	}
+	return []string{fmt.Sprintf("tsc_early_khz=%d", khz), fmt.Sprintf("lpj=%d", uint64(khz)*1000/projectKernelHZ)}, nil
+}
+
+// loadKernel loads the kernel and initrd with cmdline, the command line
+// the guest gets.
+func (m *Machine) loadKernel(cmdline string) error {
+	m.cmdline = cmdline
 	img, err := boot.ParseImage(m.cfg.Kernel)
 	if err != nil {
 		return err
@@ -385,7 +408,7 @@ func (m *Machine) Close() error {
 	if m.pager != nil {
 		m.pager.Release()
 	}
-	stopDevices(m.procs)
+	devproc.StopAll(m.procs)
 	m.procs = nil
 	for _, d := range m.vdevs {
 		d.close()
@@ -421,12 +444,15 @@ func (m *Machine) Close() error {
 	return errors.Join(errs...)
 }
 
-// buildCmdline appends what the platform needs (the power-off port) and, on
-// an emulated-kernel-mode host, the compatibility profile's parameters.
-func buildCmdline(user string, compat bool) string {
+// buildCmdline composes the guest's command line: the user's, then what the
+// platform needs (the power-off port), on an emulated-kernel-mode host the
+// compatibility profile's parameters, and last the params start-up steps
+// added.
+func buildCmdline(user string, compat bool, params ...string) string {
 	parts := []string{strings.TrimSpace(user), fmt.Sprintf("sietch.poweroff=%#x", devices.PowerPort)}
 	if compat {
 		parts = append(parts, compatCmdline...)
 	}
+	parts = append(parts, params...)
 	return strings.TrimSpace(strings.Join(parts, " "))
 }

@@ -71,6 +71,11 @@ func TestBuildCmdline(t *testing.T) {
 			t.Errorf("buildCmdline with compat = %q lacks %q", got, p)
 		}
 	}
+	// What start-up steps add comes last, in step order.
+	got = buildCmdline("", false, "virtio_mmio.device=512@0xc0000000:5", "lpj=1")
+	if got != "sietch.poweroff=0x600 virtio_mmio.device=512@0xc0000000:5 lpj=1" {
+		t.Errorf("buildCmdline with added parameters = %q", got)
+	}
 }
 
 func TestModeTimingDecision(t *testing.T) {

@@ -32,7 +32,7 @@ func (d *vhostDevice) holdRings() (snapshot.Virtio, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	ts := d.transport.State()
-	v := snapshot.Virtio{Name: d.name, Kind: d.kind, Transport: ts, Queues: make([]virtio.QueueState, len(ts.Queues))}
+	v := snapshot.Virtio{Name: d.name, Kind: d.kind.String(), Transport: ts, Queues: make([]virtio.QueueState, len(ts.Queues))}
 	if d.held == nil {
 		d.held = map[int]uint16{}
 	}
@@ -159,20 +159,17 @@ func deviceConfig(mc *snapshot.Machine, cfg *Config, fork bool) error {
 }
 
 // startSavedDevices starts the snapshot's device processes. The snapshot's
-// command line already declares their transports, so what startDevices
-// appends is dropped.
+// command line already declares their transports, so the parameters
+// startDevices returns are not used.
 func (m *Machine) startSavedDevices(saved []snapshot.Virtio) error {
-	cmdline := m.cmdline
-	err := m.startDevices()
-	m.cmdline = cmdline
-	if err != nil {
+	if _, err := m.startDevices(); err != nil {
 		return err
 	}
 	if len(saved) != len(m.vdevs) {
 		return fmt.Errorf("the snapshot has state for %d virtio devices, its configuration makes %d", len(saved), len(m.vdevs))
 	}
 	for i, d := range m.vdevs {
-		if saved[i].Name != d.name || saved[i].Kind != d.kind {
+		if saved[i].Name != d.name || saved[i].Kind != d.kind.String() {
 			return fmt.Errorf("virtio slot %d holds %s (%s) in the snapshot, %s (%s) here", i, saved[i].Name, saved[i].Kind, d.name, d.kind)
 		}
 	}

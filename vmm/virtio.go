@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/sietch-vm/sietch/devproc"
 	"github.com/sietch-vm/sietch/kvm"
 	"github.com/sietch-vm/sietch/uffd"
 	"github.com/sietch-vm/sietch/virtio"
@@ -29,7 +30,7 @@ const (
 // interrupts go process → irqfd → guest; the vmm only sees configuration.
 type vhostDevice struct {
 	name      string
-	kind      string // snapshot.Virtio.Kind: "blk", "net", "vsock", "rng", "vhost-user-blk"
+	kind      devproc.Kind
 	id        uint32
 	numQueues int
 	maxQueue  uint16

@@ -5,34 +5,33 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"time"
 
+	"github.com/sietch-vm/sietch/devproc"
 	"github.com/sietch-vm/sietch/virtio"
-	vnet "github.com/sietch-vm/sietch/virtio/net"
+	"github.com/sietch-vm/sietch/virtio/net/tap"
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
 )
 
-// Queue counts and sizes of our device processes (virtio 1.2 §5.2, §5.1,
-// §5.10, §5.4): blk one request queue, net rx+tx, vsock rx+tx+event, rng one.
+// defaultQueueSize is the size of every queue of our device processes;
+// their counts are devproc's table's.
 const defaultQueueSize = 256
 
-// startDevices starts one process per virtio device, wires each to a
-// virtio-mmio transport, and announces the transports on the command line.
-func (m *Machine) startDevices() error {
+// startDevices starts one process per virtio device and wires each to a
+// virtio-mmio transport. It returns the kernel command line parameters that
+// announce the transports (virtio_mmio.device=…), in slot order.
+func (m *Machine) startDevices() ([]string, error) {
+	var params []string
 	type plan struct {
-		kind, name string
-		id         uint32
-		queues     int
-		args       []string
-		files      []*os.File
-		after      func(p *deviceProcess) // runs once the process started
-		external   string                 // vhost-user socket of a backend we do not start
+		args     devproc.Args // args.Kind says what it is, args.Name which one
+		fds      map[devproc.FD]*os.File
+		after    func() // runs once the process started
+		external string // vhost-user socket of a back-end we do not start
 	}
 	var plans []plan
 	defer func() {
 		for _, p := range plans {
-			for _, f := range p.files {
+			for _, f := range p.fds {
 				f.Close() // the child has its copies
 			}
 		}
@@ -44,22 +43,19 @@ func (m *Machine) startDevices() error {
 		}
 		f, err := os.OpenFile(d.Path, flags, 0)
 		if err != nil {
-			return fmt.Errorf("open disk image: %w", err)
+			return nil, fmt.Errorf("open disk image: %w", err)
 		}
 		name := fmt.Sprintf("blk%d", i)
-		args := []string{"blk", "--name", name, "--serial", name}
-		if d.ReadOnly {
-			args = append(args, "--ro")
-		}
-		plans = append(plans, plan{kind: "blk", name: name, id: virtio.DeviceBlock, queues: 1, args: args, files: []*os.File{f}})
+		plans = append(plans, plan{args: devproc.Args{Kind: devproc.Blk, Name: name, Serial: name, ReadOnly: d.ReadOnly},
+			fds: map[devproc.FD]*os.File{devproc.FDDisk: f}})
 	}
 	for i, path := range m.cfg.VhostUserBlk {
-		plans = append(plans, plan{kind: "vhost-user-blk", name: fmt.Sprintf("vublk%d", i), id: virtio.DeviceBlock, queues: 1, external: path})
+		plans = append(plans, plan{args: devproc.Args{Kind: devproc.VhostUserBlk, Name: fmt.Sprintf("vublk%d", i)}, external: path})
 	}
 	if n := m.cfg.Net; n != nil {
-		tap, err := vnet.OpenTap(n.Tap)
+		tf, err := tap.Open(n.Tap)
 		if err != nil {
-			return fmt.Errorf("open TAP %q: %w", n.Tap, err)
+			return nil, fmt.Errorf("open TAP %q: %w", n.Tap, err)
 		}
 		mac := n.MAC
 		if mac == nil {
@@ -69,76 +65,62 @@ func (m *Machine) startDevices() error {
 			withMAC.MAC = mac
 			m.cfg.Net = &withMAC
 		}
-		plans = append(plans, plan{kind: "net", name: "net0", id: virtio.DeviceNet, queues: 2,
-			args: []string{"net", "--name", "net0", "--mac", mac.String()}, files: []*os.File{tap}})
+		plans = append(plans, plan{args: devproc.Args{Kind: devproc.Net, Name: "net0", MAC: mac.String()},
+			fds: map[devproc.FD]*os.File{devproc.FDTap: tf}})
 	}
 	if v := m.cfg.Vsock; v != nil {
 		ln, err := listenUnix(v.UDS)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		m.vsockPath = v.UDS
 		lf, err := ln.File()
 		ln.Close()
 		if err != nil {
-			return fmt.Errorf("vsock listener: %w", err)
+			return nil, fmt.Errorf("vsock listener: %w", err)
 		}
-		brokerOurs, brokerTheirs, err := socketPair("vsock0-broker")
+		brokerOurs, brokerTheirs, err := devproc.SocketPair("vsock0-broker")
 		if err != nil {
 			lf.Close()
-			return err
+			return nil, err
 		}
-		args := []string{"vsock", "--name", "vsock0", "--cid", strconv.FormatUint(v.CID, 10)}
-		if m.restoring {
-			args = append(args, "--reset-transport")
-		}
-		plans = append(plans, plan{kind: "vsock", name: "vsock0", id: virtio.DeviceVsock, queues: 3,
-			args:  args,
-			files: []*os.File{lf, brokerTheirs},
-			after: func(*deviceProcess) { go serveVsockDials(brokerOurs, v.UDS, m.log) },
+		plans = append(plans, plan{
+			args:  devproc.Args{Kind: devproc.Vsock, Name: "vsock0", CID: v.CID, ResetTransport: m.restoring},
+			fds:   map[devproc.FD]*os.File{devproc.FDVsockListener: lf, devproc.FDVsockBroker: brokerTheirs},
+			after: func() { go devproc.ServeVsockDials(brokerOurs, v.UDS, m.log) },
 		})
 	}
 	if m.cfg.RNG {
-		plans = append(plans, plan{kind: "rng", name: "rng0", id: virtio.DeviceRNG, queues: 1, args: []string{"rng", "--name", "rng0"}})
+		plans = append(plans, plan{args: devproc.Args{Kind: devproc.RNG, Name: "rng0"}})
 	}
+	spawner := &devproc.Spawner{Exe: m.cfg.DeviceExe, Stderr: m.cfg.DeviceStderr, NoJail: m.cfg.NoJail, TestArgs: m.cfg.testDeviceArgs}
 	for i, p := range plans {
+		name, kind := p.args.Name, p.args.Kind
 		d := &vhostDevice{
-			name: p.name, kind: p.kind, id: p.id, numQueues: p.queues, maxQueue: defaultQueueSize,
+			name: name, kind: kind, id: kind.DeviceID(), numQueues: kind.Queues(), maxQueue: defaultQueueSize,
 			base: VirtioBase + uint64(i)*VirtioStride, irq: uint32(VirtioIRQBase + i),
-			m: m, log: m.log.With("device", p.name),
+			m: m, log: m.log.With("device", name),
 		}
 		if p.external != "" {
 			fe, err := vhostuser.Dial(p.external)
 			if err != nil {
-				return fmt.Errorf("device %s: connect to vhost-user backend %s: %w", p.name, p.external, err)
+				return nil, fmt.Errorf("device %s: connect to vhost-user backend %s: %w", name, p.external, err)
 			}
 			d.fe = fe
 			m.vdevs = append(m.vdevs, d)
 			if err := d.attach(); err != nil {
-				return fmt.Errorf("device %s (vhost-user backend %s): %w", p.name, p.external, err)
+				return nil, fmt.Errorf("device %s (vhost-user backend %s): %w", name, p.external, err)
 			}
-			m.cmdline += " " + virtio.CmdlineArg(d.base, d.irq)
+			params = append(params, virtio.CmdlineArg(d.base, d.irq))
 			continue
 		}
-		conn, theirs, err := socketPair(p.name)
+		proc, conn, err := spawner.Start(p.args, p.fds, m.uffdDev)
 		if err != nil {
-			return err
-		}
-		args, files := p.args, append([]*os.File{theirs}, p.files...)
-		if m.uffdDev != nil {
-			// ExtraFiles start at fd 3.
-			args = append(args, "--userfault-dev-fd", strconv.Itoa(3+len(files)))
-			files = append(files, m.uffdDev)
-		}
-		proc, err := m.spawnDevice(p.name, args, files)
-		theirs.Close()
-		if err != nil {
-			conn.Close()
-			return err
+			return nil, err
 		}
 		m.procs = append(m.procs, proc)
 		if p.after != nil {
-			p.after(proc)
+			p.after()
 		}
 		d.fe = vhostuser.NewFrontend(conn)
 		m.vdevs = append(m.vdevs, d)
@@ -146,21 +128,21 @@ func (m *Machine) startDevices() error {
 			// A process that died explains the failure better than the
 			// broken socket does: give the kernel a moment to report it.
 			select {
-			case <-proc.done:
-				return fmt.Errorf("device %s: %w (its process %s)", p.name, err, proc.why)
+			case <-proc.Done():
+				return nil, fmt.Errorf("device %s: %w (its process %s)", name, err, proc.Why())
 			case <-time.After(2 * time.Second):
-				return fmt.Errorf("device %s: %w", p.name, err)
+				return nil, fmt.Errorf("device %s: %w", name, err)
 			}
 		}
 		go func() {
-			<-proc.done
+			<-proc.Done()
 			if !m.isStopping() {
-				d.failed(fmt.Sprintf("device process %s %s", p.name, proc.why))
+				d.failed(fmt.Sprintf("device process %s %s", name, proc.Why()))
 			}
 		}()
-		m.cmdline += " " + virtio.CmdlineArg(d.base, d.irq)
+		params = append(params, virtio.CmdlineArg(d.base, d.irq))
 	}
-	return nil
+	return params, nil
 }
 
 // listenUnix binds the vsock host socket. A stale socket file that nobody

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sietch-vm/sietch/devproc"
 	"github.com/sietch-vm/sietch/virtio"
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
 )
@@ -72,7 +73,7 @@ func (d *configDevice) getConfigs() int {
 func TestGuestConfigReadsStayInVMM(t *testing.T) {
 	dev := &configDevice{}
 	copy(dev.config[:], "sietch-cfg\x00\x00")
-	ours, theirs, err := socketPair("config-test")
+	ours, theirs, err := devproc.SocketPair("config-test")
 	if err != nil {
 		t.Fatal(err)
 	}

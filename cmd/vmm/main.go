@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sietch-vm/sietch/boot"
+	"github.com/sietch-vm/sietch/devproc/devmain"
 	"github.com/sietch-vm/sietch/vmm"
 )
 
@@ -82,7 +83,7 @@ func realMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "flatten":
 		return cmdFlatten(args[1:], stderr)
 	case "device":
-		return vmm.RunDevice(args[1:], stderr)
+		return devmain.Run(args[1:], stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

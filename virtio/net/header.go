@@ -4,11 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/sietch-vm/sietch/virtio/net/tap"
 )
 
 // hdrLen is the size of struct virtio_net_hdr with VIRTIO_F_VERSION_1:
-// num_buffers is always present (virtio 1.2 §5.1.6).
-const hdrLen = 12
+// num_buffers is always present (virtio 1.2 §5.1.6). The tap is set up with
+// the same header (package tap), so frames pass through unchanged.
+const hdrLen = tap.VnetHdrLen
 
 // Ethernet frame bounds. maxFrameLen is the largest frame a tap hands over or
 // takes with TSO: a 64 KiB GSO packet plus the Ethernet header.

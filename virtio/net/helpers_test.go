@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/virtio"
+	"github.com/sietch-vm/sietch/virtio/net/tap"
 	"github.com/sietch-vm/sietch/virtio/virtiotest"
 )
 
@@ -41,8 +42,8 @@ func newHostNet(t testing.TB) *hostNet {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace and a tap")
 	}
-	if _, err := os.Stat(tunDevice); err != nil {
-		t.Skipf("no %s: %v", tunDevice, err)
+	if _, err := os.Stat(tap.CloneDevice); err != nil {
+		t.Skipf("no %s: %v", tap.CloneDevice, err)
 	}
 	type result struct {
 		h   *hostNet
@@ -66,11 +67,11 @@ func setupHostNet() (*hostNet, error) {
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		return nil, fmt.Errorf("unshare(CLONE_NEWNET): %w", err)
 	}
-	tap, err := OpenTap(tapName)
+	tf, err := tap.Open(tapName)
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*hostNet, error) { tap.Close(); return nil, err }
+	fail := func(err error) (*hostNet, error) { tf.Close(); return nil, err }
 	link, err := netlink.LinkByName(tapName)
 	if err != nil {
 		return fail(err)
@@ -96,7 +97,7 @@ func setupHostNet() (*hostNet, error) {
 	if err != nil {
 		return fail(err)
 	}
-	return &hostNet{tap: tap, hostMAC: link.Attrs().HardwareAddr, udp: udp}, nil
+	return &hostNet{tap: tf, hostMAC: link.Attrs().HardwareAddr, udp: udp}, nil
 }
 
 func (h *hostNet) port() int { return h.udp.LocalAddr().(*stdnet.UDPAddr).Port }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/virtio"
+	"github.com/sietch-vm/sietch/virtio/net/tap"
 	"github.com/sietch-vm/sietch/virtio/vhostuser"
 )
 
@@ -85,26 +86,26 @@ var (
 	_ vhostuser.BadChainObserver = (*Device)(nil)
 )
 
-// New returns a device for tap, a tap opened by OpenTap (possibly in another
-// process), with MAC address mac in its config space. It duplicates tap;
+// New returns a device for tapFile, a tap opened by tap.Open (possibly in
+// another process), with MAC address mac in its config space. It duplicates tapFile;
 // the caller may close its own handle. The guest is offered the checksum and
 // TSO offloads the tap supports, and the tap gets those the guest acks.
-func New(tap *os.File, mac stdnet.HardwareAddr) (*Device, error) {
+func New(tapFile *os.File, mac stdnet.HardwareAddr) (*Device, error) {
 	if len(mac) != 6 {
 		return nil, fmt.Errorf("virtio-net: MAC %q is not a 6-byte Ethernet address", mac)
 	}
 	if mac[0]&1 != 0 {
 		return nil, fmt.Errorf("virtio-net: MAC %s is a multicast address; use a unicast one such as 52:54:00:xx:xx:xx", mac)
 	}
-	if tap == nil {
+	if tapFile == nil {
 		return nil, errors.New("virtio-net: no tap file")
 	}
-	fd, err := dupNonblock(tap)
+	fd, err := dupNonblock(tapFile)
 	if err != nil {
 		return nil, fmt.Errorf("virtio-net: %w", err)
 	}
 	d := &Device{mac: append(stdnet.HardwareAddr(nil), mac...)}
-	if err := checkTap(fd); err != nil {
+	if err := tap.Check(fd); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("virtio-net: %w", err)
 	}

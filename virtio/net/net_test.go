@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/virtio"
+	"github.com/sietch-vm/sietch/virtio/net/tap"
 	"github.com/sietch-vm/sietch/virtio/virtiotest"
 )
 
@@ -360,8 +361,8 @@ func TestNewRejects(t *testing.T) {
 			t.Errorf("%s: error %q does not mention %q", tc.name, err, tc.want)
 		}
 	}
-	if _, err := OpenTap(strings.Repeat("x", 16)); err == nil || !strings.Contains(err.Error(), "longer") {
-		t.Errorf("OpenTap with a 16-byte name: %v, want a name-length error", err)
+	if _, err := tap.Open(strings.Repeat("x", 16)); err == nil || !strings.Contains(err.Error(), "longer") {
+		t.Errorf("tap.Open with a 16-byte name: %v, want a name-length error", err)
 	}
 }
 

@@ -1,4 +1,4 @@
-package vmm
+package devproc
 
 import (
 	"encoding/binary"
@@ -26,9 +26,9 @@ const (
 	dialFailed = 1
 )
 
-// serveVsockDials answers the vsock device's connect requests until the
-// socketpair closes.
-func serveVsockDials(conn *net.UnixConn, uds string, log *slog.Logger) {
+// ServeVsockDials is the vmm's side of the broker: it answers the vsock
+// device's connect requests until the socketpair closes.
+func ServeVsockDials(conn *net.UnixConn, uds string, log *slog.Logger) {
 	defer conn.Close()
 	var req [4]byte
 	for {
