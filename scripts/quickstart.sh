@@ -87,16 +87,21 @@ n=$((n + 1))
 printf '[%d/%d] creating a sandbox (the first time, sietchd builds the template default from the default image: one cold boot; then every create resumes it)…\n' "$n" "$total" >&2
 id=$(bin/sietch create) || die "sietch create failed (above); sietchd's log is $state/sietchd.log"
 
+# The sandbox's default python context is warm from the template: a run is
+# a message to a live interpreter, not a process start.
 code='import platform; print(f"hello from Python {platform.python_version()} in sandbox {platform.node()}, Linux {platform.release()}")'
 echo
-echo "\$ sietch exec $id -- python3 -c '$code'"
-bin/sietch exec "$id" -- python3 -c "$code" || die "python3 in sandbox $id failed (above); its console: bin/sietch console $id"
+echo "\$ sietch run $id '$code'"
+bin/sietch run "$id" "$code" || die "python in sandbox $id failed (above); its console: bin/sietch console $id"
 
 tip() { printf '  %-52s %s\n' "$1" "$2"; }
 printf '\nSandbox %s is running. Try next (SIETCH_STATE_DIR points sietch at this sietchd):\n\n' "$id"
 printf '  export PATH=%s/bin:$PATH SIETCH_STATE_DIR=%s\n' "$root" "$state"
+tip "sietch run $id 'x = 6 * 7'; sietch run $id 'x'" "python whose state persists between runs"
+tip "sietch shell $id" "an interactive shell in it"
 tip "sietch exec $id -- uname -a" "run a command (streams its output)"
-tip "echo 'print(6*7)' | sietch exec -i $id -- python3" "feed it stdin"
+tip "cat data.csv | sietch exec $id -- wc -l" "stream stdin to it"
+tip "sietch exec -d $id -- python3 -m http.server 8000" "in the background: sietch ps, logs, kill"
 tip "sietch cp ./notes.txt $id:/root/notes.txt" "copy a file in (and out: sietch cp $id:/etc/os-release .)"
 tip "sietch snapshot $id" "checkpoint it; sietch restore SNAPSHOT starts a copy"
 tip "sietch pause --to-disk $id" "free its memory; the next exec resumes it"

@@ -155,7 +155,7 @@ type ForkRequest struct {
 // ExecRequest is POST /v1/sandboxes/{id}/exec. The response streams
 // ExecEvent lines (application/x-ndjson) as output is produced; with
 // "Connection: Upgrade" and "Upgrade: sietch-exec.v1" it is an exec
-// stream instead (stdin, resizes and signals too; docs/EXEC.md); with
+// stream instead (stdin, resizes and signals too; docs/AGENT.md "Exec streams"); with
 // Detach the command runs on and the response is at once (Started).
 type ExecRequest struct {
 	Cmd       string            `json:"cmd"`

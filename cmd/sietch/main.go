@@ -33,6 +33,12 @@ Sandboxes:
   resume      resume a paused or suspended sandbox
   exec        run a command in a sandbox, streaming its output
   run         run code in a code context (python, node or bash) that keeps its state
+  shell       an interactive shell in a sandbox on this terminal (exec -it ID -- bash -l)
+Processes in sandboxes (exec -d starts one in the background):
+  ps          list a sandbox's processes, running and background ones that exited
+  logs        print (-f: follow) a background process's output from its start
+  kill        signal a process (--rm: kill it and forget it)
+  wait        wait for a process to exit and exit with its status
   cp          copy a file (or with -r a directory) into or out of a sandbox
   console     print (or follow) a sandbox's serial console
   port        forward a host TCP port to a guest port; list or close forwards
@@ -90,6 +96,8 @@ type cli struct {
 	getenv         func(string) string
 	now            func() time.Time
 	g              globals
+	signals        bool // handle SIGINT, SIGTERM and SIGWINCH while a command runs (a real process, not a test)
+	lastNotFound   bool // the last exec failed for a missing program
 }
 
 // command is one `sietch NAME` subcommand.
@@ -113,6 +121,11 @@ func init() {
 		"resume":    cmdResume,
 		"exec":      cmdExec,
 		"run":       cmdRun,
+		"shell":     cmdShell,
+		"ps":        cmdPs,
+		"logs":      cmdLogs,
+		"kill":      cmdKill,
+		"wait":      cmdWait,
 		"cp":        cmdCp,
 		"console":   cmdConsole,
 		"port":      cmdPort,
@@ -135,7 +148,7 @@ func main() {
 }
 
 func realMain(args []string, stdout, stderr io.Writer) int {
-	c := &cli{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, now: time.Now}
+	c := &cli{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, now: time.Now, signals: true}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return c.run(ctx, args)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sietch-vm/sietch/api/client/clienttest"
 	"github.com/sietch-vm/sietch/api/model"
 )
 
@@ -79,5 +80,66 @@ func TestRun(t *testing.T) {
 	stdout, _, _ = r.run("", "--json", "run", id, "x")
 	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); len(lines) != 4 || !strings.Contains(lines[3], `"end"`) {
 		t.Errorf("--json: %q", stdout)
+	}
+}
+
+func TestBackgroundProcesses(t *testing.T) {
+	r := newRunner(t)
+	id := r.srv.AddSandbox(model.StateRunning, true)
+	r.srv.Exec = func(req model.ExecRequest, out *clienttest.ExecOutput) model.ExecExit {
+		out.Stdout([]byte("serving\n"))
+		out.Stderr([]byte("warning\n"))
+		return model.ExecExit{Code: 3}
+	}
+	stdout, stderr, code := r.run("", "exec", "-d", id, "--", "python3", "-m", "http.server")
+	proc := strings.TrimSpace(stdout)
+	if code != 0 || proc == "" {
+		t.Fatalf("exec -d: exit %d, %q, %q", code, stdout, stderr)
+	}
+	stdout, _, code = r.run("", "ps", id)
+	if code != 0 || !strings.Contains(stdout, proc) || !strings.Contains(stdout, "exited 3") || !strings.Contains(stdout, "python3 -m http.server") || !strings.Contains(stdout, "background") {
+		t.Errorf("ps: exit %d\n%s", code, stdout)
+	}
+	if stdout, stderr, code := r.run("", "logs", id, proc); code != 0 || stdout != "serving\n" || stderr != "warning\n" {
+		t.Errorf("logs: exit %d, %q, %q", code, stdout, stderr)
+	}
+	if _, _, code := r.run("", "wait", id, proc); code != 3 {
+		t.Errorf("wait: exit %d, want the process's 3", code)
+	}
+	if _, _, code := r.run("", "kill", id, proc); code != exitState {
+		t.Errorf("kill of an exited process: exit %d, want %d", code, exitState)
+	}
+	if _, _, code := r.run("", "kill", "--rm", id, proc); code != 0 {
+		t.Errorf("kill --rm: exit %d", code)
+	}
+	if _, _, code := r.run("", "logs", id, proc); code != exitNotFound {
+		t.Errorf("logs of a removed process: exit %d", code)
+	}
+	for _, args := range [][]string{{"exec", "-d", "-i", id, "true"}, {"logs", id}, {"kill", "--rm", "-s", "INT", id, "p"}, {"ps"}} {
+		if _, _, code := r.run("", args...); code != exitUsage {
+			t.Errorf("sietch %v: exit %d, want %d", args, code, exitUsage)
+		}
+	}
+}
+
+// Our stdin streams to the command whatever its size when it is not a
+// terminal; -t asks for a terminal of our size (24x80 without one).
+func TestExecStreamsStdin(t *testing.T) {
+	r := newRunner(t)
+	id := r.srv.AddSandbox(model.StateRunning, true)
+	var got model.ExecRequest
+	r.srv.Exec = func(req model.ExecRequest, out *clienttest.ExecOutput) model.ExecExit {
+		got = req
+		b, _ := base64.StdEncoding.DecodeString(req.Stdin)
+		out.Stdout([]byte(strings.ToUpper(string(b))))
+		return model.ExecExit{}
+	}
+	big := strings.Repeat("abcdefgh", 4<<20) // 32 MiB: over the old 16 MiB limit
+	stdout, _, code := r.run(big, "exec", id, "tr", "a-z", "A-Z")
+	if code != 0 || len(stdout) != len(big) || stdout[:8] != "ABCDEFGH" {
+		t.Errorf("exec with 32 MiB of stdin: exit %d, %d bytes back", code, len(stdout))
+	}
+	if _, _, code := r.run("", "exec", "-t", id, "sh"); code != 0 || got.TTY == nil || got.TTY.Rows != 24 || got.TTY.Cols != 80 {
+		t.Errorf("exec -t: exit %d, tty %+v", code, got.TTY)
 	}
 }
