@@ -171,11 +171,18 @@ func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct
 		id.Labels = map[string]string{}
 	}
 	delay := time.Millisecond
+	// A restored guest that is busy catching up (its kernel emulated) can
+	// take longer than agentTimeout to answer; each try that times out
+	// gives the next one twice as long.
+	try := agentTimeout
 	for {
 		id.Entropy = make([]byte, 32)
 		rand.Read(id.Entropy)
-		hctx, hcancel := context.WithTimeout(ctx, agentTimeout)
+		hctx, hcancel := context.WithTimeout(ctx, try)
 		res, err := ac.SetIdentityNow(hctx, id)
+		if errors.Is(hctx.Err(), context.DeadlineExceeded) {
+			try = min(2*try, 16*time.Second)
+		}
 		hcancel()
 		if err == nil {
 			m.mu.Lock()

@@ -67,8 +67,17 @@ step "default root image: Debian bookworm with python3, git, curl (debootstrap: 
 
 start_sietchd() {
 	if bin/sietch health >/dev/null 2>&1; then
-		echo "sietchd already serves $state"
-		return
+		pid=$(cat "$state/sietchd.pid" 2>/dev/null || true)
+		if [ -n "$pid" ] && [ -e "/proc/$pid/exe" ] && ! [ "/proc/$pid/exe" -ef bin/sietchd ]; then
+			# An older build serves: restart it (its sandboxes keep running,
+			# and the new sietchd takes them up again).
+			echo "sietchd $pid runs an older build; restarting it"
+			kill "$pid"
+			for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		else
+			echo "sietchd already serves $state"
+			return
+		fi
 	fi
 	setsid bin/sietchd --state-dir "$state" >>"$state/sietchd.log" 2>&1 </dev/null &
 	echo $! >"$state/sietchd.pid"

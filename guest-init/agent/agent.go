@@ -24,12 +24,13 @@ const (
 
 // Config is what the agent needs from its host process.
 type Config struct {
-	Root     string                    // files API resolves every path inside this directory (os.Root); "/" in the guest
-	Env      []string                  // base environment of every exec ("K=V"); guest-init passes PATH, HOME, compat vars
-	Reaper   *Reaper                   // nil: wait for children with (*os.Process).Wait; PID 1 passes one
-	Shutdown func(poweroff bool) error // POST /v1/shutdown calls it after replying; nil: 501
-	Machine  Machine                   // POST /v1/identity sets hostname, clock, entropy through it; nil: 501 for those
-	Logger   *slog.Logger              // nil: discard
+	Root       string                    // files API resolves every path inside this directory (os.Root); "/" in the guest
+	Env        []string                  // base environment of every exec ("K=V"); guest-init passes PATH, HOME, compat vars
+	Reaper     *Reaper                   // nil: wait for children with (*os.Process).Wait; PID 1 passes one
+	Shutdown   func(poweroff bool) error // POST /v1/shutdown calls it after replying; nil: 501
+	Machine    Machine                   // POST /v1/identity sets hostname, clock, entropy through it; nil: 501 for those
+	LabelsFile string                    // where POST /v1/identity writes the labels; "": agentproto.LabelsFile
+	Logger     *slog.Logger              // nil: discard
 }
 
 // Agent serves the guest agent's HTTP API.
@@ -42,14 +43,15 @@ type Agent struct {
 	handler http.Handler
 	srv     *http.Server
 
-	mu        sync.Mutex
-	execs     map[string]*process     // running, by id
-	contexts  map[string]*codeContext // code contexts, by id
-	defaultMu sync.Mutex              // one start of the default context at a time
-	extraEnv  []string                // from POST /v1/identity: on top of Config.Env in every exec
-	relays    map[net.Conn]bool       // hijacked port relays, closed by Close
-	watches   int                     // running GET /v1/watch streams
-	closed    bool
+	mu         sync.Mutex
+	execs      map[string]*process     // running, by id
+	contexts   map[string]*codeContext // code contexts, by id
+	defaultMu  sync.Mutex              // one start of the default context at a time
+	identityMu sync.Mutex              // one POST /v1/identity at a time
+	extraEnv   []string                // from POST /v1/identity: on top of Config.Env in every exec
+	relays     map[net.Conn]bool       // hijacked port relays, closed by Close
+	watches    int                     // running GET /v1/watch streams
+	closed     bool
 }
 
 // New checks cfg and opens its root.

@@ -42,6 +42,10 @@ func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(codeNotImplemented, "this agent cannot set the hostname, clock or entropy (not running as guest-init); send only env, labels and sandbox_id"))
 		return
 	}
+	// A host that timed out waiting may send the next request while this
+	// one still runs: apply one identity at a time.
+	a.identityMu.Lock()
+	defer a.identityMu.Unlock()
 	var res agentproto.IdentityResult
 	if machine {
 		before := time.Now()
@@ -54,7 +58,7 @@ func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if id.Labels != nil {
-		if e := writeLabels(id.Labels); e != nil {
+		if e := writeLabels(a.labelsFile(), id.Labels); e != nil {
 			writeError(w, e)
 			return
 		}
@@ -94,22 +98,41 @@ func validateIdentity(id *agentproto.Identity) *Error {
 	return nil
 }
 
-// writeLabels replaces agentproto.LabelsFile atomically.
-func writeLabels(labels map[string]string) *Error {
+func (a *Agent) labelsFile() string {
+	if a.cfg.LabelsFile != "" {
+		return a.cfg.LabelsFile
+	}
+	return agentproto.LabelsFile
+}
+
+// writeLabels replaces the labels file atomically.
+func writeLabels(path string, labels map[string]string) *Error {
 	b, err := json.Marshal(labels)
 	if err != nil {
 		return apiErr(codeInternal, "encode labels: %v", err)
 	}
-	dir := filepath.Dir(agentproto.LabelsFile)
+	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fsError("create", dir, err)
 	}
-	tmp := agentproto.LabelsFile + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fsError("write", tmp, err)
+	f, err := os.CreateTemp(dir, ".labels-*.json")
+	if err != nil {
+		return fsError("create", dir, err)
 	}
-	if err := os.Rename(tmp, agentproto.LabelsFile); err != nil {
-		return fsError("rename", tmp, err)
+	tmp := f.Name()
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fsError("write", path, err)
 	}
 	return nil
 }

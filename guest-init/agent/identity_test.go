@@ -139,3 +139,38 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// A host that gave up waiting resends its identity while the first request
+// still runs; every one of them lands and the labels file is whole.
+func TestIdentityConcurrent(t *testing.T) {
+	labels := filepath.Join(t.TempDir(), "run", "labels.json")
+	env := startAgent(t, Config{Machine: &fakeMachine{}, LabelsFile: labels})
+	ctx := testCtx(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := env.c.SetIdentityNow(ctx, agentproto.Identity{SandboxID: "sb-1", Hostname: "sb-1", Labels: map[string]string{"team": "e2e", "try": strings.Repeat("x", i)}})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	b, err := os.ReadFile(labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte(`{"team":"e2e","try":"`)) || !bytes.HasSuffix(b, []byte("\"}\n")) {
+		t.Errorf("labels file %q", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(labels), ".labels-*")); len(left) > 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+}
