@@ -11,9 +11,9 @@ GUESTS    := $(BUILD)/testguest
 
 APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex \
 	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2 \
-	debootstrap iputils-ping python3 tmux
+	debootstrap iputils-ping python3 python3-pytest tmux
 
-.PHONY: all vmm sietch sietchd deps quickstart hello test test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet lint-openapi clean
+.PHONY: all vmm sietch sietchd deps quickstart hello test test-sdk test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet lint-openapi clean
 
 all: vmm sietch sietchd
 
@@ -69,6 +69,12 @@ test: kernel smoke-initramfs vet lint-openapi
 	$(MAKE) image || echo "*** make image failed: TestLinuxEndToEnd will skip (see above) ***"
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_SMOKE_INITRAMFS=$(abspath $(SMOKE)) SIETCH_ROOTFS=$(abspath $(ROOTFS)) \
 		$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) test-sdk
+
+# The Python and TypeScript SDKs and the MCP interoperability test, against
+# a real sietchd (scripts/sdk-testenv.sh: one template build for them all).
+test-sdk: all kernel initramfs image
+	scripts/sdk-testenv.sh scripts/sdk-tests.sh
 
 # Unit and KVM tests without the guest kernel (the Linux boot test skips).
 test-short:

@@ -26,12 +26,16 @@ fi
 go=${GO:-go}
 "$go" mod download
 
-command -v npm >/dev/null || { echo "deps: npm (Node.js 20.19 or later) is needed for the OpenAPI lint; install Node.js" >&2; exit 1; }
-lock=tools/openapi-lint/package-lock.json
-stamp=tools/openapi-lint/node_modules/.sietch-lock.sha256
-if [ -f "$stamp" ] && [ "$(sha256sum <"$lock")" = "$(cat "$stamp")" ]; then
-	echo "deps: the npm packages are installed"
-else
-	(cd tools/openapi-lint && npm ci --no-audit --no-fund)
-	sha256sum <"$lock" >"$stamp"
-fi
+command -v npm >/dev/null || { echo "deps: npm (Node.js 20.19 or later) is needed for the OpenAPI lint and the TypeScript SDK; install Node.js" >&2; exit 1; }
+# Every npm project of the tree, each pinned by its package-lock.json.
+for dir in tools/openapi-lint sdk/typescript; do
+	lock=$dir/package-lock.json
+	[ -f "$lock" ] || continue
+	stamp=$dir/node_modules/.sietch-lock.sha256
+	if [ -f "$stamp" ] && [ "$(sha256sum <"$lock")" = "$(cat "$stamp")" ]; then
+		echo "deps: the npm packages of $dir are installed"
+	else
+		(cd "$dir" && npm ci --no-audit --no-fund)
+		sha256sum <"$lock" >"$stamp"
+	fi
+done

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# sdk-tests.sh: the test suites of the SDKs in other languages, run by
+# `make test-sdk` inside scripts/sdk-testenv.sh (which says what the
+# environment holds). Each suite runs when its directory exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ran=0
+if [ -d sdk/python ]; then
+	echo "== Python SDK (sdk/python)"
+	(cd sdk/python && python3 -m pytest -q tests)
+	ran=$((ran + 1))
+fi
+if [ -f sdk/typescript/package.json ]; then
+	echo "== TypeScript SDK and the MCP interoperability test (sdk/typescript)"
+	(cd sdk/typescript && npm test --silent)
+	ran=$((ran + 1))
+fi
+echo "sdk-tests: $ran suites passed"
