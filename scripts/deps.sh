@@ -28,7 +28,7 @@ go=${GO:-go}
 
 command -v npm >/dev/null || { echo "deps: npm (Node.js 20.19 or later) is needed for the OpenAPI lint and the TypeScript SDK; install Node.js" >&2; exit 1; }
 # Every npm project of the tree, each pinned by its package-lock.json.
-for dir in tools/openapi-lint sdk/typescript; do
+for dir in tools/openapi-lint tools/mcp-interop sdk/typescript; do
 	lock=$dir/package-lock.json
 	[ -f "$lock" ] || continue
 	stamp=$dir/node_modules/.sietch-lock.sha256

@@ -11,8 +11,13 @@ if [ -d sdk/python ]; then
 	ran=$((ran + 1))
 fi
 if [ -f sdk/typescript/package.json ]; then
-	echo "== TypeScript SDK and the MCP interoperability test (sdk/typescript)"
+	echo "== TypeScript SDK (sdk/typescript)"
 	(cd sdk/typescript && npm test --silent)
+	ran=$((ran + 1))
+fi
+if [ -f tools/mcp-interop/package.json ]; then
+	echo "== sietch mcp with the official TypeScript MCP client (tools/mcp-interop)"
+	(cd tools/mcp-interop && npm test --silent)
 	ran=$((ran + 1))
 fi
 echo "sdk-tests: $ran suites passed"
