@@ -95,9 +95,10 @@ bench: vmm kernel smoke-initramfs image
 		./vmm ./cmd/vmm ./virtio/... | tee $(BUILD)/bench.txt
 	# Snapshot benchmarks move GiBs per iteration: fewer rounds.
 	$(GO) test -p 1 -run '^$$' -bench 'SnapshotFull|SnapshotDiff|Restore|Fork|WriteFull' -benchtime 3x -count 1 ./vmm ./snapshot | tee -a $(BUILD)/bench.txt
-	# One Linux boot to the agent; sietchd's create-from-snapshot; templates against cold boots.
+	# One Linux boot to the agent; sietchd's create-from-snapshot; templates against cold boots;
+	# sessions (warm code runs against new interpreters, terminal echo, tar against plain files).
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_ROOTFS=$(abspath $(ROOTFS)) \
-		$(GO) test -p 1 -run '^$$' -bench 'Agent|CreateFromSnapshot|Templates' -benchtime 1x -count 1 ./cmd/vmm ./api | tee -a $(BUILD)/bench.txt
+		$(GO) test -p 1 -run '^$$' -bench 'Agent|CreateFromSnapshot|Templates|Sessions' -benchtime 1x -count 1 ./cmd/vmm ./api | tee -a $(BUILD)/bench.txt
 	scripts/bench-boot.sh $(KERNEL) $(SMOKE) | tee -a $(BUILD)/bench.txt
 
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a time).

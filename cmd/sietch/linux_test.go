@@ -208,12 +208,12 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	// One cold boot: the template "default", so that a create with no
 	// flags resumes it too.
 	t0 := time.Now()
-	_, buildLog, code := sietch(nil, "template", "build", "default", "--start-cmd", webServer, "--ready-port", "8000", "--ready-cmd", "test -e /run/web.ready", "--ready-timeout", "5m")
+	_, buildLog, code := sietch(nil, "template", "build", "default", "--context", "python", "--context", "bash", "--start-cmd", webServer, "--ready-port", "8000", "--ready-cmd", "test -e /run/web.ready", "--ready-timeout", "5m")
 	if code != 0 {
 		t.Fatalf("template build: exit %d\n%s", code, buildLog)
 	}
 	t.Logf("template built in %v:\n%s", time.Since(t0).Round(time.Millisecond), buildLog)
-	for _, step := range []string{"boot done", "start done", "ready done", "snapshot done"} {
+	for _, step := range []string{"boot done", "start done", "ready done", "contexts done", "snapshot done"} {
 		if !strings.Contains(buildLog, step) {
 			t.Errorf("template build progress lacks %q", step)
 		}
@@ -261,6 +261,9 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	if code != 0 || out != "hello "+a+"\n{\"team\":\"e2e\"}\n" {
 		t.Errorf("exec in %s: exit %d, %q (stderr %q); want the create's env and labels", a, code, out, errOut)
 	}
+	t0 = time.Now()
+	(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).sessions(ids[2])
+	t.Logf("sessions in %s took %v", ids[2], time.Since(t0).Round(time.Millisecond))
 	if _, errOut, code := sietch(nil, "template", "rm", "default"); code != 4 || !strings.Contains(errOut, ids[1]) {
 		t.Errorf("template rm while sandboxes run from it: exit %d, %q; want 4 naming them", code, errOut)
 	}
