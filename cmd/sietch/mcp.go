@@ -89,16 +89,18 @@ func serveMCPHTTP(ctx context.Context, srv *mcpserver.Server, addr string, log *
 	go func() { done <- hs.Serve(ln) }()
 	select {
 	case err = <-done:
+		srv.Close()
+		return err
 	case <-ctx.Done():
-		shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		err = hs.Shutdown(shut)
 	}
+	// Sessions first: their open event streams would hold Shutdown up.
 	srv.Close()
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, context.DeadlineExceeded) {
-		err = nil
+	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shut); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
 	}
-	return err
+	return nil
 }
 
 // buildVersion is this binary's module version, or "devel".
