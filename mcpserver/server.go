@@ -50,9 +50,14 @@ func New(api *client.Client, opts Options) *Server {
 		opts.Version = "devel"
 	}
 	s := &Server{api: api, log: log, sessions: newSessions(api, log), timeout: opts.SessionTimeout}
+	sdkLog := log
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		// The SDK logs every session's start and end at info.
+		sdkLog = slog.New(floor{log.Handler(), slog.LevelWarn})
+	}
 	s.mcp = mcp.NewServer(&mcp.Implementation{Name: "sietch", Title: "sietch sandboxes", Version: opts.Version}, &mcp.ServerOptions{
 		Instructions: instructions,
-		Logger:       log,
+		Logger:       sdkLog,
 		Capabilities: &mcp.ServerCapabilities{}, // tools only (added below), no logging
 		// A sandbox's lifetime follows its session's, so the sessionless
 		// 2026-07-28 protocol is not offered.
@@ -146,3 +151,16 @@ func schemaFor[T any](enums map[string][]any) *jsonschema.Schema {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// floor passes on only the records at min or above.
+type floor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (f floor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.Handler.Enabled(ctx, l)
+}
+
+func (f floor) WithAttrs(as []slog.Attr) slog.Handler { return floor{f.Handler.WithAttrs(as), f.min} }
+func (f floor) WithGroup(name string) slog.Handler    { return floor{f.Handler.WithGroup(name), f.min} }
