@@ -60,6 +60,8 @@ Images and server:
   images      list the images sietchd offers
   image build build an ext4 root filesystem image (see docs/IMAGES.md)
   health      ask whether sietchd is up (needs no token)
+AI agents:
+  mcp         serve sandboxes as MCP tools to an agent (stdio, or --http ADDR)
 
 Global flags (before or after the command):
   --addr A         sietchd address: /path.sock, unix:///path.sock, http://host:port
@@ -140,6 +142,7 @@ func init() {
 		"mkdir":     cmdMkdir,
 		"mv":        cmdMv,
 		"watch":     cmdWatch,
+		"mcp":       cmdMcp,
 	}
 }
 
