@@ -1,0 +1,36 @@
+// What the tests know about their environment (scripts/sdk-testenv.sh sets it).
+
+import { readFileSync } from "node:fs";
+
+export interface OpenAPI {
+  paths: Record<string, Record<string, { operationId?: string }>>;
+  components: { schemas: Record<string, Schema> };
+}
+
+export interface Schema {
+  type?: string;
+  format?: string;
+  $ref?: string;
+  properties?: Record<string, Schema>;
+  required?: string[];
+  items?: Schema;
+  additionalProperties?: Schema | boolean;
+  enum?: string[];
+}
+
+/** The API document bundled to JSON, or why there is none. */
+export function openapi(): OpenAPI | string {
+  const file = process.env.SIETCH_OPENAPI_JSON;
+  if (!file) return "SIETCH_OPENAPI_JSON is unset (run under scripts/sdk-testenv.sh)";
+  return JSON.parse(readFileSync(file, "utf8")) as OpenAPI;
+}
+
+/** Why the tests against a real sietchd cannot run, if they cannot. */
+export const noServer = process.env.SIETCH_ADDR ? undefined : "SIETCH_ADDR is unset: no sietchd to test against (run under scripts/sdk-testenv.sh)";
+
+/** Why the Linux tests cannot run, if they cannot. */
+export const noTemplate = process.env.SIETCH_TEST_TEMPLATE
+  ? undefined
+  : "SIETCH_TEST_TEMPLATE is unset: no Linux template to test against (scripts/sdk-testenv.sh without SIETCH_TEST_NO_TEMPLATE=1)";
+
+export const testGuest = process.env.SIETCH_TEST_TESTGUEST ?? "counter";
