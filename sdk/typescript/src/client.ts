@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import * as https from "node:https";
-import { Readable } from "node:stream";
+import { type Duplex, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ConnectionError, ProtocolError, SietchError, UnauthorizedError, errorFromResponse } from "./errors.js";
 import { type Health, type ImageInfo, type ModelName, decode } from "./models.js";
@@ -161,7 +161,30 @@ export class Client {
    * code sietchd gave. Aborting req.signal, before or after the response,
    * ends it with the signal's reason.
    */
-  open(req: Request): Promise<http.IncomingMessage> {
+  async open(req: Request): Promise<http.IncomingMessage> {
+    const { res, socket } = await this.exchange(req);
+    if (socket) {
+      socket.destroy();
+      throw new ProtocolError(`${req.what ?? `${req.method} ${req.path}`}: sietchd switched protocols unasked`, res.statusCode);
+    }
+    return res;
+  }
+
+  /**
+   * Sends req with "Connection: Upgrade" to protocol and returns the
+   * connection once sietchd has switched to it (101); head is what came
+   * after the 101. Any other answer is an error as for open().
+   */
+  async upgrade(req: Request, protocol: string): Promise<{ socket: Duplex; head: Buffer }> {
+    const { res, socket, head } = await this.exchange({ ...req, expect: 101, headers: { ...req.headers, Connection: "Upgrade", Upgrade: protocol } });
+    if (!socket) {
+      res.destroy();
+      throw new ProtocolError(`${req.what ?? `${req.method} ${req.path}`}: sietchd answered ${res.statusCode} without switching to ${protocol}`, res.statusCode);
+    }
+    return { socket, head: head ?? Buffer.alloc(0) };
+  }
+
+  private exchange(req: Request): Promise<{ res: http.IncomingMessage; socket?: Duplex; head?: Buffer }> {
     const signal = req.signal;
     if (signal?.aborted) return Promise.reject(signal.reason);
     const what = req.what ?? `${req.method} ${req.path}`;
@@ -209,12 +232,24 @@ export class Client {
         );
       });
 
+      hreq.on("upgrade", (res, socket, head) => {
+        answered = true;
+        // The signal now governs the connection: aborting ends it.
+        const onAbortSocket = () => socket.destroy(signal!.reason);
+        done();
+        if (signal) {
+          signal.addEventListener("abort", onAbortSocket, { once: true });
+          socket.once("close", () => signal.removeEventListener("abort", onAbortSocket));
+        }
+        resolve({ res, socket, head });
+      });
+
       hreq.on("response", (res) => {
         answered = true;
         if (res.statusCode === req.expect) {
           // The signal now governs the body: aborting ends its reading.
           res.once("close", done);
-          resolve(res);
+          resolve({ res });
           return;
         }
         done();

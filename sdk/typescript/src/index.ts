@@ -8,6 +8,7 @@ export { Files, Watcher } from "./files.js";
 export type { Mode, ReadOptions } from "./files.js";
 export { Ports, Processes } from "./processes.js";
 export type { StartOptions } from "./processes.js";
+export { ExecSession } from "./session.js";
 export { Snapshot, Template } from "./templates.js";
 export type { BuildOptions } from "./templates.js";
 export type { ExecEvent, ExecOptions, ExecResult } from "./exec.js";

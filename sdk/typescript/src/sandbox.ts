@@ -8,6 +8,7 @@ import { type ExecEvent, type ExecOptions, type ExecResult, collect, execEvents,
 import { Files } from "./files.js";
 import { type ContextInfo, type ContextLanguage, type Limits, type SandboxInfo, type SnapshotInfo, encode } from "./models.js";
 import { Ports, Processes } from "./processes.js";
+import { EXEC_PROTOCOL, ExecSession } from "./session.js";
 
 export interface CreateOptions extends ConnectOptions, Limits {
   /** A warm resume of the template's snapshot (the default: template "default"). */
@@ -180,6 +181,22 @@ export class Sandbox {
       what,
     });
     yield* execEvents(res, what, true, opts.signal);
+  }
+
+  /**
+   * Starts a command with its stdio on an exec stream and returns once it
+   * runs: write its stdin (any size), resize its terminal (opts.tty),
+   * signal it, wait() for its exit. Its output goes to opts.onStdout and
+   * opts.onStderr (on a terminal, all of it is stdout). Aborting
+   * opts.signal, or close(), hangs up, which ends the command.
+   */
+  async execInteractive(cmd: string, opts: Omit<ExecOptions, "stdin"> & { tty?: { rows: number; cols: number } } = {}): Promise<ExecSession> {
+    const what = `exec ${cmd}`;
+    const { socket, head } = await this.client.upgrade(
+      { method: "POST", path: this.path("/exec"), json: execRequest(cmd, opts), expect: 101, signal: opts.signal, what },
+      EXEC_PROTOCOL,
+    );
+    return ExecSession.start(socket, head, opts, what, opts.signal);
   }
 
   /**

@@ -34,3 +34,22 @@ export const noTemplate = process.env.SIETCH_TEST_TEMPLATE
   : "SIETCH_TEST_TEMPLATE is unset: no Linux template to test against (scripts/sdk-testenv.sh without SIETCH_TEST_NO_TEMPLATE=1)";
 
 export const testGuest = process.env.SIETCH_TEST_TESTGUEST ?? "counter";
+
+import assert from "node:assert/strict";
+import { fieldsOf, type ModelName } from "../src/models.js";
+
+/** Asserts that a decoded answer of sietchd has every field its schema requires. */
+export function assertShape(model: ModelName, value: object): void {
+  const doc = openapi();
+  if (typeof doc === "string") return;
+  const schema = doc.components.schemas[model]!;
+  const names = new Map(fieldsOf(model).map((f) => [f.wire, f]));
+  for (const wire of schema.required ?? []) {
+    const f = names.get(wire);
+    assert.ok(f, `${model}.${wire} is required but the SDK does not know it`);
+    const v = (value as Record<string, unknown>)[f.name];
+    assert.notEqual(v, undefined, `sietchd's ${model} lacks the required ${wire}: ${JSON.stringify(value)}`);
+    if (f.kind === "model" && !f.array) assertShape(f.model!, v as object);
+    if (f.kind === "model" && f.array) for (const x of v as object[]) assertShape(f.model!, x);
+  }
+}
