@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
-import { ConflictError, NotFoundError, Sandbox, type ExecEvent, type WatchEvent } from "../src/index.js";
+import { ConflictError, NotFoundError, Sandbox, type ExecEvent, type RunEvent, type WatchEvent } from "../src/index.js";
 import { assertShape, noServer, noTemplate } from "./env.js";
 
 let sb: Sandbox;
@@ -58,9 +58,13 @@ describe("a Linux sandbox from the template", { skip: noServer ?? noTemplate }, 
     const first = await sb.runCode("x = 5\nprint('hi')");
     assert.equal(first.status, "ok");
     assert.equal(first.stdout, "hi\n");
-    const second = await sb.runCode("x * 2");
-    assert.equal(second.text, "10");
-    assert.equal(second.results.length, 1);
+    const events: RunEvent[] = [];
+    for await (const ev of sb.runCodeStream("x * 2")) events.push(ev);
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ["result", "end"],
+    );
+    assert.equal(events[0]!.type === "result" && events[0]!.result.text, "10");
     const third = await sb.runCode("1/0");
     assert.equal(third.status, "error");
     assert.equal(third.error?.name, "ZeroDivisionError");
@@ -164,6 +168,17 @@ describe("a Linux sandbox from the template", { skip: noServer ?? noTemplate }, 
     assert.equal(done.exit?.signal, "SIGTERM");
     await sb.processes.delete(p.id);
     await assert.rejects(sb.processes.get(p.id), NotFoundError);
+  });
+
+  it("ports: forward, list, delete", async () => {
+    const p = await sb.ports.forward(8080);
+    assertShape("Port", p);
+    assert.equal(p.guestPort, 8080);
+    assert.ok(p.hostPort > 0);
+    assert.deepEqual(await sb.ports.list(), [p]);
+    await sb.ports.delete(p.hostPort);
+    assert.deepEqual(await sb.ports.list(), []);
+    await assert.rejects(sb.ports.delete(p.hostPort), NotFoundError);
   });
 
   it("snapshot and fork keep the guest's state", async () => {
