@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"slices"
@@ -28,6 +29,7 @@ import (
 //     their ratio run-speedup-x (spawn over run p50);
 //   - echo-p50-ms, echo-p99-ms: 20 round trips of a line typed into `cat`
 //     on a terminal exec stream until the terminal echoes it back;
+//   - stdin-MiBps: 4 MiB streamed into sha256sum's stdin on an exec stream;
 //   - put-MiBps, get-MiBps: a 2 MiB file uploaded and downloaded; tarput-MiBps,
 //     target-MiBps: the same bytes as 32 files of 64 KiB through the
 //     tar endpoints, and tar-files-per-s for the upload.
@@ -78,11 +80,29 @@ func BenchmarkSessions(b *testing.B) {
 
 		echo := echoRoundTrips(b, ctx, c, sb.ID, 20)
 
+		// stdin streamed into a command, as `cat big.csv | sietch exec`.
+		in := make([]byte, 4<<20)
+		rand.Read(in)
+		var sum bytes.Buffer
+		t0 := time.Now()
+		s, err := c.ExecStream(ctx, sb.ID, model.ExecRequest{Cmd: "sha256sum"}, &sum, io.Discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Write(in); err != nil {
+			b.Fatal(err)
+		}
+		s.CloseStdin()
+		if exit, err := s.Wait(); err != nil || exit.Code != 0 || !strings.HasPrefix(sum.String(), fmt.Sprintf("%x", sha256.Sum256(in))) {
+			b.Fatalf("4 MiB into sha256sum: %+v, %v, %q", exit, err, sum.String())
+		}
+		stdin := time.Since(t0).Seconds()
+
 		// Files: one file against a tree of the same bytes.
 		const size = 2 << 20
 		data := make([]byte, size)
 		rand.Read(data)
-		t0 := time.Now()
+		t0 = time.Now()
 		if err := c.Upload(ctx, sb.ID, "/root/one.bin", 0o644, bytes.NewReader(data)); err != nil {
 			b.Fatal(err)
 		}
@@ -128,6 +148,7 @@ func BenchmarkSessions(b *testing.B) {
 		b.ReportMetric(ms(echo[len(echo)/2]), "echo-p50-ms")
 		b.ReportMetric(ms(echo[min(len(echo)-1, len(echo)*99/100)]), "echo-p99-ms")
 		mib := float64(size) / (1 << 20)
+		b.ReportMetric(4/stdin, "stdin-MiBps")
 		b.ReportMetric(mib/put, "put-MiBps")
 		b.ReportMetric(mib/get, "get-MiBps")
 		b.ReportMetric(mib/tarPut, "tarput-MiBps")

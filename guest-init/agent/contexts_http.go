@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sietch-vm/sietch/wire/agentproto"
@@ -59,6 +58,9 @@ func (a *Agent) context(w http.ResponseWriter, r *http.Request, start bool) *cod
 	return c
 }
 
+// runFlushDelay is how long a run's event may wait for the next one.
+const runFlushDelay = 2 * time.Millisecond
+
 // handleRun runs code in a context, streaming its events as NDJSON:
 // POST /v1/contexts/{id}/run. A client that goes away interrupts the run.
 func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
@@ -80,18 +82,43 @@ func (a *Agent) handleRun(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
+	// Events go out at most runFlushDelay after they come, so that a
+	// short run's result and end leave in one write with the stream's end
+	// (each write to the guest's vsock costs an emulated system call and
+	// a device notification) while a long run still streams.
 	var mu sync.Mutex
-	var gone atomic.Bool
+	var gone bool // the client went away, or the handler is done
+	var flush *time.Timer
 	sink := func(ev agentproto.RunEvent) {
 		mu.Lock()
 		defer mu.Unlock()
-		if gone.Load() {
+		if gone {
 			return
 		}
-		if enc.Encode(ev) != nil || rc.Flush() != nil {
-			gone.Store(true)
+		if enc.Encode(ev) != nil {
+			gone = true
+			return
 		}
+		if ev.End != nil || flush != nil {
+			return // the end goes out when the handler returns
+		}
+		flush = time.AfterFunc(runFlushDelay, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			flush = nil
+			if !gone && rc.Flush() != nil {
+				gone = true
+			}
+		})
 	}
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		gone = true
+		if flush != nil {
+			flush.Stop()
+		}
+	}()
 	a.run(c, req.Code, time.Duration(req.TimeoutMS)*time.Millisecond, r.Context().Done(), sink)
 }
 

@@ -317,7 +317,9 @@ func (ew *eventWriter) write(ev agentproto.ExecEvent, last bool) {
 	if last {
 		defer func() { ew.broken = true }()
 	}
-	if _, err := ew.w.Write(append(b, '\n')); err == nil {
+	// The last event goes out with the stream's end when the handler
+	// returns: one write to the connection, not two.
+	if _, err := ew.w.Write(append(b, '\n')); err == nil && !last {
 		err = ew.rc.Flush()
 	}
 	if err != nil {

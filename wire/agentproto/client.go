@@ -240,9 +240,11 @@ func (c *Client) Exec(ctx context.Context, req ExecRequest, stdin io.Reader, std
 			return res, fmt.Errorf("agent exec %s (id %s): %s", req.Cmd, res.ID, ev.Error)
 		case ev.ExitCode != nil:
 			res.ExitCode, res.TimedOut = *ev.ExitCode, ev.TimedOut
+			drain(br)
 			return res, nil
 		case ev.Signal != "":
 			res.ExitCode, res.Signal, res.TimedOut = -1, ev.Signal, ev.TimedOut
+			drain(br)
 			return res, nil
 		}
 	}
@@ -474,6 +476,7 @@ func (c *Client) Run(ctx context.Context, id string, req RunRequest, each func(R
 			return RunEnd{}, fmt.Errorf("agent run in context %s: bad event %.80q: %w", id, line, err)
 		}
 		if ev.End != nil {
+			drain(br)
 			return *ev.End, nil
 		}
 		if each != nil {
@@ -482,6 +485,14 @@ func (c *Client) Run(ctx context.Context, id string, req RunRequest, each func(R
 			}
 		}
 	}
+}
+
+// drain reads a stream's end after its last event, so that the
+// connection goes back to the pool: a body closed before its end closes
+// the connection, and the next call pays for a new one (an accept and a
+// handshake through the vsock device, costly in a guest).
+func drain(r io.Reader) {
+	io.Copy(io.Discard, io.LimitReader(r, 4<<10))
 }
 
 // maxRunEventLine bounds one run event (a result with a large image).

@@ -25,6 +25,16 @@ def _emit(event):
     _ev.flush()
 
 
+# Events after the code ran (results, an error) go out with the end event
+# in one write: every system call is dear in a guest whose kernel is
+# emulated.
+_tail = []
+
+
+def _defer(event):
+    _tail.append(json.dumps(event, separators=(",", ":")) + "\n")
+
+
 class _Stream(io.TextIOBase):
     """sys.stdout and sys.stderr: whole lines become events, in order (a
     partial line waits for its newline, a flush, or the end of the run)."""
@@ -120,7 +130,7 @@ def _figures():
             plt.figure(num).savefig(buf, format="png")
         except Exception:
             continue
-        _emit({"result": {"text/plain": "<Figure %d>" % num,
+        _defer({"result": {"text/plain": "<Figure %d>" % num,
                           "image/png": base64.b64encode(buf.getvalue()).decode("ascii")}})
     plt.close("all")
 
@@ -164,7 +174,7 @@ def _run(code):
         if value is not None:
             _globals["_"] = value
             _flush_all()
-            _emit({"result": _bundle(value)})
+            _defer({"result": _bundle(value)})
         _flush_all()
         _figures()
     except BaseException as e:  # KeyboardInterrupt and SystemExit too
@@ -173,7 +183,7 @@ def _run(code):
         tb = traceback.format_exception(type(e), e, e.__traceback__)
         # Drop the driver's own frames: the traceback starts in the cell.
         tb = [l for l in tb if 'File "<cell>"' in l or not l.startswith("  File ")]
-        _emit({"error": {"name": type(e).__name__, "value": str(e), "traceback": "".join(tb)}})
+        _defer({"error": {"name": type(e).__name__, "value": str(e), "traceback": "".join(tb)}})
     _end(status)
 
 
@@ -184,7 +194,10 @@ def _end(status):
             os.write(fd, _marker)
         except OSError:
             pass
-    _emit({"end": {"status": status, "execution_count": _count}})
+    _defer({"end": {"status": status, "execution_count": _count}})
+    _ev.write("".join(_tail))
+    _ev.flush()
+    _tail.clear()
 
 
 _emit({"ready": {"pid": os.getpid(), "version": sys.version.split()[0]}})
