@@ -385,3 +385,27 @@ func isCode(err error, code string) bool {
 	var e *client.Error
 	return errors.As(err, &e) && e.Code == code
 }
+
+// Where finds sietchd as the CLI documents: the variables first, then the
+// state directory (made absolute), then the defaults.
+func TestWhere(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	if a, tf := client.Where(env()); a != client.DefaultAddr || tf != client.DefaultTokenFile {
+		t.Errorf("no variables: %s %s", a, tf)
+	}
+	if a, tf := client.Where(env("SIETCH_STATE_DIR", "/s")); a != "/s/sietchd.sock" || tf != "/s/token" {
+		t.Errorf("state dir: %s %s", a, tf)
+	}
+	if a, _ := client.Where(env("SIETCH_STATE_DIR", "rel")); !strings.HasPrefix(a, "/") || !strings.HasSuffix(a, "/rel/sietchd.sock") {
+		t.Errorf("a relative state dir gives %s; want an absolute socket path", a)
+	}
+	if a, tf := client.Where(env("SIETCH_STATE_DIR", "/s", "SIETCH_ADDR", "tcp://h:1", "SIETCH_TOKEN_FILE", "/t")); a != "tcp://h:1" || tf != "/t" {
+		t.Errorf("explicit variables: %s %s", a, tf)
+	}
+}

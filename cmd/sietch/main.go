@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -158,21 +157,8 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 }
 
 func (c *cli) run(ctx context.Context, args []string) int {
-	c.g = globals{addr: c.getenv("SIETCH_ADDR"), tokenFile: c.getenv("SIETCH_TOKEN_FILE")}
-	if state := c.getenv("SIETCH_STATE_DIR"); state != "" {
-		if c.g.addr == "" {
-			c.g.addr = filepath.Join(state, "sietchd.sock")
-		}
-		if c.g.tokenFile == "" {
-			c.g.tokenFile = filepath.Join(state, "token")
-		}
-	}
-	if c.g.addr == "" {
-		c.g.addr = client.DefaultAddr
-	}
-	if c.g.tokenFile == "" {
-		c.g.tokenFile = client.DefaultTokenFile
-	}
+	addr, tokenFile := client.Where(c.getenv)
+	c.g = globals{addr: addr, tokenFile: tokenFile}
 	fs := pflag.NewFlagSet("sietch", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SetInterspersed(false)
