@@ -40,6 +40,16 @@ def test_exec(sb: Sandbox):
     assert sb.exec("sh", "-c", "sleep 30", timeout=1).timed_out
 
 
+def test_exec_interactive(sb: Sandbox):
+    big = b"0123456789abcdef" * (128 << 10)  # 2 MiB: several frames
+    with sb.exec_interactive("sh", "-c", "wc -c; echo done >&2; exit 2") as sess:
+        assert sess.pid > 0
+        sess.write(big)
+        sess.close_stdin()
+        r = sess.wait()
+    assert (r.stdout.strip(), r.stderr, r.exit_code) == (str(len(big)), "done\n", 2)
+
+
 def test_exec_stream_in_order(sb: Sandbox):
     script = "echo a; sleep 0.5; echo b >&2; sleep 0.5; echo c"
     got = [(e.stdout, e.stderr, e.exit.code if e.exit else None) for e in sb.exec_stream("sh", "-c", script)]

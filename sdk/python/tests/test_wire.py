@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -282,3 +283,57 @@ def test_address_from_env(monkeypatch, env, addr):
 def test_bad_address(addr):
     with pytest.raises(sietch.ConfigurationError):
         Client(addr, token="t")
+
+
+def frame(typ: int, payload: bytes) -> bytes:
+    return struct.pack(">BI", typ, len(payload)) + payload
+
+
+def test_exec_interactive_frames(fake):
+    def h(x: Exchange) -> None:
+        x.h.send_response(101)
+        x.h.send_header("Connection", "Upgrade")
+        x.h.send_header("Upgrade", "sietch-exec.v1")
+        x.h.end_headers()
+        # The first frames arrive with the headers, in one write.
+        x.h.wfile.write(frame(16, b'{"id":"p1","pid":42}') + frame(18, b"warn\n"))
+        x.h.wfile.flush()
+        got = b""
+        while True:
+            typ, n = struct.unpack(">BI", x.h.rfile.read(5))
+            body = x.h.rfile.read(n)
+            if typ == 2:
+                break
+            got += body if typ == 1 else b"[%d %s]" % (typ, body)
+        x.h.wfile.write(frame(17, got) + frame(19, b'{"code":-1,"signal":"SIGINT"}'))
+        x.h.wfile.flush()
+        x.h.close_connection = True
+
+    s, c = start(fake, h)
+    with sandbox(c).exec_interactive("cat", tty=(24, 80)) as sess:
+        assert (sess.id, sess.pid) == ("p1", 42)
+        sess.write("hello ")
+        sess.write(b"x" * 10)
+        sess.signal("INT")
+        sess.close_stdin()
+        r = sess.wait()
+    assert r.stderr == "warn\n"
+    assert r.stdout == "hello " + "x" * 10 + '[4 {"signal": "INT"}]'
+    assert (r.exit_code, r.signal) == (-1, "SIGINT")
+    assert s.seen[0].headers["upgrade"] == "sietch-exec.v1"
+    assert json.loads(s.seen[0].body)["tty"] == {"rows": 24, "cols": 80}
+
+
+def test_exec_interactive_cut_short(fake):
+    def h(x: Exchange) -> None:
+        x.h.send_response(101)
+        x.h.send_header("Connection", "Upgrade")
+        x.h.send_header("Upgrade", "sietch-exec.v1")
+        x.h.end_headers()
+        x.h.wfile.write(frame(16, b'{"id":"p1","pid":1}') + frame(17, b"par")[:-1])
+        x.h.close_connection = True
+
+    _, c = start(fake, h)
+    sess = sandbox(c).exec_interactive("cat")
+    with pytest.raises(sietch.ProtocolError, match="ended before the exit"):
+        sess.wait()

@@ -33,6 +33,7 @@ from .errors import (
     UnknownFieldError,
     WrongStateError,
 )
+from .execstream import ExecSession
 from .files import Files
 from .models import (
     Context,
@@ -74,6 +75,7 @@ __all__ = [
     "ERROR_CLASSES",
     "EventStream",
     "ExecEvent",
+    "ExecSession",
     "ExecExit",
     "Execution",
     "FileInfo",

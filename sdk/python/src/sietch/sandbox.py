@@ -14,6 +14,7 @@ from .client import DEFAULT, Client, _decode_list, _seg, resolve
 from .code import Contexts, Execution
 from .commands import CommandResult, Processes
 from .errors import NotFoundError
+from .execstream import PROTOCOL, ExecSession
 from .files import Files
 from .models import (
     Context,
@@ -28,6 +29,7 @@ from .models import (
     SandboxInfo,
     Snapshot,
     SnapshotRequest,
+    TTYSize,
 )
 
 
@@ -259,6 +261,37 @@ class Sandbox:
         the stream early hangs up."""
         req = _commands.exec_request(cmd, args, env, cwd, timeout, stdin)
         return _commands.exec_stream(self._client, self.id, req, request_timeout)
+
+    def exec_interactive(
+        self,
+        cmd: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        tty: TTYSize | tuple[int, int] | None = None,
+        request_timeout: float | None = DEFAULT,
+    ) -> ExecSession:
+        """Start ``cmd`` with its stdio on an exec stream and return once it
+        runs: write its stdin (any size), read its output as it comes,
+        resize its terminal (``tty=(rows, cols)`` gives it one; stderr then
+        joins stdout), signal it. Closing the session ends the command."""
+        if isinstance(tty, tuple):
+            tty = TTYSize(rows=tty[0], cols=tty[1])
+        req = _commands.exec_request(cmd, args, env, cwd, timeout, None, tty=tty)
+        resp = self._client.request(
+            "POST",
+            self._path("/exec"),
+            json_body=req,
+            headers={"Connection": "Upgrade", "Upgrade": PROTOCOL},
+            expect=(101,),
+            timeout=_commands.stream_timeout(timeout, request_timeout),
+        )
+        try:
+            return ExecSession(resp)
+        except BaseException:
+            resp.close()
+            raise
 
     # -- code ---------------------------------------------------------------
 
