@@ -116,5 +116,5 @@ def serve(handler: Handler, unix: bool = False) -> FakeServer:
         server.daemon_threads = True
         fake.addr = f"http://127.0.0.1:{server.server_address[1]}"
     fake._server = server
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     return fake

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import functools
 import types
 import typing
 from datetime import datetime
@@ -27,9 +26,14 @@ def json_name(f: dataclasses.Field[Any]) -> str:
     return name
 
 
-@functools.cache
+_hints_cache: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    hints = _hints_cache.get(cls)
+    if hints is None:
+        hints = _hints_cache[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def decode(cls: type[T], value: Any, where: str = "") -> T:
@@ -39,7 +43,7 @@ def decode(cls: type[T], value: Any, where: str = "") -> T:
         raise ProtocolError(f"{where}: want a JSON object, got {_kind(value)}")
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         name = json_name(f)
         if name not in value or value[name] is None:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -67,7 +71,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         _, item = typing.get_args(tp)
         return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return decode(tp, value, where)  # type: ignore[arg-type]
+        return decode(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise ProtocolError(f"{where}: want a boolean, got {_kind(value)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Generic, TypeVar
 
 from . import _codec
@@ -39,7 +39,7 @@ class EventStream(Generic[E]):
         self._events = self._read(max_line)
         self.ended = False  # the last event came
 
-    def _read(self, max_line: int) -> Iterator[E]:
+    def _read(self, max_line: int) -> Generator[E, None, None]:
         try:
             for obj in self._resp.lines(max_line):
                 ev = _codec.decode(self._cls, obj, f"{self._resp.what}: event")

@@ -219,9 +219,9 @@ class Client:
         def __enter__(self) -> None:
             return None
 
-        def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> bool:
+        def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> None:
             if exc is None or isinstance(exc, SietchError):
-                return False
+                return
             if self.resp is not None and self.resp.closed and isinstance(exc, Exception):
                 # Closed by another thread mid-read: http.client fails in
                 # odd ways then.
@@ -236,7 +236,6 @@ class Client:
                 raise ProtocolError(f"{self.what}: bad answer: {exc!r}") from None
             if isinstance(exc, OSError):
                 raise SietchConnectionError(f"{self.what}: the connection to sietchd broke: {exc}") from None
-            return False
 
     def _reading(self, what: str, resp: Response | None = None) -> Client._ReadGuard:
         return Client._ReadGuard(self, what, resp)
