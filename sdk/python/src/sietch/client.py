@@ -46,13 +46,15 @@ DEFAULT: Any = _Default()
 _MAX_JSON = 64 << 20
 _MAX_ERROR = 64 << 10
 _MAX_TEXT = 32 << 20
+# How much of a streamed request body (a file object) is sent at a time.
+_BLOCK = 256 << 10
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP/1.1 over a unix socket."""
 
     def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("sietchd", timeout=timeout)
+        super().__init__("sietchd", timeout=timeout, blocksize=_BLOCK)
         self._path = path
 
     def connect(self) -> None:
@@ -203,8 +205,8 @@ class Client:
         if self._unix is not None:
             return _UnixHTTPConnection(self._unix, timeout)
         if self._scheme == "https":
-            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout)
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, blocksize=_BLOCK)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout, blocksize=_BLOCK)
 
     def _resolve_timeout(self, timeout: Any, long: bool = False) -> float | None:
         if timeout is DEFAULT:
