@@ -114,10 +114,9 @@ class Sandbox:
         running, its agent answering. ``timeout_s`` is its lifetime,
         after which it is stopped (or ``on_timeout``: "snapshot",
         "pause" to disk)."""
-        return cls._create(
-            CreateRequest(template=template, image=image),
-            cpus, memory_mib, disk_mib, timeout_s, on_timeout, env, labels, client, request_timeout,
-        )  # fmt: skip
+        limits = Limits(cpus=cpus, memory_mib=memory_mib, disk_mib=disk_mib, timeout_s=timeout_s, on_timeout=on_timeout)
+        req = CreateRequest(template=template, image=image, env=env or None, labels=labels or None)
+        return cls._create(req, limits, client, request_timeout)
 
     @classmethod
     def restore(
@@ -136,29 +135,14 @@ class Sandbox:
     ) -> Sandbox:
         """Start a new sandbox from a snapshot, as it was when taken."""
         sid = snapshot.id if isinstance(snapshot, Snapshot) else snapshot
-        return cls._create(
-            CreateRequest(snapshot=sid),
-            cpus, memory_mib, disk_mib, timeout_s, on_timeout, env, labels, client, request_timeout,
-        )  # fmt: skip
+        limits = Limits(cpus=cpus, memory_mib=memory_mib, disk_mib=disk_mib, timeout_s=timeout_s, on_timeout=on_timeout)
+        req = CreateRequest(snapshot=sid, env=env or None, labels=labels or None)
+        return cls._create(req, limits, client, request_timeout)
 
     @classmethod
-    def _create(
-        cls,
-        req: CreateRequest,
-        cpus: int | None,
-        memory_mib: int | None,
-        disk_mib: int | None,
-        timeout_s: int | None,
-        on_timeout: str | None,
-        env: dict[str, str] | None,
-        labels: dict[str, str] | None,
-        client: Client | None,
-        request_timeout: float | None,
-    ) -> Sandbox:
-        limits = Limits(cpus=cpus, memory_mib=memory_mib, disk_mib=disk_mib, timeout_s=timeout_s, on_timeout=on_timeout)
+    def _create(cls, req: CreateRequest, limits: Limits, client: Client | None, request_timeout: float | None) -> Sandbox:
         if limits != Limits():
             req.limits = limits
-        req.env, req.labels = env or None, labels or None
         c = resolve(client)
         doc = c.call("POST", "/v1/sandboxes", json_body=req, expect=201, long=True, timeout=request_timeout)
         return cls(_codec.decode(SandboxInfo, doc), c)
