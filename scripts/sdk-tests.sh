@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 ran=0
 if [ -d sdk/python ]; then
 	echo "== Python SDK (sdk/python)"
-	(cd sdk/python && python3 -m pytest -q tests)
+	# Debian's python3 has python3-pytest; a python3 earlier in PATH
+	# (pyenv) may not.
+	py=python3
+	[ -x /usr/bin/python3 ] && py=/usr/bin/python3
+	(cd sdk/python && "$py" -m pytest -q tests)
 	ran=$((ran + 1))
 fi
 if [ -f sdk/typescript/package.json ]; then

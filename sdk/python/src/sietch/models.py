@@ -1,0 +1,368 @@
+"""The JSON types of sietchd's API (components.schemas in api/openapi.yaml),
+as dataclasses. Field names are the schema's property names; a test keeps
+them equal. Optional properties default to None."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+#: A sandbox's lifecycle state (schema State).
+State = Literal["creating", "running", "paused", "snapshotting", "suspended", "stopped", "failed"]
+
+
+@dataclass
+class Limits:
+    """One sandbox's resources; None takes the server's default."""
+
+    cpus: int | None = None
+    memory_mib: int | None = None
+    disk_mib: int | None = None
+    timeout_s: int | None = None
+    on_timeout: str | None = None  # "stop", "snapshot" or "pause" (to disk)
+
+
+@dataclass
+class CreateRequest:
+    template: str | None = None
+    image: str | None = None
+    snapshot: str | None = None
+    limits: Limits | None = None
+    labels: dict[str, str] | None = None
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class Port:
+    guest_port: int
+    host_addr: str
+    host_port: int
+
+
+@dataclass
+class SandboxInfo:
+    """A sandbox as sietchd describes it (schema Sandbox)."""
+
+    id: str
+    state: str
+    limits: Limits
+    created_at: datetime
+    agent: bool
+    reason: str | None = None
+    image: str | None = None
+    template: str | None = None
+    snapshot: str | None = None
+    labels: dict[str, str] | None = None
+    vmm_pid: int | None = None
+    ports: list[Port] | None = None
+
+
+@dataclass
+class SnapshotRequest:
+    kind: str | None = None  # "full" (default) or "diff"
+
+
+@dataclass
+class PauseRequest:
+    to_disk: bool | None = None
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint of a sandbox; Sandbox.restore starts a new one from it."""
+
+    id: str
+    sandbox_id: str
+    kind: str
+    size_bytes: int
+    created_at: datetime
+    base: str | None = None
+    role: str | None = None
+    template: str | None = None
+    dependents: list[str] | None = None
+
+
+@dataclass
+class TemplateRequest:
+    name: str
+    image: str | None = None
+    start_cmd: str | None = None
+    ready_port: int | None = None
+    ready_cmd: str | None = None
+    ready_timeout_s: int | None = None
+    contexts: list[str] | None = None
+    limits: Limits | None = None
+
+
+@dataclass
+class TemplateInfo:
+    """A template as sietchd describes it (schema Template)."""
+
+    name: str
+    image: str
+    limits: Limits
+    state: str  # building, ready or failed
+    size_bytes: int
+    created_at: datetime
+    sandboxes: int
+    start_cmd: str | None = None
+    ready_port: int | None = None
+    ready_cmd: str | None = None
+    contexts: list[str] | None = None
+    step: str | None = None
+    reason: str | None = None
+    snapshot: str | None = None
+    build_s: float | None = None
+
+
+@dataclass
+class ForkRequest:
+    count: int
+    snapshot: str | None = None
+
+
+@dataclass
+class TTYSize:
+    rows: int
+    cols: int
+
+
+@dataclass
+class ExecRequest:
+    cmd: str
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    stdin: bytes | None = None
+    timeout_ms: int | None = None
+    tty: TTYSize | None = None
+    detach: bool | None = None
+
+
+@dataclass
+class Started:
+    id: str
+    pid: int
+
+
+@dataclass
+class ExecExit:
+    """How a command ended: code is -1 when a signal ended it."""
+
+    code: int
+    signal: str | None = None
+    timed_out: bool | None = None
+
+
+@dataclass
+class ProcessInfo:
+    """A process in a sandbox (schema Process)."""
+
+    id: str
+    pid: int
+    cmd: str
+    state: str  # running or exited
+    output_bytes: int
+    started_at: datetime
+    args: list[str] | None = None
+    tty: bool | None = None
+    detached: bool | None = None
+    exit: ExecExit | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass
+class SignalRequest:
+    signal: str
+
+
+@dataclass
+class ExecEvent:
+    """One event of a command's output stream: a chunk of stdout or stderr
+    (bytes), or the exit, which comes last."""
+
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+    exit: ExecExit | None = None
+    dropped: int | None = None
+
+
+@dataclass
+class ContextRequest:
+    id: str | None = None
+    language: str | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class Context:
+    """A code context: a python, node or bash interpreter keeping its state."""
+
+    id: str
+    language: str
+    pid: int
+    state: str  # idle, running or dead
+    runs: int
+    created_at: datetime
+    cwd: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class RunRequest:
+    code: str
+    timeout_ms: int | None = None
+
+
+@dataclass
+class RunError:
+    """An exception the code raised (name ContextDied: the interpreter exited)."""
+
+    name: str
+    value: str
+    traceback: str | None = None
+
+
+@dataclass
+class RunEnd:
+    status: str  # ok, error, interrupted or timeout
+    execution_count: int
+    duration_ms: int
+    exit_code: int | None = None
+
+
+@dataclass
+class RunEvent:
+    """One event of a run's stream; exactly one field is set. result maps
+    MIME types to values (image/png in base64)."""
+
+    stdout: str | None = None
+    stderr: str | None = None
+    result: dict[str, str] | None = None
+    error: RunError | None = None
+    end: RunEnd | None = None
+
+
+@dataclass
+class PortRequest:
+    guest_port: int
+    host_port: int | None = None
+    host_addr: str | None = None
+
+
+@dataclass
+class Image:
+    name: str
+    kind: str  # linux or testguest
+    size_bytes: int
+    created_at: datetime
+
+
+@dataclass
+class Health:
+    status: str
+    version: str
+    sandboxes: int
+    kvm: str
+
+
+@dataclass
+class ErrorInfo:
+    """The error of an ErrorBody (schema Error)."""
+
+    code: str
+    message: str
+    retry: bool | None = None
+
+
+@dataclass
+class ErrorBody:
+    error: ErrorInfo
+
+
+@dataclass
+class FileInfo:
+    name: str
+    type: str  # file, dir, symlink or other
+    size: int
+    mode: str  # octal, such as "0644"
+    mtime: datetime
+    target: str | None = None
+
+
+@dataclass
+class FileList:
+    entries: list[FileInfo]
+
+
+@dataclass
+class MkdirRequest:
+    path: str
+    parents: bool | None = None
+    mode: str | None = None
+
+
+@dataclass
+class RenameRequest:
+    from_: str = field(metadata={"json": "from"})
+    to: str
+
+
+@dataclass
+class TarResult:
+    files: int
+    dirs: int
+    symlinks: int
+    bytes: int
+
+
+@dataclass
+class WatchEvent:
+    """A change in a watched directory: create, write, remove, rename
+    (the old name), chmod, or overflow (events were lost: rescan)."""
+
+    type: str
+    time: datetime
+    path: str | None = None
+    is_dir: bool | None = None
+
+
+#: The dataclass for each object schema of api/openapi.yaml.
+SCHEMAS: dict[str, type] = {
+    "Limits": Limits,
+    "CreateRequest": CreateRequest,
+    "Sandbox": SandboxInfo,
+    "SnapshotRequest": SnapshotRequest,
+    "PauseRequest": PauseRequest,
+    "Snapshot": Snapshot,
+    "TemplateRequest": TemplateRequest,
+    "Template": TemplateInfo,
+    "ForkRequest": ForkRequest,
+    "ExecRequest": ExecRequest,
+    "TTYSize": TTYSize,
+    "Started": Started,
+    "Process": ProcessInfo,
+    "SignalRequest": SignalRequest,
+    "ExecEvent": ExecEvent,
+    "ExecExit": ExecExit,
+    "ContextRequest": ContextRequest,
+    "Context": Context,
+    "RunRequest": RunRequest,
+    "RunEvent": RunEvent,
+    "RunError": RunError,
+    "RunEnd": RunEnd,
+    "PortRequest": PortRequest,
+    "Port": Port,
+    "Image": Image,
+    "Health": Health,
+    "Error": ErrorInfo,
+    "ErrorBody": ErrorBody,
+    "FileInfo": FileInfo,
+    "FileList": FileList,
+    "MkdirRequest": MkdirRequest,
+    "RenameRequest": RenameRequest,
+    "TarResult": TarResult,
+    "WatchEvent": WatchEvent,
+}
