@@ -30,7 +30,7 @@ export const MODELS = {
   Template: {
     name: "name", image: "image", start_cmd: "startCmd", ready_port: "readyPort", ready_cmd: "readyCmd", contexts: "contexts",
     limits: "limits:Limits", state: "state", step: "step", reason: "reason", snapshot: "snapshot", size_bytes: "sizeBytes",
-    build_s: "buildS", created_at: "createdAt:date", sandboxes: "sandboxes",
+    build_s: "buildS", created_at: "createdAt:date", sandboxes: "sandboxes", stale: "stale",
   },
   ForkRequest: { snapshot: "snapshot", count: "count" },
   ExecRequest: {
@@ -213,6 +213,8 @@ export interface TemplateInfo {
   createdAt: Date;
   /** Sandboxes from it that run now. */
   sandboxes: number;
+  /** Its image's files changed since the build (its sandboxes run what the image held then). */
+  stale?: boolean;
 }
 
 export interface ExecExit {

@@ -114,6 +114,7 @@ class TemplateInfo:
     reason: str | None = None
     snapshot: str | None = None
     build_s: float | None = None
+    stale: bool | None = None  # its image changed since the build
 
 
 @dataclass
