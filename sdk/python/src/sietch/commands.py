@@ -55,9 +55,14 @@ def exec_request(
 ) -> ExecRequest:
     if isinstance(stdin, str):
         stdin = stdin.encode()
+    argv = [str(a) for a in args]
+    if not argv:
+        # A command alone is a shell line, as in the TypeScript SDK:
+        # exec("ls -l /tmp | wc -l"). With arguments it is the program.
+        cmd, argv = "sh", ["-c", cmd]
     return ExecRequest(
         cmd=cmd,
-        args=[str(a) for a in args] or None,
+        args=argv,
         env=env or None,
         cwd=cwd,
         stdin=stdin or None,

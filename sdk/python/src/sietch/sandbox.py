@@ -223,9 +223,10 @@ class Sandbox:
         on_stderr: Callable[[bytes], None] | None = None,
         request_timeout: float | None = DEFAULT,
     ) -> CommandResult:
-        """Run ``cmd`` with ``args`` (no shell: ``exec("sh", "-c", ...)`` for
-        one) to its exit and return its output and exit code; a non-zero
-        exit is no error. ``timeout`` (seconds) kills it in the guest
+        """Run ``cmd`` to its exit and return its output and exit code; a
+        non-zero exit is no error. Alone, ``cmd`` is a shell line
+        (``exec("ls /tmp | wc -l")`` runs ``sh -c``); with ``args`` it is the
+        program (``exec("uname", "-r")``, no shell). ``timeout`` (seconds) kills it in the guest
         (``timed_out``); ``on_stdout``/``on_stderr`` see output as it comes."""
         req = _commands.exec_request(cmd, args, env, cwd, timeout, stdin)
         return _commands.collect(_commands.exec_stream(self._client, self.id, req, request_timeout), on_stdout, on_stderr)
