@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,6 +195,36 @@ func TestAgentUnavailable(t *testing.T) {
 	}
 	if strings.Contains(e.get(sb.ID).Reason, "agent") || e.get(sb.ID).Agent {
 		t.Errorf("sandbox says its agent answered: %+v", e.get(sb.ID))
+	}
+	e.call("DELETE", "/v1/sandboxes/"+sb.ID, nil, http.StatusNoContent, nil)
+}
+
+// A running sandbox's agent that refuses a connection or two (a restored
+// guest still taking its vsock transport reset) is tried again: the
+// caller sees the answer, not agent_unavailable.
+func TestAgentRefusalRetried(t *testing.T) {
+	_, sock := startAgent(t)
+	var refuse, dials atomic.Int32
+	e := newEnv(t, func(c *sandbox.Config) {
+		c.AgentDial = func(string) func(context.Context) (net.Conn, error) {
+			dial := agentproto.DialUDS(sock, agentproto.Port)
+			return func(ctx context.Context) (net.Conn, error) {
+				dials.Add(1)
+				if refuse.Add(-1) >= 0 {
+					return nil, fmt.Errorf("device closed the connection after CONNECT: %w", agentproto.ErrRefused)
+				}
+				return dial(ctx)
+			}
+		}
+	})
+	sb := e.create(model.CreateRequest{Image: "counter"})
+	refuse.Store(2)
+	st, r, body := e.exec(sb.ID, model.ExecRequest{Cmd: "sh", Args: []string{"-c", "echo up"}})
+	if st != http.StatusOK || r.exit == nil || r.exit.Code != 0 || r.stdout != "up\n" {
+		t.Fatalf("exec after two refused connects: %d %+v %s", st, r.exit, body)
+	}
+	if n := dials.Load(); n < 3 {
+		t.Errorf("%d dials; want the two refusals and a third that worked", n)
 	}
 	e.call("DELETE", "/v1/sandboxes/"+sb.ID, nil, http.StatusNoContent, nil)
 }

@@ -32,11 +32,28 @@ func (m *Manager) agentFor(sb *sandbox) *agentproto.Client {
 		sb.agent = agentproto.NewClient(func(ctx context.Context) (net.Conn, error) {
 			dctx, cancel := context.WithTimeout(ctx, agentTimeout)
 			defer cancel()
-			c, err := dial(dctx)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrAgentUnavailable, err)
+			for delay := 25 * time.Millisecond; ; delay *= 2 {
+				c, err := dial(dctx)
+				if err == nil {
+					return c, nil
+				}
+				// A running sandbox's agent that refuses a connection is
+				// most likely a guest still taking the vsock transport
+				// reset of its restore: try again for a while (nothing
+				// reached the guest). A create's wait for the agent
+				// retries on its own.
+				m.mu.Lock()
+				running := sb.rec.State == StateRunning
+				m.mu.Unlock()
+				if !running || !errors.Is(err, agentproto.ErrRefused) || delay > 800*time.Millisecond {
+					return nil, fmt.Errorf("%w: %v", ErrAgentUnavailable, err)
+				}
+				select {
+				case <-dctx.Done():
+					return nil, fmt.Errorf("%w: %v", ErrAgentUnavailable, err)
+				case <-time.After(delay):
+				}
 			}
-			return c, nil
 		})
 	})
 	return sb.agent

@@ -15,6 +15,11 @@ const (
 	handshakeTimeout = 30 * time.Second // when ctx has no deadline
 )
 
+// ErrRefused is a CONNECT the guest refused: nothing listened on the port
+// (yet), or the guest reset the connection as it came. Nothing was sent to
+// the guest, so another try is safe.
+var ErrRefused = errors.New("refused")
+
 // DialUDS returns a dialer for Client that reaches guest port through
 // the vsock device's host socket at udsPath: it connects, writes
 // "CONNECT <port>\n" and expects "OK <host port>\n" before the stream is
@@ -57,7 +62,7 @@ func handshake(c net.Conn, port uint32) error {
 		if _, err := io.ReadFull(c, b[:]); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				if len(line) == 0 {
-					return fmt.Errorf("device closed the connection after CONNECT: nothing listens on guest port %d (is the agent up?)", port)
+					return fmt.Errorf("device closed the connection after CONNECT: nothing listens on guest port %d (is the agent up?): %w", port, ErrRefused)
 				}
 				return fmt.Errorf("device replied %q and closed the connection", line)
 			}
