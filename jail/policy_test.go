@@ -18,7 +18,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the poli
 // TestPolicyGolden pins every shipped policy: a change to what a device
 // may call shows up in review as a golden-file diff.
 func TestPolicyGolden(t *testing.T) {
-	for _, p := range []Policy{BasePolicy, TestPolicy, VCPUThreadPolicy, BlkPolicy, NetPolicy, VsockPolicy, RNGPolicy} {
+	for _, p := range []Policy{BasePolicy, TestPolicy, VCPUThreadPolicy, VMMPolicy, BlkPolicy, NetPolicy, VsockPolicy, RNGPolicy} {
 		t.Run(p.Name, func(t *testing.T) {
 			path := filepath.Join("testdata", p.Name+".golden")
 			got := p.Describe()
