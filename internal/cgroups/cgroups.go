@@ -40,8 +40,8 @@ func (l Layout) Version() int {
 	return 1
 }
 
-// parents is each distinct parent directory, in a stable order.
-func (l Layout) parents() []string {
+// ParentDirs is each distinct parent directory, in a stable order.
+func (l Layout) ParentDirs() []string {
 	if l.V2 != "" {
 		return []string{l.V2}
 	}

@@ -311,7 +311,7 @@ func TestReal(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		g.Remove()
-		for _, d := range l.parents() {
+		for _, d := range l.ParentDirs() {
 			os.Remove(d)
 			os.Remove(filepath.Dir(d))
 		}

@@ -36,7 +36,7 @@ func (l Layout) Group(name string) *Group {
 // Children lists the names of the groups under l's parent (in its first
 // hierarchy): what a manager may find left from before a crash.
 func (l Layout) Children() []string {
-	ps := l.parents()
+	ps := l.ParentDirs()
 	if len(ps) == 0 {
 		return nil
 	}
