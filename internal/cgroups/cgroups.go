@@ -230,3 +230,22 @@ func readFile(dir, name string) (string, error) {
 	}
 	return strings.TrimSpace(string(b)), nil
 }
+
+// Of is the group process pid is in (in the hierarchies a Probe would
+// use).
+func Of(pid int) (*Group, error) {
+	mi, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	defer mi.Close()
+	self, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("cgroups: %w", err)
+	}
+	l, err := probe(mi, string(self), "", func(p string) ([]byte, error) { return os.ReadFile(p) })
+	if err != nil {
+		return nil, err
+	}
+	return l.Group(""), nil
+}
