@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -84,6 +85,20 @@ func (m *Manager) removeCgroup(sb *sandbox) {
 	if g := m.cgroup(sb); g != nil {
 		if err := g.Remove(); err != nil {
 			m.log.Warn("remove the sandbox's cgroup", "sandbox", sb.id, "err", err)
+		}
+	}
+}
+
+// closeCgroups removes this sietchd's parent groups if no sandbox runs
+// in them (rmdir refuses a group with children), and the common parent
+// if no other sietchd uses it.
+func (m *Manager) closeCgroups() {
+	if m.cg == nil {
+		return
+	}
+	for _, d := range m.cg.ParentDirs() {
+		if os.Remove(d) == nil {
+			os.Remove(filepath.Dir(d))
 		}
 	}
 }

@@ -324,6 +324,7 @@ func (m *Manager) Close() error {
 	m.wakeW.Close()
 	m.wg.Wait()
 	m.wakeR.Close()
+	m.closeCgroups()
 	return m.db.close()
 }
 
