@@ -91,3 +91,14 @@ func mapOut[T, U any](in []T, f func(T) U) []U {
 func fileInfoOut(fi sandbox.FileInfo) model.FileInfo {
 	return model.FileInfo{Name: fi.Name, Type: fi.Type, Size: fi.Size, Mode: unixmode.Format(fi.Mode), ModTime: fi.ModTime, Target: fi.Target}
 }
+
+func statsOut(s sandbox.Stats) model.SandboxStats {
+	out := model.SandboxStats{Cgroup: s.Cgroup, CPUUserS: s.CPUUserS, CPUSystemS: s.CPUSystemS, CPULimit: s.CPULimit,
+		CPUPeriods: int64(s.CPUPeriods), CPUThrottledPeriods: int64(s.CPUThrottled), CPUThrottledS: s.CPUThrottledS,
+		MemoryBytes: s.MemoryBytes, MemoryPeakBytes: s.MemoryPeakBytes, MemoryLimitBytes: s.MemoryLimitBytes, MemoryOOMKills: int64(s.OOMKills),
+		Pids: s.Pids, PidsLimit: s.PidsLimit, DiskReadBytes: s.DiskReadBytes, DiskWriteBytes: s.DiskWriteBytes}
+	if s.Net != nil {
+		out.NetRxBytes, out.NetTxBytes = &s.Net.RxBytes, &s.Net.TxBytes
+	}
+	return out
+}

@@ -58,6 +58,15 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
+	st, err := s.m.Stats(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, statsOut(st))
+}
+
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
 	var req model.PauseRequest
 	if !decode(w, r, &req, true) {

@@ -98,6 +98,7 @@ func (s *Server) register() {
 	m.Handle("GET", "/v1/sandboxes/{id}/ports", s.ports)
 	m.Handle("DELETE", "/v1/sandboxes/{id}/ports/{host_port}", s.removePort)
 	m.Handle("GET", "/v1/sandboxes/{id}/console", s.console)
+	m.Handle("GET", "/v1/sandboxes/{id}/stats", s.stats)
 	m.Handle("GET", "/v1/sandboxes/{id}/processes", s.processes)
 	m.Handle("GET", "/v1/sandboxes/{id}/processes/{proc}", s.process)
 	m.Handle("DELETE", "/v1/sandboxes/{id}/processes/{proc}", s.deleteProcess)

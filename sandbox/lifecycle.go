@@ -166,7 +166,14 @@ func (m *Manager) launch(ctx context.Context, sb *sandbox, args func() ([]string
 	if err != nil {
 		return err
 	}
-	pid, pidfd, err := m.startVMM(sb, a)
+	m.mu.Lock()
+	l := sb.rec.Limits
+	m.mu.Unlock()
+	cg, err := m.cgroupArgs(sb, l)
+	if err != nil {
+		return err
+	}
+	pid, pidfd, err := m.startVMM(sb, append(a, cg...))
 	if err != nil {
 		return err
 	}
@@ -230,6 +237,7 @@ func (m *Manager) remove(sb *sandbox) {
 		f.close()
 	}
 	m.stopVMM(sb)
+	m.removeCgroup(sb)
 	if err := os.RemoveAll(sb.dir); err != nil {
 		m.log.Warn("remove sandbox directory", "sandbox", sb.id, "err", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sietch-vm/sietch/internal/cgroups"
 	"github.com/sietch-vm/sietch/wire/agentproto"
 	"github.com/sietch-vm/sietch/wire/control"
 )
@@ -67,6 +68,11 @@ type Config struct {
 	// sandbox's vsock socket (agentproto.DialUDS). Tests reach an agent running
 	// as a host process this way.
 	AgentDial func(sandboxID string) func(ctx context.Context) (net.Conn, error)
+	// Cgroups is whether each sandbox gets a cgroup of its own (CgroupsAuto,
+	// the default; CgroupsOn; CgroupsOff), made under CgroupParent
+	// (default "sietch") below sietchd's own group in each hierarchy.
+	Cgroups      string
+	CgroupParent string
 }
 
 // DefaultBootTimeout is how long a cold boot may take to reach the guest
@@ -103,10 +109,11 @@ type Manager struct {
 	sandboxes map[string]*sandbox
 	snapshots map[string]*snapRecord
 	templates map[string]*template
-	hostKVM   func() string // probeHost, once
-	orphans   []string      // snapshots of replaced templates, removed once nothing needs them
-	boot      histogram     // create from an image until the vmm runs
-	restore   histogram     // create from a snapshot until the vmm runs
+	hostKVM   func() string   // probeHost, once
+	orphans   []string        // snapshots of replaced templates, removed once nothing needs them
+	boot      histogram       // create from an image until the vmm runs
+	restore   histogram       // create from a snapshot until the vmm runs
+	cg        *cgroups.Layout // where sandbox groups go; nil: none
 }
 
 // sandbox is one sandbox at run time.
@@ -184,6 +191,10 @@ func Open(cfg Config) (*Manager, error) {
 		restore:   newHistogram(),
 	}
 	m.hostKVM = sync.OnceValue(m.probeHost)
+	if err := m.openCgroups(); err != nil {
+		db.close()
+		return nil, err
+	}
 	if m.wakeR, m.wakeW, err = os.Pipe(); err != nil {
 		db.close()
 		return nil, fmt.Errorf("sandbox manager: %w", err)
@@ -223,6 +234,7 @@ func Open(cfg Config) (*Manager, error) {
 		}
 	}
 	m.collectGarbage()
+	m.collectCgroups()
 	m.reapSnapshots()
 	return m, nil
 }
@@ -312,6 +324,7 @@ func (m *Manager) Close() error {
 	m.wakeW.Close()
 	m.wg.Wait()
 	m.wakeR.Close()
+	m.closeCgroups()
 	return m.db.close()
 }
 

@@ -49,12 +49,13 @@ type Metrics struct {
 	Boot    Histogram        // create from an image until the vmm runs
 	Restore Histogram        // create from a snapshot until the vmm runs
 	RSS     map[string]int64 // vmm resident memory by sandbox id
+	Usage   map[string]Stats // resource use by sandbox id, of those with a vmm
 }
 
 // Metrics returns the current counts, latencies and vmm memory.
 func (m *Manager) Metrics() Metrics {
 	m.mu.Lock()
-	out := Metrics{States: map[State]int{}, Boot: m.boot.export(), Restore: m.restore.export(), RSS: map[string]int64{}}
+	out := Metrics{States: map[State]int{}, Boot: m.boot.export(), Restore: m.restore.export(), RSS: map[string]int64{}, Usage: map[string]Stats{}}
 	for _, s := range States {
 		out.States[s] = 0
 	}
@@ -69,6 +70,9 @@ func (m *Manager) Metrics() Metrics {
 	for id, pid := range pids {
 		if rss, ok := processRSS(pid); ok {
 			out.RSS[id] = rss
+		}
+		if st, err := m.Stats(id); err == nil {
+			out.Usage[id] = st
 		}
 	}
 	return out

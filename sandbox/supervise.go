@@ -84,6 +84,8 @@ func reap(pid int) exitInfo {
 
 // exited records that sb's vmm ended and releases what it held.
 func (m *Manager) exited(sb *sandbox, ex exitInfo, pidfd int, done chan struct{}) {
+	// Before done closes: a resume waiting for it makes the group anew.
+	m.removeCgroup(sb)
 	m.mu.Lock()
 	unix.Close(pidfd)
 	sb.pidfd = -1
@@ -223,6 +225,7 @@ func (m *Manager) reattach(r record) {
 			m.save(sb)
 		}
 		releaseFiles(sb.dir)
+		m.removeCgroup(sb)
 	}
 	pidfd, err := unix.PidfdOpen(r.VMMPID, 0)
 	if r.VMMPID <= 0 || err != nil {

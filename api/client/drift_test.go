@@ -38,6 +38,7 @@ var operations = map[string]string{
 	"listPortForwards":   "Ports",
 	"deletePortForward":  "ClosePort",
 	"getConsole":         "Console",
+	"getSandboxStats":    "Stats",
 	"listProcesses":      "Processes",
 	"getProcess":         "Process",
 	"deleteProcess":      "DeleteProcess",

@@ -67,6 +67,13 @@ func (c *Client) Snapshot(ctx context.Context, id string, req model.SnapshotRequ
 	return s, err
 }
 
+// Stats returns a running sandbox's resource use and limits.
+func (c *Client) Stats(ctx context.Context, id string) (model.SandboxStats, error) {
+	var st model.SandboxStats
+	err := c.call(ctx, http.MethodGet, sandboxPath(id, "/stats"), nil, &st, http.StatusOK)
+	return st, err
+}
+
 // Snapshots lists a sandbox's snapshots.
 func (c *Client) Snapshots(ctx context.Context, id string) ([]model.Snapshot, error) {
 	var out struct {

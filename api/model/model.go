@@ -248,6 +248,29 @@ type Image struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// SandboxStats is GET /v1/sandboxes/{id}/stats: a running sandbox's
+// resource use (its vmm and device processes together) and its limits.
+// Counters count from its vmm's start.
+type SandboxStats struct {
+	Cgroup              string  `json:"cgroup,omitempty"` // "v2" or "v1"; absent: no group of its own (usage from /proc, no limits)
+	CPUUserS            float64 `json:"cpu_user_s"`
+	CPUSystemS          float64 `json:"cpu_system_s"` // a vCPU's guest time counts here
+	CPULimit            float64 `json:"cpu_limit,omitempty"`
+	CPUPeriods          int64   `json:"cpu_periods"`
+	CPUThrottledPeriods int64   `json:"cpu_throttled_periods"`
+	CPUThrottledS       float64 `json:"cpu_throttled_s"`
+	MemoryBytes         int64   `json:"memory_bytes"`
+	MemoryPeakBytes     int64   `json:"memory_peak_bytes,omitempty"`
+	MemoryLimitBytes    int64   `json:"memory_limit_bytes,omitempty"`
+	MemoryOOMKills      int64   `json:"memory_oom_kills"`
+	Pids                int64   `json:"pids"`
+	PidsLimit           int64   `json:"pids_limit,omitempty"`
+	DiskReadBytes       int64   `json:"disk_read_bytes"`
+	DiskWriteBytes      int64   `json:"disk_write_bytes"`
+	NetRxBytes          *int64  `json:"net_rx_bytes,omitempty"` // nil: no TAP
+	NetTxBytes          *int64  `json:"net_tx_bytes,omitempty"`
+}
+
 // Health is GET /v1/health (no auth).
 type Health struct {
 	Status    string `json:"status"` // "ok"

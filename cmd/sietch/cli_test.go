@@ -247,6 +247,27 @@ func TestOutput(t *testing.T) {
 	if out, _, _ := r.run("", "console", id); out != r.srv.Console {
 		t.Errorf("console printed %q", out)
 	}
+	out, _, _ = r.run("", "stats", id)
+	want = "" +
+		"RESOURCE       USED                        LIMIT\n" +
+		"cgroup         v2                          \n" +
+		"cpu            user 0.50 s, system 1.50 s  2.25 CPUs\n" +
+		"cpu throttled  0 of 0 periods, 0.00 s      \n" +
+		"memory         64MiB                       352MiB\n" +
+		"oom kills      0                           \n" +
+		"tasks          35                          264\n" +
+		"disk           read 0B, written 0B         \n"
+	if out != want {
+		t.Errorf("stats:\n%s\nwant:\n%s", out, want)
+	}
+	out, _, _ = r.run("", "stats", "--json", id)
+	var st model.SandboxStats
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Pids != 35 || st.CPULimit != 2.25 {
+		t.Errorf("stats --json = %s (%v)", out, err)
+	}
+	if _, _, code := r.run("", "stats", "sb-none"); code != exitNotFound {
+		t.Errorf("stats of no sandbox: exit %d, want %d", code, exitNotFound)
+	}
 	if out, _, code := r.run("", "rm", "sb-3", "sb-4"); code != exitOK || out != "sb-3\nsb-4\n" {
 		t.Errorf("rm printed %q, exit %d", out, code)
 	}

@@ -40,6 +40,7 @@ Processes in sandboxes (exec -d starts one in the background):
   wait        wait for a process to exit and exit with its status
   cp          copy a file (or with -r a directory) into or out of a sandbox
   console     print (or follow) a sandbox's serial console
+  stats       a sandbox's CPU, memory, tasks and disk use against its limits
   port        forward a host TCP port to a guest port; list or close forwards
 Files in sandboxes (ID:/path):
   ls ID:/dir  list a directory (mode, size, modified, name)
@@ -129,6 +130,7 @@ func init() {
 		"wait":      cmdWait,
 		"cp":        cmdCp,
 		"console":   cmdConsole,
+		"stats":     cmdStats,
 		"port":      cmdPort,
 		"snapshot":  cmdSnapshot,
 		"snapshots": cmdSnapshots,

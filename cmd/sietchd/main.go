@@ -74,6 +74,8 @@ func run(args []string, stderr io.Writer) int {
 	perCPUs := fs.Int("sandbox-max-cpus", 0, "per-sandbox limit on vCPUs (0: none)")
 	perMemory := fs.Int("sandbox-max-memory-mib", 0, "per-sandbox limit on memory, MiB (0: none)")
 	restoreMemory := fs.String("restore-memory", "ondemand", "how restored sandboxes get guest memory: ondemand (a page on first touch: idle sandboxes of one template share its memory) or lazy (the rest copied in the background: more memory each, a little faster to answer)")
+	cgroupMode := fs.String("cgroups", sandbox.CgroupsAuto, "a cgroup per sandbox holding its vmm and device processes, with CPU, memory and pids limits from its size: auto (where the host allows it), on (or do not start) or off")
+	cgroupParent := fs.String("cgroup-parent", "sietch", "where sandbox cgroups go, below sietchd's own cgroup in each hierarchy (then a name for the state directory, then the sandbox id)")
 	bootTimeout := fs.Duration("boot-timeout", sandbox.DefaultBootTimeout, "how long a Linux sandbox's create waits for its guest agent before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() { fmt.Fprintf(stderr, "%s%s", usage, fs.FlagUsages()) }
@@ -134,6 +136,8 @@ func run(args []string, stderr io.Writer) int {
 		Logger:        log,
 		BootTimeout:   *bootTimeout,
 		RestoreMemory: *restoreMemory,
+		Cgroups:       *cgroupMode,
+		CgroupParent:  *cgroupParent,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "sietchd: %v\n", err)

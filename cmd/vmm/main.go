@@ -17,6 +17,7 @@ import (
 
 	"github.com/sietch-vm/sietch/boot"
 	"github.com/sietch-vm/sietch/devproc/devmain"
+	"github.com/sietch-vm/sietch/internal/cgroups"
 	"github.com/sietch-vm/sietch/vmm"
 )
 
@@ -35,9 +36,9 @@ const usage = `vmm runs one KVM virtual machine per process.
 Usage:
   vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
           [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--net TAP[,mac=M]]
-          [--vsock CID,UDS] [--rng] [--no-jail] [--api-sock PATH]
+          [--vsock CID,UDS] [--rng] [--no-jail] [--api-sock PATH] [--cgroup DIR[,DIR...]]
   vmm restore --from DIR [--fork-id ID] [--net-tap TAP] [--memory auto|lazy|ondemand|eager]
-          [--track-dirty] [--api-sock PATH] [--log-level LEVEL]
+          [--track-dirty] [--api-sock PATH] [--log-level LEVEL] [--cgroup DIR[,DIR...]]
   vmm info|pause|resume|stop --api-sock PATH
   vmm snapshot --api-sock PATH --dir DIR [--kind full|diff]
   vmm flatten --dir DIR
@@ -61,6 +62,9 @@ Exit status of run and restore: 0 guest powered off, 1 vmm error, 2 usage error,
 Exit status of info, pause, resume, stop, snapshot, flatten: 0 done, 1 refused or
 failed (the vmm's error is printed), 2 usage error.
 `
+
+// cgroupUsage describes --cgroup, which run and restore share.
+const cgroupUsage = "join the cgroup directories `DIR,...` (one per hierarchy; sietchd makes them) before anything else, so that device processes are born there"
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -113,6 +117,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	apiSock := fs.String("api-sock", "", "serve the control API (HTTP/JSON: info, pause, resume, stop, snapshot) on the unix socket `PATH`")
 	quietHint := fs.Duration("quiet-hint", 10*time.Second, "on a host that emulates guest kernel mode, say once what is going on when the guest has printed nothing for this long (0: never)")
 	noJail := fs.Bool("no-jail", false, "run device processes unconfined: DEBUGGING ONLY, a guest that breaks a device then owns a host process")
+	cgroupDirs := fs.StringSlice("cgroup", nil, cgroupUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -134,6 +139,11 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *kernel == "" {
 		return bad("--kernel is required")
+	}
+	// First: device processes and vCPU threads are born in the group.
+	if err := cgroups.Join(*cgroupDirs); err != nil {
+		fmt.Fprintf(stderr, "vmm run: %v\n", err)
+		return exitError
 	}
 	memSize, err := parseSize(*mem)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/sietch-vm/sietch/internal/cgroups"
 	"github.com/sietch-vm/sietch/vmm"
 )
 
@@ -29,6 +30,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	netTap := fs.String("net-tap", "", "attach the guest's virtio-net to the TAP `NAME` instead of the snapshot's (each fork needs its own)")
 	memory := fs.String("memory", vmm.MemoryAuto, "how guest memory comes back: auto (lazy where a userfaultfd is available), lazy (pages on first touch, the rest in the background), ondemand (pages on first touch only; the snapshot must stay while the VM runs) or eager (all before the guest runs)")
 	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
+	cgroupDirs := fs.StringSlice("cgroup", nil, cgroupUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm restore --from DIR [--fork-id ID] [--work-dir DIR] [flags]\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -50,6 +52,10 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *from == "" {
 		return bad("--from is required")
+	}
+	if err := cgroups.Join(*cgroupDirs); err != nil {
+		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+		return exitError
 	}
 	if *forkID != "" {
 		if err := vmm.CheckForkID(*forkID); err != nil {

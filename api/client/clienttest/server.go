@@ -234,6 +234,15 @@ func (s *Server) routes() http.Handler {
 	}))
 	auth("DELETE /v1/sandboxes/{id}/ports/{host_port}", s.withBox(s.closePort))
 	auth("GET /v1/sandboxes/{id}/console", s.console)
+	auth("GET /v1/sandboxes/{id}/stats", s.withBox(func(w http.ResponseWriter, r *http.Request, b *box) {
+		if b.sb.State != model.StateRunning && b.sb.State != model.StatePaused {
+			writeError(w, http.StatusConflict, model.CodeWrongState, "sandbox "+b.sb.ID+" is "+string(b.sb.State)+": only a sandbox with a vmm has stats", false)
+			return
+		}
+		lim := b.sb.Limits
+		writeJSON(w, http.StatusOK, model.SandboxStats{Cgroup: "v2", CPUUserS: 0.5, CPUSystemS: 1.5, CPULimit: float64(max(lim.CPUs, 1)) + 0.25,
+			MemoryBytes: 64 << 20, MemoryLimitBytes: int64(max(lim.MemoryMiB, 128)+96) << 20, Pids: 35, PidsLimit: 264})
+	}))
 	s.processRoutes(auth)
 	s.contextRoutes(auth)
 	auth("POST /v1/templates", s.buildTemplate)

@@ -56,6 +56,13 @@ export const MODELS = {
   PortRequest: { guest_port: "guestPort", host_port: "hostPort", host_addr: "hostAddr" },
   Port: { guest_port: "guestPort", host_addr: "hostAddr", host_port: "hostPort" },
   Image: { name: "name", kind: "kind", size_bytes: "sizeBytes", created_at: "createdAt:date" },
+  SandboxStats: {
+    cgroup: "cgroup", cpu_user_s: "cpuUserS", cpu_system_s: "cpuSystemS", cpu_limit: "cpuLimit", cpu_periods: "cpuPeriods",
+    cpu_throttled_periods: "cpuThrottledPeriods", cpu_throttled_s: "cpuThrottledS", memory_bytes: "memoryBytes",
+    memory_peak_bytes: "memoryPeakBytes", memory_limit_bytes: "memoryLimitBytes", memory_oom_kills: "memoryOomKills",
+    pids: "pids", pids_limit: "pidsLimit", disk_read_bytes: "diskReadBytes", disk_write_bytes: "diskWriteBytes",
+    net_rx_bytes: "netRxBytes", net_tx_bytes: "netTxBytes",
+  },
   Health: { status: "status", version: "version", sandboxes: "sandboxes", kvm: "kvm" },
   Error: { code: "code", message: "message", retry: "retry" },
   ErrorBody: { error: "error:Error" },
@@ -192,6 +199,30 @@ export interface SnapshotInfo {
   sizeBytes: number;
   createdAt: Date;
   dependents?: string[];
+}
+
+/** A running sandbox's resource use (its vmm and device processes, from
+ * its cgroup) and its limits; counters count from its vmm's start. An
+ * absent limit is none; absent net counters: no TAP. */
+export interface SandboxStats {
+  cgroup?: "v1" | "v2";
+  cpuUserS: number;
+  /** A vCPU's guest time counts here. */
+  cpuSystemS: number;
+  cpuLimit?: number;
+  cpuPeriods: number;
+  cpuThrottledPeriods: number;
+  cpuThrottledS: number;
+  memoryBytes: number;
+  memoryPeakBytes?: number;
+  memoryLimitBytes?: number;
+  memoryOomKills: number;
+  pids: number;
+  pidsLimit?: number;
+  diskReadBytes: number;
+  diskWriteBytes: number;
+  netRxBytes?: number;
+  netTxBytes?: number;
 }
 
 export type ContextLanguage = "python" | "node" | "bash";

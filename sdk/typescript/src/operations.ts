@@ -17,6 +17,7 @@ export const OPERATIONS: Readonly<Record<string, string>> = Object.freeze({
   resumeSandbox: "Sandbox#resume",
   createSnapshot: "Sandbox#snapshot",
   listSnapshots: "Sandbox#listSnapshots",
+  getSandboxStats: "Sandbox#stats",
   forkSandbox: "Sandbox#fork",
   getConsole: "Sandbox#console",
   execCommand: "Sandbox#exec",

@@ -6,7 +6,7 @@ import { type Execution, type RunCodeOptions, type RunEvent, collectRun, context
 import { NotFoundError } from "./errors.js";
 import { type ExecEvent, type ExecOptions, type ExecResult, collect, execEvents, execRequest } from "./exec.js";
 import { Files } from "./files.js";
-import { type ContextInfo, type ContextLanguage, type Limits, type SandboxInfo, type SnapshotInfo, encode } from "./models.js";
+import { type ContextInfo, type ContextLanguage, type Limits, type SandboxInfo, type SandboxStats, type SnapshotInfo, encode } from "./models.js";
 import { Ports, Processes } from "./processes.js";
 import { EXEC_PROTOCOL, ExecSession } from "./session.js";
 
@@ -133,6 +133,11 @@ export class Sandbox {
       { method: "POST", path: this.path("/snapshots"), json: encode("SnapshotRequest", { kind: opts.kind }), expect: 201, signal: opts.signal, what: `snapshot ${this.id}` },
       "Snapshot",
     );
+  }
+
+  /** Its resource use now (CPU seconds, memory, tasks, disk bytes) and its limits; it must be running or paused. */
+  async stats(opts: CallOptions = {}): Promise<SandboxStats> {
+    return this.client.json({ method: "GET", path: this.path("/stats"), expect: 200, signal: opts.signal, what: `stats of ${this.id}` }, "SandboxStats");
   }
 
   /** Its snapshots, oldest first. */

@@ -84,6 +84,31 @@ class Snapshot:
 
 
 @dataclass
+class SandboxStats:
+    """A running sandbox's resource use (its vmm and device processes
+    together, from its cgroup) and its limits; counters count from its
+    vmm's start. ``None`` limits: none; ``None`` net counters: no TAP."""
+
+    cpu_user_s: float
+    cpu_system_s: float
+    cpu_periods: int
+    cpu_throttled_periods: int
+    cpu_throttled_s: float
+    memory_bytes: int
+    memory_oom_kills: int
+    pids: int
+    disk_read_bytes: int
+    disk_write_bytes: int
+    cgroup: str | None = None
+    cpu_limit: float | None = None
+    memory_peak_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    pids_limit: int | None = None
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
+
+
+@dataclass
 class TemplateRequest:
     name: str
     image: str | None = None
@@ -338,6 +363,7 @@ SCHEMAS: dict[str, type] = {
     "SnapshotRequest": SnapshotRequest,
     "PauseRequest": PauseRequest,
     "Snapshot": Snapshot,
+    "SandboxStats": SandboxStats,
     "TemplateRequest": TemplateRequest,
     "Template": TemplateInfo,
     "ForkRequest": ForkRequest,

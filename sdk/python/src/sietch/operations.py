@@ -17,6 +17,7 @@ OPERATIONS: dict[str, str] = {
     "resumeSandbox": "Sandbox.resume",
     "createSnapshot": "Sandbox.snapshot",
     "listSnapshots": "Sandbox.snapshots",
+    "getSandboxStats": "Sandbox.stats",
     "forkSandbox": "Sandbox.fork",
     "execCommand": "Sandbox.exec",  # and exec_stream, Processes.start, Sandbox.exec_interactive
     "writeFile": "Files.write",

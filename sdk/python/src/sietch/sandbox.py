@@ -27,6 +27,7 @@ from .models import (
     PortRequest,
     RunEvent,
     SandboxInfo,
+    SandboxStats,
     Snapshot,
     SnapshotRequest,
     TTYSize,
@@ -184,6 +185,11 @@ class Sandbox:
         req = SnapshotRequest(kind=kind)
         doc = self._client.call("POST", self._path("/snapshots"), json_body=req, expect=201, long=True, timeout=request_timeout)
         return _codec.decode(Snapshot, doc)
+
+    def stats(self) -> SandboxStats:
+        """Its resource use now (CPU seconds, memory, tasks, disk bytes)
+        and its limits; it must be running or paused."""
+        return _codec.decode(SandboxStats, self._client.call("GET", self._path("/stats")))
 
     def snapshots(self) -> builtins.list[Snapshot]:
         """This sandbox's snapshots, oldest first."""
