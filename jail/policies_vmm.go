@@ -26,7 +26,7 @@ const (
 	uffdioWake           = 0x8010aa02
 	uffdioCopy           = 0xc028aa03
 	uffdioZeropage       = 0xc020aa04
-	seccompSetModeFilter = 0 // SECCOMP_SET_MODE_FILTER
+	seccompSetModeFilter = 1 // SECCOMP_SET_MODE_FILTER
 )
 
 // VMMPolicy is for every thread of the vmm process once the VM is built
@@ -66,6 +66,8 @@ var VMMPolicy = Compose("vmm", BasePolicy, append(append([]Rule{},
 	kvmIoctl(uffdioWake, "UFFDIO_WAKE: a page another thread filled"),
 	kvmIoctl(uffdioCopy, "UFFDIO_COPY: fill a faulting page"),
 	kvmIoctl(uffdioZeropage, "UFFDIO_ZEROPAGE: fill a faulting page"),
+	allow("ppoll", "pager: wait for a fault or its stop"),
+	allow("poll", "pager: wait for a fault or its stop"),
 	// Snapshot files: the state, memory and disk clones under the
 	// directory a control request names.
 	allow("openat", "snapshot files"),
@@ -82,6 +84,9 @@ var VMMPolicy = Compose("vmm", BasePolicy, append(append([]Rule{},
 	allow("ftruncate", "snapshot memory files"),
 	allow("fallocate", "snapshot memory files"),
 	allow("copy_file_range", "disk clones in a snapshot"),
+	allow("ioctl", "FICLONE: disk clones share blocks where the filesystem can", ArgEq(1, unix.FICLONE)),
+	allow("sendfile", "disk clones: io.Copy where copy_file_range cannot"),
+	allow("splice", "disk clones: io.Copy where copy_file_range cannot"),
 	allow("renameat", "snapshot files appear whole"),
 	allow("renameat2", "snapshot files appear whole"),
 	allow("unlinkat", "temporary snapshot files, the control socket at exit"),

@@ -93,6 +93,11 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, kind string, 
 		return Snapshot{}, err
 	}
 	m.snapshots[snap.ID] = snap
+	if role.role == RoleSuspend {
+		// Claimed in the same breath it is known: reapSnapshots must not
+		// take it for a superseded one before the vmm has stopped.
+		sb.suspendTo = snap.ID
+	}
 	if role.role != RoleTemplate {
 		// A template's sandboxes build their diffs on it; the build
 		// sandbox itself goes.

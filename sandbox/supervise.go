@@ -148,6 +148,10 @@ func describeExit(dir string, ex exitInfo) (State, string) {
 				reason += "; its log ends: " + logLine
 			}
 		}
+	case ex.signal == unix.SIGSYS:
+		// Its seccomp policy (jail.VMMPolicy) caught a system call the
+		// vmm never makes: a bug, or a guest that took over the vmm.
+		reason = "the vmm was killed by SIGSYS (seccomp: forbidden system call; a vmm bug or an escape attempt, see the host's audit log)"
 	case ex.signal != 0:
 		reason = fmt.Sprintf("the vmm was killed by signal %s", unix.SignalName(ex.signal))
 	case ex.code == 0:

@@ -623,7 +623,7 @@ func (m *Manager) reapSnapshots() {
 				continue
 			}
 		case RoleSuspend:
-			if sb, ok := m.sandboxes[s.SandboxID]; ok && sb.rec.Suspended == id {
+			if sb, ok := m.sandboxes[s.SandboxID]; ok && (sb.rec.Suspended == id || sb.suspendTo == id) {
 				continue
 			}
 		default:

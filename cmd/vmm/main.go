@@ -38,7 +38,7 @@ Usage:
           [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--net TAP[,mac=M]]
           [--vsock CID,UDS] [--rng] [--no-jail] [--api-sock PATH] [--cgroup DIR[,DIR...]]
   vmm restore --from DIR [--fork-id ID] [--net-tap TAP] [--memory auto|lazy|ondemand|eager]
-          [--track-dirty] [--api-sock PATH] [--log-level LEVEL] [--cgroup DIR[,DIR...]]
+          [--track-dirty] [--api-sock PATH] [--log-level LEVEL] [--cgroup DIR[,DIR...]] [--no-jail]
   vmm info|pause|resume|stop --api-sock PATH
   vmm snapshot --api-sock PATH --dir DIR [--kind full|diff]
   vmm flatten --dir DIR
@@ -116,7 +116,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
 	apiSock := fs.String("api-sock", "", "serve the control API (HTTP/JSON: info, pause, resume, stop, snapshot) on the unix socket `PATH`")
 	quietHint := fs.Duration("quiet-hint", 10*time.Second, "on a host that emulates guest kernel mode, say once what is going on when the guest has printed nothing for this long (0: never)")
-	noJail := fs.Bool("no-jail", false, "run device processes unconfined: DEBUGGING ONLY, a guest that breaks a device then owns a host process")
+	noJail := fs.Bool("no-jail", false, "run device processes and the vmm itself unconfined: DEBUGGING ONLY, a guest that breaks a device or the vmm then owns a host process")
 	cgroupDirs := fs.StringSlice("cgroup", nil, cgroupUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
@@ -198,7 +198,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Log = log
 	if cfg.NoJail {
-		log.Warn("--no-jail: device processes run unconfined; use this for debugging only")
+		log.Warn("--no-jail: device processes and the vmm run unconfined; use this for debugging only")
 	}
 
 	if cfg.Kernel, err = os.ReadFile(*kernel); err != nil {
@@ -225,7 +225,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer m.Close()
 	log.Debug("booting", "cmdline", m.Cmdline(), "compat", m.Compat())
 
-	return runMachine("run", m, ctl, stdin, stderr, log)
+	return runMachine("run", m, ctl, !cfg.NoJail, stdin, stderr, log)
 }
 
 // pumpConsole forwards host input to the guest's UART until EOF.

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sietch-vm/sietch/internal/cgroups"
+	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/vmm"
 )
 
@@ -30,6 +31,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	netTap := fs.String("net-tap", "", "attach the guest's virtio-net to the TAP `NAME` instead of the snapshot's (each fork needs its own)")
 	memory := fs.String("memory", vmm.MemoryAuto, "how guest memory comes back: auto (lazy where a userfaultfd is available), lazy (pages on first touch, the rest in the background), ondemand (pages on first touch only; the snapshot must stay while the VM runs) or eager (all before the guest runs)")
 	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
+	noJail := fs.Bool("no-jail", false, "leave the vmm process unconfined (no seccomp filter on its threads): DEBUGGING ONLY")
 	cgroupDirs := fs.StringSlice("cgroup", nil, cgroupUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm restore --from DIR [--fork-id ID] [--work-dir DIR] [flags]\n\nFlags:\n%s", fs.FlagUsages())
@@ -90,14 +92,33 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	defer m.Close()
 	log.Debug("restored", "from", *from, "cmdline", m.Cmdline(), "compat", m.Compat())
-	return runMachine("restore", m, ctl, stdin, stderr, log)
+	return runMachine("restore", m, ctl, !*noJail, stdin, stderr, log)
 }
 
+// drill, set in test builds only (drill.go), makes a forbidden system call
+// once the vmm is confined.
+var drill func()
+
 // runMachine runs m until it ends, serving the console and the control
-// socket, and maps how it ended to the exit status of `vmm run`.
-func runMachine(name string, m *vmm.Machine, ctl *controlSocket, stdin io.Reader, stderr io.Writer, log *slog.Logger) int {
+// socket, and maps how it ended to the exit status of `vmm run`. With
+// confine, every thread of the process is held to jail.VMMPolicy first:
+// the VM is built and its device processes run, so from here on the vmm
+// needs no new process, namespace, mount or socket but a unix one.
+func runMachine(name string, m *vmm.Machine, ctl *controlSocket, confine bool, stdin io.Reader, stderr io.Writer, log *slog.Logger) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
+	if confine {
+		if err := jail.VMMPolicy.Load(); err != nil {
+			fmt.Fprintf(stderr, "vmm %s: confine the vmm: %v (--no-jail runs it unconfined, for debugging only)\n", name, err)
+			return exitError
+		}
+		log.Debug("vmm confined", "policy", jail.VMMPolicy.Name, "threads", "all")
+	} else {
+		log.Warn("--no-jail: the vmm process runs unconfined; use this for debugging only")
+	}
+	if drill != nil {
+		drill()
+	}
 	go pumpConsole(stdin, m)
 	ctl.serve(m)
 	exit, err := m.Run(ctx)
