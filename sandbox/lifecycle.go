@@ -159,8 +159,10 @@ func (m *Manager) reserve(sbs []*sandbox, l Limits) error {
 // agent answers).
 func (m *Manager) launch(ctx context.Context, sb *sandbox, args func() ([]string, error), h *histogram) error {
 	start := time.Now()
-	if err := os.MkdirAll(filepath.Join(sb.dir, dirWork), 0o700); err != nil {
-		return fmt.Errorf("sandbox directory: %w", err)
+	for _, d := range []string{dirWork, dirOutbox} {
+		if err := os.MkdirAll(filepath.Join(sb.dir, d), 0o700); err != nil {
+			return fmt.Errorf("sandbox directory: %w", err)
+		}
 	}
 	a, err := args()
 	if err != nil {

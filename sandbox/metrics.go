@@ -68,7 +68,7 @@ func (m *Manager) Metrics() Metrics {
 	}
 	m.mu.Unlock()
 	for id, pid := range pids {
-		if rss, ok := processRSS(pid); ok {
+		if rss, ok := vmmRSS(pid); ok {
 			out.RSS[id] = rss
 		}
 		if st, err := m.Stats(id); err == nil {

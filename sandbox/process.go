@@ -25,6 +25,11 @@ const (
 	fileVsock   = "vsock"       // the vsock device's host socket
 	fileOverlay = "overlay.ext4"
 	dirWork     = "work" // a restored sandbox's disk copies
+	// dirOutbox is where the jailed vmm's snapshots land: it sees this
+	// directory at <state>/snapshots (and, inside it, read-only, only the
+	// snapshots it was restored from), and sietchd moves each new one
+	// into the store. No vmm can write, or read, another's snapshots.
+	dirOutbox = "outbox"
 )
 
 // vsockCID is every sandbox's guest CID: each has its own vsock device
@@ -35,7 +40,7 @@ const vsockCID = 3
 func (m *Manager) runArgs(sb *sandbox, spec ImageSpec, l Limits) ([]string, error) {
 	args := []string{"run", "--kernel", spec.Kernel,
 		"--mem", strconv.Itoa(l.MemoryMiB) + "M", "--cpus", strconv.Itoa(l.CPUs),
-		"--api-sock", filepath.Join(sb.dir, fileAPISock)}
+		"--api-sock", filepath.Join(sb.dir, fileAPISock), "--jail-bind", m.outboxBind(sb)}
 	cmdline := spec.Cmdline
 	if spec.Kind == KindLinux {
 		if spec.Initrd != "" {
@@ -96,7 +101,51 @@ func (m *Manager) restoreArgs(sb *sandbox, snapDir string) []string {
 	return []string{"restore", "--from", snapDir, "--fork-id", sb.id, "--track-dirty", "--memory", m.cfg.RestoreMemory,
 		"--work-dir", filepath.Join(sb.dir, dirWork),
 		"--vsock-uds", filepath.Join(sb.dir, fileVsock),
-		"--api-sock", filepath.Join(sb.dir, fileAPISock)}
+		"--api-sock", filepath.Join(sb.dir, fileAPISock), "--jail-bind", m.outboxBind(sb)}
+}
+
+// outboxBind is the vmm's --jail-bind that shows sb's outbox as the
+// snapshot store.
+func (m *Manager) outboxBind(sb *sandbox) string {
+	return filepath.Join(sb.dir, dirOutbox) + "=" + filepath.Join(m.cfg.StateDir, "snapshots")
+}
+
+// collectSnapshot moves a snapshot the jailed vmm of sb wrote into its
+// outbox to dir in the store; a vmm that runs unjailed wrote it there
+// already.
+func collectSnapshot(sb *sandbox, dir string) error {
+	out := filepath.Join(sb.dir, dirOutbox, filepath.Base(dir))
+	if _, err := os.Lstat(out); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.Rename(out, dir); err != nil {
+		os.RemoveAll(out)
+		return fmt.Errorf("move the snapshot from the sandbox's outbox into the store: %w", err)
+	}
+	return nil
+}
+
+// vmmRSS is the resident memory of a vmm: the keeper sietchd started
+// and the jailed vmm it runs (the keeper's child), which holds the VM.
+func vmmRSS(pid int) (int64, bool) {
+	rss, ok := processRSS(pid)
+	if !ok {
+		return 0, false
+	}
+	// Children are listed per thread: the keeper starts its vmm from a
+	// thread of its own.
+	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				if r, ok := processRSS(c); ok {
+					rss += r
+				}
+			}
+		}
+	}
+	return rss, true
 }
 
 // startVMM starts the vmm in its own session (so it outlives sietchd, and

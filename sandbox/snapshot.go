@@ -75,6 +75,11 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, kind string, 
 	cctx, cancel := context.WithTimeout(ctx, controlTimeout)
 	err = sb.ctl.Snapshot(cctx, control.SnapshotRequest{Dir: snap.Dir, Kind: kind})
 	cancel()
+	if err == nil {
+		err = collectSnapshot(sb, snap.Dir)
+	} else {
+		os.RemoveAll(filepath.Join(sb.dir, dirOutbox, snap.ID))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sb.rec.Prev = ""

@@ -129,7 +129,11 @@ func (c *controlSocket) serve(m *vmm.Machine) {
 	if c == nil {
 		return
 	}
-	c.srv = controlserver.New(m, "")
+	var vm controlserver.VM = m
+	if jailed != nil {
+		vm = jailHint{m}
+	}
+	c.srv = controlserver.New(vm, "")
 	c.done = make(chan struct{})
 	go func() {
 		defer close(c.done)

@@ -4,7 +4,9 @@
 // SIETCH_VMM_DRILL=CALL in its environment, a confined vmm makes the
 // forbidden system call CALL from a goroutine of its own (an ordinary
 // thread, like the control server's) once it runs, and the tests check
-// that the kernel killed it for that.
+// that the kernel killed it for that. The drills on paths (open-*,
+// connect-unix, write-proc-sys) are calls the policy allows: the jail's
+// file system must refuse them, and the vmm says what it got.
 
 package main
 
@@ -59,6 +61,25 @@ func drillCall(call string) error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 		unix.Close(fd)
 		return err
+	case "open-host-file": // the host's files are not in the jail
+		f, err := os.Open(os.Getenv("SIETCH_VMM_DRILL_PATH"))
+		f.Close()
+		return err
+	case "open-kvm": // sealed: gone from the jail's /dev once the VM is built
+		f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+		f.Close()
+		return err
+	case "write-proc-sys": // /proc is read-only (opened, never written)
+		f, err := os.OpenFile("/proc/sys/kernel/core_pattern", os.O_WRONLY, 0)
+		f.Close()
+		return err
+	case "connect-unix": // a host service's socket, outside the jail
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Connect(fd, &unix.SockaddrUnix{Name: os.Getenv("SIETCH_VMM_DRILL_PATH")})
 	case "perf_event_open":
 		_, _, errno := unix.Syscall6(unix.SYS_PERF_EVENT_OPEN, 0, 0, ^uintptr(0), ^uintptr(0), 0, 0)
 		return errno

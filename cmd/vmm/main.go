@@ -36,9 +36,11 @@ const usage = `vmm runs one KVM virtual machine per process.
 Usage:
   vmm run --kernel PATH [--initrd PATH] [--cmdline S] [--mem 512M] [--cpus N]
           [--disk PATH[,ro]]... [--vhost-user-blk SOCKET]... [--net TAP[,mac=M]]
-          [--vsock CID,UDS] [--rng] [--no-jail] [--api-sock PATH] [--cgroup DIR[,DIR...]]
+          [--vsock CID,UDS] [--rng] [--api-sock PATH] [--cgroup DIR[,DIR...]]
+          [--jail-bind DIR]... [--no-jail]
   vmm restore --from DIR [--fork-id ID] [--net-tap TAP] [--memory auto|lazy|ondemand|eager]
-          [--track-dirty] [--api-sock PATH] [--log-level LEVEL] [--cgroup DIR[,DIR...]] [--no-jail]
+          [--track-dirty] [--api-sock PATH] [--log-level LEVEL] [--cgroup DIR[,DIR...]]
+          [--jail-bind DIR]... [--no-jail]
   vmm info|pause|resume|stop --api-sock PATH
   vmm snapshot --api-sock PATH --dir DIR [--kind full|diff]
   vmm flatten --dir DIR
@@ -118,6 +120,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	quietHint := fs.Duration("quiet-hint", 10*time.Second, "on a host that emulates guest kernel mode, say once what is going on when the guest has printed nothing for this long (0: never)")
 	noJail := fs.Bool("no-jail", false, "run device processes and the vmm itself unconfined: DEBUGGING ONLY, a guest that breaks a device or the vmm then owns a host process")
 	cgroupDirs := fs.StringSlice("cgroup", nil, cgroupUsage)
+	jailBinds := fs.StringArray("jail-bind", nil, jailUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -144,6 +147,32 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := cgroups.Join(*cgroupDirs); err != nil {
 		fmt.Fprintf(stderr, "vmm run: %v\n", err)
 		return exitError
+	}
+	if !*noJail {
+		b := newBinds(*jailBinds)
+		b.add(*kernel, false, false)
+		b.add(*initrd, false, false)
+		for _, d := range *disks {
+			if dc, err := parseDisk(d); err == nil {
+				b.add(dc.Path, !dc.ReadOnly, false)
+			}
+		}
+		for _, s := range *vublk {
+			b.add(s, true, false)
+		}
+		if *netdev != "" {
+			b.tap()
+		}
+		if _, uds, ok := strings.Cut(*vsockdev, ","); ok {
+			b.dirOf(uds)
+		}
+		b.dirOf(*apiSock)
+		if b.err != nil {
+			return bad("%v", b.err)
+		}
+		if code, done := jailSelf("run", args, b.j, stderr); done {
+			return code
+		}
 	}
 	memSize, err := parseSize(*mem)
 	if err != nil {

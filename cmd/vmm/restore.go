@@ -31,8 +31,9 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	netTap := fs.String("net-tap", "", "attach the guest's virtio-net to the TAP `NAME` instead of the snapshot's (each fork needs its own)")
 	memory := fs.String("memory", vmm.MemoryAuto, "how guest memory comes back: auto (lazy where a userfaultfd is available), lazy (pages on first touch, the rest in the background), ondemand (pages on first touch only; the snapshot must stay while the VM runs) or eager (all before the guest runs)")
 	seccompVCPU := fs.Bool("seccomp-vcpu", true, "confine vCPU threads with a seccomp filter (KVM_RUN and vCPU state only)")
-	noJail := fs.Bool("no-jail", false, "leave the vmm process unconfined (no seccomp filter on its threads): DEBUGGING ONLY")
+	noJail := fs.Bool("no-jail", false, "run device processes and the vmm unconfined (no jails, no namespaces, no seccomp filter on its threads): DEBUGGING ONLY")
 	cgroupDirs := fs.StringSlice("cgroup", nil, cgroupUsage)
+	jailBinds := fs.StringArray("jail-bind", nil, jailUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm restore --from DIR [--fork-id ID] [--work-dir DIR] [flags]\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -76,6 +77,20 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return bad("--log-level: %v", err)
 	}
+	if !*noJail {
+		b := newBinds(*jailBinds)
+		b.dirOf(*apiSock)
+		if err := restoreBinds(b, *from, *forkID, *workDir, *vsockUDS, *netTap); err != nil {
+			fmt.Fprintf(stderr, "vmm restore: %v\n", err)
+			return exitError
+		}
+		if b.err != nil {
+			return bad("%v", b.err)
+		}
+		if code, done := jailSelf("restore", args, b.j, stderr); done {
+			return code
+		}
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	ctl, err := listenControl(*apiSock, log)
@@ -108,6 +123,12 @@ func runMachine(name string, m *vmm.Machine, ctl *controlSocket, confine bool, s
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	if confine {
+		if jailed != nil {
+			if err := jail.SealVMM(*jailed); err != nil {
+				fmt.Fprintf(stderr, "vmm %s: %v (--no-jail runs it unconfined, for debugging only)\n", name, err)
+				return exitError
+			}
+		}
 		if err := jail.VMMPolicy.Load(); err != nil {
 			fmt.Fprintf(stderr, "vmm %s: confine the vmm: %v (--no-jail runs it unconfined, for debugging only)\n", name, err)
 			return exitError
