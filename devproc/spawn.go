@@ -26,6 +26,8 @@ type Spawner struct {
 	NoJail bool
 	// TestArgs are extra flags for every device process (tests).
 	TestArgs []string
+	// UID is the host uid and gid the device processes run as (jail.Spec.UID).
+	UID int
 }
 
 // Process is one running device process and how it ended.
@@ -97,7 +99,7 @@ func (s *Spawner) spawn(name string, args []string, files []*os.File) (*Process,
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	} else {
 		var err error
-		cmd, err = jail.Command(jail.Spec{Name: name, Args: argv, ExtraFiles: files, Stderr: s.stderr()})
+		cmd, err = jail.Command(jail.Spec{Name: name, Args: argv, ExtraFiles: files, Stderr: s.stderr(), UID: s.UID})
 		if err != nil {
 			return nil, err
 		}

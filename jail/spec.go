@@ -29,6 +29,11 @@ type Spec struct {
 	// Rlimits are passed to Enter, which applies the stricter of these and
 	// ChildConfig.Rlimits.
 	Rlimits Rlimits
+	// UID is the host uid and gid DeviceID maps to; 0 means NobodyID. A
+	// vmm that runs as a uid of its own (jail.DropVMM) gives its devices
+	// the same one, so that it can stop them and no other sandbox's
+	// processes share it.
+	UID int
 	// Stderr receives the child's stderr; nil discards it.
 	Stderr io.Writer
 }
@@ -74,9 +79,13 @@ func Command(s Spec) (*exec.Cmd, error) {
 		env = append(env, kv)
 	}
 	env = append(env, "GODEBUG="+godebug, envRlimits+"="+s.Rlimits.String())
+	uid := NobodyID
+	if s.UID > 0 {
+		uid = s.UID
+	}
 	idMap := []syscall.SysProcIDMap{
 		{ContainerID: 0, HostID: SetupID, Size: 1},
-		{ContainerID: DeviceID, HostID: NobodyID, Size: 1},
+		{ContainerID: DeviceID, HostID: uid, Size: 1},
 	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",

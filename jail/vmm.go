@@ -70,6 +70,13 @@ type VMMJail struct {
 	// HostNet keeps the host's network namespace: a TAP is found by name
 	// there.
 	HostNet bool `json:"host_net,omitempty"`
+	// UID, when not 0, is the host uid and gid the vmm runs as once
+	// sealed (DropVMM), and its device processes from the start.
+	UID int `json:"uid,omitempty"`
+	// Lifeline is the read end of a pipe whose write end only the keeper
+	// holds: its EOF says the keeper is gone. The parent-death signal
+	// cannot say it alone, because a uid change (DropVMM) clears it.
+	Lifeline int `json:"lifeline,omitempty"`
 	// KeeperPID is the keeper's pid (StartVMM sets it): what the host
 	// knows the jailed vmm by, which is pid 1 in its own namespace.
 	KeeperPID int `json:"keeper_pid,omitempty"`
@@ -88,12 +95,13 @@ func Jailed() bool { return os.Getenv(envVMMJail) != "" }
 // SYS_ADMIN for its own mounts and the device processes' namespaces,
 // SETUID, SETGID and SETPCAP for the device processes' uid maps and their
 // own drop, KILL to stop them, DAC_OVERRIDE and DAC_READ_SEARCH to open
-// the VM's files wherever the user keeps them, and NET_ADMIN to attach a
-// TAP. VMMPolicy then allows no call that uses the first four (no mount,
-// unshare, setns, set*id, capset) but kill, which reaches only its own
-// pid namespace.
+// the VM's files wherever the user keeps them, CHOWN to hand its files to
+// its own uid (DropVMM), and NET_ADMIN to attach a TAP. VMMPolicy then
+// allows no call that uses SYS_ADMIN, SET*, or CHOWN (no mount, unshare,
+// setns, set*id, capset, chown) but kill, which reaches only its own pid
+// namespace; with a uid of its own (DropVMM) it holds none at all.
 var vmmCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_SETPCAP,
-	unix.CAP_KILL, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH}
+	unix.CAP_KILL, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_CHOWN}
 
 // StartVMM starts this binary again with args in the jail j describes: new
 // mount, pid, ipc and uts (and, unless j.HostNet, network) namespaces,
@@ -115,10 +123,16 @@ func StartVMM(j VMMJail, args []string, stdin *os.File, stdout, stderr *os.File)
 		}
 	}
 	j.KeeperPID = os.Getpid()
+	j.Lifeline = 3 // ExtraFiles[0]
 	spec, err := json.Marshal(j)
 	if err != nil {
 		return nil, err
 	}
+	lifeline, keeperEnd, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("jail the vmm: lifeline pipe: %w", err)
+	}
+	defer lifeline.Close() // the child's copy stays; keeperEnd lives as long as the keeper
 	env := []string{envVMMJail + "=" + string(spec)}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, envVMMJail+"=") {
@@ -133,18 +147,20 @@ func StartVMM(j VMMJail, args []string, stdin *os.File, stdout, stderr *os.File)
 		flags |= syscall.CLONE_NEWNET
 	}
 	cmd := &exec.Cmd{
-		Path:   "/proc/self/exe",
-		Args:   append([]string{os.Args[0]}, args...),
-		Env:    env,
-		Stdin:  stdin,
-		Stdout: stdout,
-		Stderr: stderr,
+		Path:       "/proc/self/exe",
+		Args:       append([]string{os.Args[0]}, args...),
+		Env:        env,
+		Stdin:      stdin,
+		Stdout:     stdout,
+		Stderr:     stderr,
+		ExtraFiles: []*os.File{lifeline},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: uintptr(flags),
 			Pdeathsig:  syscall.SIGKILL,
 		},
 	}
-	runtime.LockOSThread() // never unlocked: see above
+	keeperEnds = append(keeperEnds, keeperEnd) // never closed, never collected
+	runtime.LockOSThread()                     // never unlocked: see above
 	for c := uintptr(0); c < 64; c++ {
 		if slices.Contains(keep, c) {
 			continue
@@ -163,6 +179,9 @@ func StartVMM(j VMMJail, args []string, stdin *os.File, stdout, stderr *os.File)
 	return cmd, nil
 }
 
+// keeperEnds keeps the keeper's ends of lifelines open until it exits.
+var keeperEnds []*os.File
+
 // EnterVMM is the jailed vmm's first step: it reads the VMMJail its
 // keeper passed and pivots into a root that holds only that. Call
 // SealVMM before the guest runs.
@@ -178,6 +197,21 @@ func EnterVMM() (VMMJail, error) {
 	os.Unsetenv(envVMMJail) // device processes must not see it
 	if os.Getpid() != 1 {
 		return j, fmt.Errorf("jail: the vmm is pid %d, not 1 of a new pid namespace; start it with jail.StartVMM", os.Getpid())
+	}
+	if j.Lifeline > 0 {
+		unix.CloseOnExec(j.Lifeline)
+		go func(fd int) {
+			// The keeper never writes: this read ends when it is gone.
+			// pid 1 of the namespace exiting takes the device processes.
+			var b [1]byte
+			for {
+				n, err := unix.Read(fd, b[:])
+				if n == 0 && err != unix.EINTR && err != unix.EAGAIN {
+					fmt.Fprintln(os.Stderr, "vmm: its keeper is gone; stopping")
+					os.Exit(1)
+				}
+			}
+		}(j.Lifeline)
 	}
 	if err := pivotToVMMRoot(j); err != nil {
 		return j, fmt.Errorf("jail the vmm: %w", err)
@@ -356,4 +390,68 @@ func Harden() error {
 		return fmt.Errorf("jail: set no_new_privs: %w", err)
 	}
 	return nil
+}
+
+// DropVMM switches the sealed vmm to j.UID (uid and gid, no supplementary
+// groups) on every thread, which clears every capability of every thread
+// (capabilities(7), "Effect of user ID changes on capabilities"), after
+// handing it what it writes from then on: each writable bind, recursively
+// (read-only binds inside them are left alone). Call it after SealVMM,
+// which needs the capabilities, and before VMMPolicy, which forbids
+// set*id. Without a UID it does nothing.
+func DropVMM(j VMMJail) error {
+	if j.UID <= 0 {
+		return nil
+	}
+	for _, b := range j.Binds {
+		if b.Writable {
+			if err := chownTree(b.Path, j.UID); err != nil {
+				return fmt.Errorf("jail: hand %s to uid %d: %w", b.Path, j.UID, err)
+			}
+		}
+	}
+	// syscall's set*id calls run on every thread (glibc's setxid
+	// broadcast; AllThreadsSyscall without cgo).
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("jail: drop supplementary groups: %w", err)
+	}
+	if err := syscall.Setresgid(j.UID, j.UID, j.UID); err != nil {
+		return fmt.Errorf("jail: switch the vmm to gid %d: %w", j.UID, err)
+	}
+	if err := syscall.Setresuid(j.UID, j.UID, j.UID); err != nil {
+		return fmt.Errorf("jail: switch the vmm to uid %d: %w", j.UID, err)
+	}
+	// A uid change resets dumpable to fs.suid_dumpable.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("jail: clear dumpable: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("jail: capget: %w", err)
+	}
+	if data[0].Permitted|data[1].Permitted|data[0].Effective|data[1].Effective != 0 {
+		return fmt.Errorf("jail: the vmm still holds capabilities after switching to uid %d", j.UID)
+	}
+	return nil
+}
+
+// chownTree gives dir and everything under it to uid, skipping what is
+// mounted read-only inside it (a snapshot layer in the outbox).
+func chownTree(dir string, uid int) error {
+	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(path, uid, uid); err != nil {
+			if errors.Is(err, unix.EROFS) {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			return err
+		}
+		return nil
+	})
 }

@@ -148,10 +148,40 @@ func (m *Manager) reserve(sbs []*sandbox, l Limits) error {
 		}
 	}
 	for _, sb := range sbs {
+		uid, err := m.freeJailUIDLocked()
+		if err != nil {
+			for _, o := range sbs {
+				if m.sandboxes[o.id] == o {
+					delete(m.sandboxes, o.id)
+					m.db.delete(bucketSandboxes, o.id)
+				}
+			}
+			return err
+		}
+		sb.rec.JailUID = uid
 		m.sandboxes[sb.id] = sb
 		m.save(sb)
 	}
 	return nil
+}
+
+// freeJailUIDLocked is the lowest uid from Config.JailUIDBase that no
+// sandbox holds (0 with JailUIDBase 0). The caller holds m.mu.
+func (m *Manager) freeJailUIDLocked() (int, error) {
+	base := m.cfg.JailUIDBase
+	if base <= 0 {
+		return 0, nil
+	}
+	used := make(map[int]bool, len(m.sandboxes))
+	for _, o := range m.sandboxes {
+		used[o.rec.JailUID] = true
+	}
+	for u := base; u < base+JailUIDSlots; u++ {
+		if !used[u] {
+			return u, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: all %d jail uids from %d are taken; delete sandboxes", ErrLimit, JailUIDSlots, base)
 }
 
 // launch makes sb's directory, starts its vmm with the arguments args

@@ -73,7 +73,18 @@ type Config struct {
 	// (default "sietch") below sietchd's own group in each hierarchy.
 	Cgroups      string
 	CgroupParent string
+	// JailUIDBase is the first of the host uids given to sandboxes, one
+	// each, for their vmm and device processes (vmm --jail-uid); 0 keeps
+	// every vmm uid 0 in its jail.
+	JailUIDBase int
 }
+
+// DefaultJailUIDBase is above the ranges systemd gives containers and
+// dynamic users (up to 0x6FFF0000) and, with JailUIDSlots, below 2^31.
+const DefaultJailUIDBase = 1_900_000_000
+
+// JailUIDSlots is how many uids from Config.JailUIDBase sietchd hands out.
+const JailUIDSlots = 1 << 20
 
 // DefaultBootTimeout is how long a cold boot may take to reach the guest
 // agent: about a minute on hosts that emulate guest kernel mode.

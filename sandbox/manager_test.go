@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,6 +140,64 @@ func TestLifecycleWithFakeVMM(t *testing.T) {
 	}
 	if err := m.DeleteSnapshot(snap.ID); err != nil {
 		t.Errorf("delete the snapshot nothing needs now: %v", err)
+	}
+}
+
+// Each sandbox's vmm gets a jail uid of its own, the lowest free one from
+// the base, on its command line; a deleted sandbox's uid is free again.
+func TestJailUIDs(t *testing.T) {
+	state, err := os.MkdirTemp("", "sbx-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	const base = 1_900_000_000
+	m, err := Open(Config{StateDir: state, VMMPath: fakeVMM, Defaults: Limits{MemoryMiB: 64}, JailUIDBase: base,
+		Images: []ImageSpec{{Name: "tg", Kind: KindTestguest, Kernel: fakeVMM}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	uidOf := func(id string) string {
+		b, err := os.ReadFile(filepath.Join(state, "sandboxes", id, "fakevmm.args"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := strings.Split(string(b), "\n")
+		for i, a := range args {
+			if a == "--jail-uid" && i+1 < len(args) {
+				return args[i+1]
+			}
+		}
+		t.Fatalf("sandbox %s: no --jail-uid in %q", id, args)
+		return ""
+	}
+	var ids []string
+	for range 3 {
+		sb, err := m.Create(ctx, CreateSpec{Image: "tg"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, sb.ID)
+	}
+	for i, id := range ids {
+		if got, want := uidOf(id), strconv.Itoa(base+i); got != want {
+			t.Errorf("sandbox %d (%s): --jail-uid %s, want %s", i, id, got, want)
+		}
+	}
+	if err := m.Delete(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := m.Create(ctx, CreateSpec{Image: "tg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := uidOf(sb.ID), strconv.Itoa(base+1); got != want {
+		t.Errorf("after a delete: --jail-uid %s, want the freed %s", got, want)
+	}
+	for _, id := range []string{ids[0], ids[2], sb.ID} {
+		m.Delete(ctx, id)
 	}
 }
 

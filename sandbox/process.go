@@ -40,7 +40,8 @@ const vsockCID = 3
 func (m *Manager) runArgs(sb *sandbox, spec ImageSpec, l Limits) ([]string, error) {
 	args := []string{"run", "--kernel", spec.Kernel,
 		"--mem", strconv.Itoa(l.MemoryMiB) + "M", "--cpus", strconv.Itoa(l.CPUs),
-		"--api-sock", filepath.Join(sb.dir, fileAPISock), "--jail-bind", m.outboxBind(sb)}
+		"--api-sock", filepath.Join(sb.dir, fileAPISock)}
+	args = append(args, m.jailArgs(sb)...)
 	cmdline := spec.Cmdline
 	if spec.Kind == KindLinux {
 		if spec.Initrd != "" {
@@ -98,16 +99,20 @@ func makeOverlay(path string, sizeMiB int) error {
 // snapshot share its page cache, and the snapshot stays while they run,
 // see dependentsLocked).
 func (m *Manager) restoreArgs(sb *sandbox, snapDir string) []string {
-	return []string{"restore", "--from", snapDir, "--fork-id", sb.id, "--track-dirty", "--memory", m.cfg.RestoreMemory,
+	return append([]string{"restore", "--from", snapDir, "--fork-id", sb.id, "--track-dirty", "--memory", m.cfg.RestoreMemory,
 		"--work-dir", filepath.Join(sb.dir, dirWork),
 		"--vsock-uds", filepath.Join(sb.dir, fileVsock),
-		"--api-sock", filepath.Join(sb.dir, fileAPISock), "--jail-bind", m.outboxBind(sb)}
+		"--api-sock", filepath.Join(sb.dir, fileAPISock)}, m.jailArgs(sb)...)
 }
 
-// outboxBind is the vmm's --jail-bind that shows sb's outbox as the
-// snapshot store.
-func (m *Manager) outboxBind(sb *sandbox) string {
-	return filepath.Join(sb.dir, dirOutbox) + "=" + filepath.Join(m.cfg.StateDir, "snapshots")
+// jailArgs are the vmm flags of sb's jail: its outbox shown as the
+// snapshot store, and its own uid.
+func (m *Manager) jailArgs(sb *sandbox) []string {
+	a := []string{"--jail-bind", filepath.Join(sb.dir, dirOutbox) + "=" + filepath.Join(m.cfg.StateDir, "snapshots")}
+	if sb.rec.JailUID > 0 {
+		a = append(a, "--jail-uid", strconv.Itoa(sb.rec.JailUID))
+	}
+	return a
 }
 
 // collectSnapshot moves a snapshot the jailed vmm of sb wrote into its

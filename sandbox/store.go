@@ -29,6 +29,7 @@ type record struct {
 	LastSnapshot string            `json:"last_snapshot,omitempty"` // base of the next diff snapshot
 	Env          map[string]string `json:"env,omitempty"`           // given at create; the agent adds it to every exec
 	Suspended    string            `json:"suspended,omitempty"`     // state suspended: the snapshot that holds it
+	JailUID      int               `json:"jail_uid,omitempty"`      // the host uid its vmm and devices run as (vmm --jail-uid); 0: none
 }
 
 // templateRec is a template as persisted.

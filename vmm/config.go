@@ -45,6 +45,9 @@ type Config struct {
 	RNG          bool
 	// NoJail runs device processes unconfined: for debugging only.
 	NoJail bool
+	// DeviceUID is the host uid and gid device processes run as; 0 means
+	// jail.NobodyID. A vmm that drops to a uid of its own gives it here.
+	DeviceUID int
 	// SeccompVCPU confines each vCPU thread with jail.VCPUThreadPolicy:
 	// KVM_RUN, vCPU state, interrupts and vhost-user messages, nothing that
 	// opens files or creates VMs or processes.

@@ -48,6 +48,8 @@ type RestoreConfig struct {
 	// Memory is how guest memory is filled: MemoryAuto (""), MemoryLazy,
 	// MemoryOnDemand or MemoryEager.
 	Memory string
+	// DeviceUID is as Config.DeviceUID.
+	DeviceUID int
 }
 
 // Restore rebuilds the VM saved in the snapshot directory dir, ready for
@@ -82,6 +84,7 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 			Entry:       st.Machine.Entry,
 			Compat:      compat,
 			SeccompVCPU: cfg.SeccompVCPU,
+			DeviceUID:   cfg.DeviceUID,
 			Console:     cfg.Console,
 			Log:         cfg.Log,
 		},

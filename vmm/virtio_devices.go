@@ -93,7 +93,7 @@ func (m *Machine) startDevices() ([]string, error) {
 	if m.cfg.RNG {
 		plans = append(plans, plan{args: devproc.Args{Kind: devproc.RNG, Name: "rng0"}})
 	}
-	spawner := &devproc.Spawner{Exe: m.cfg.DeviceExe, Stderr: m.cfg.DeviceStderr, NoJail: m.cfg.NoJail, TestArgs: m.cfg.testDeviceArgs}
+	spawner := &devproc.Spawner{Exe: m.cfg.DeviceExe, Stderr: m.cfg.DeviceStderr, NoJail: m.cfg.NoJail, TestArgs: m.cfg.testDeviceArgs, UID: m.cfg.DeviceUID}
 	for i, p := range plans {
 		name, kind := p.args.Name, p.args.Kind
 		d := &vhostDevice{

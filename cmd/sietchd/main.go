@@ -76,6 +76,7 @@ func run(args []string, stderr io.Writer) int {
 	restoreMemory := fs.String("restore-memory", "ondemand", "how restored sandboxes get guest memory: ondemand (a page on first touch: idle sandboxes of one template share its memory) or lazy (the rest copied in the background: more memory each, a little faster to answer)")
 	cgroupMode := fs.String("cgroups", sandbox.CgroupsAuto, "a cgroup per sandbox holding its vmm and device processes, with CPU, memory and pids limits from its size: auto (where the host allows it), on (or do not start) or off")
 	cgroupParent := fs.String("cgroup-parent", "sietch", "where sandbox cgroups go, below sietchd's own cgroup in each hierarchy (then a name for the state directory, then the sandbox id)")
+	jailUIDBase := fs.Int("jail-uid-base", sandbox.DefaultJailUIDBase, fmt.Sprintf("each sandbox's vmm and device processes run as a host uid of their own, the lowest free one of %d from this (0: vmms stay uid 0 in their jails, devices run as 65534)", sandbox.JailUIDSlots))
 	bootTimeout := fs.Duration("boot-timeout", sandbox.DefaultBootTimeout, "how long a Linux sandbox's create waits for its guest agent before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() { fmt.Fprintf(stderr, "%s%s", usage, fs.FlagUsages()) }
@@ -92,6 +93,9 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		return bad("unexpected argument %q", fs.Arg(0))
+	}
+	if *jailUIDBase < 0 || *jailUIDBase > 1<<31-1-sandbox.JailUIDSlots {
+		return bad("--jail-uid-base %d: want 0 or a uid up to %d", *jailUIDBase, 1<<31-1-sandbox.JailUIDSlots)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -138,6 +142,7 @@ func run(args []string, stderr io.Writer) int {
 		RestoreMemory: *restoreMemory,
 		Cgroups:       *cgroupMode,
 		CgroupParent:  *cgroupParent,
+		JailUIDBase:   *jailUIDBase,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "sietchd: %v\n", err)

@@ -1,8 +1,8 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -179,21 +179,31 @@ func TestJailDrills(t *testing.T) {
 // would: new mount, pid, ipc, uts and net namespaces; a root with only
 // the VM's files (the kernel read-only, the control socket's directory
 // writable, the loader and libraries read-only, /dev/null and a
-// read-only /proc; no /dev/kvm once the VM runs); uid 0 with a bounding
-// set of seven capabilities; no_new_privs and seccomp on it and on its
-// keeper.
+// read-only /proc; no /dev/kvm once the VM runs); no_new_privs and
+// seccomp on it and on its keeper. As uid 0 it has a bounding set of
+// eight capabilities; with --jail-uid it and its device process run as
+// that uid with none, and what it writes is that uid's.
 func TestVMMJailView(t *testing.T) {
 	requireKVM(t)
 	if os.Geteuid() != 0 {
 		t.Skip("the vmm's jail needs root")
 	}
+	for _, uid := range []int{0, 201234} {
+		t.Run("uid="+strconv.Itoa(uid), func(t *testing.T) { testVMMJailView(t, uid) })
+	}
+}
+
+func testVMMJailView(t *testing.T, uid int) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "api.sock")
 	kernel := testguest.Path(t, "counter")
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", kernel, "--mem", "64M",
-		"--cmdline", "n=100000000000", "--rng", "--api-sock", sock)
+	args := []string{"run", "--kernel", kernel, "--mem", "64M", "--cmdline", "n=100000000000", "--rng", "--api-sock", sock}
+	if uid != 0 {
+		args = append(args, "--jail-uid", strconv.Itoa(uid))
+	}
+	cmd := exec.CommandContext(ctx, vmmBin, args...)
 	var stdout, stderr syncOutput
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -203,16 +213,19 @@ func TestVMMJailView(t *testing.T) {
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	waitOutput(t, &stdout, done, "counter: start")
-	keeper := cmd.Process.Pid
-	var kids []byte
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", keeper))
-	for _, task := range tasks {
-		b, _ := os.ReadFile(task)
-		kids = append(kids, b...)
+	children := func(pid string) []string {
+		var kids []byte
+		tasks, _ := filepath.Glob("/proc/" + pid + "/task/*/children")
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			kids = append(kids, b...)
+		}
+		return strings.Fields(string(kids))
 	}
-	f := strings.Fields(string(kids))
+	keeper := strconv.Itoa(cmd.Process.Pid)
+	f := children(keeper)
 	if len(f) != 1 {
-		t.Fatalf("the keeper %d has children %q, want one jailed vmm", keeper, kids)
+		t.Fatalf("the keeper %s has children %q, want one jailed vmm", keeper, f)
 	}
 	vmm := f[0]
 	for _, ns := range []string{"mnt", "pid", "ipc", "uts", "net"} {
@@ -259,14 +272,27 @@ func TestVMMJailView(t *testing.T) {
 		return m
 	}
 	st := status(vmm)
-	// CAP_DAC_OVERRIDE, DAC_READ_SEARCH, KILL, SETGID, SETUID, SETPCAP, SYS_ADMIN.
-	const caps = "00000000002001e6"
-	if st["CapBnd"] != caps || st["CapEff"] != caps || st["NoNewPrivs"] != "1" || st["Seccomp"] != "2" {
-		t.Errorf("jailed vmm: CapBnd %s CapEff %s NoNewPrivs %s Seccomp %s; want %s, %s, 1, 2",
-			st["CapBnd"], st["CapEff"], st["NoNewPrivs"], st["Seccomp"], caps, caps)
+	// CAP_CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, KILL, SETGID, SETUID,
+	// SETPCAP, SYS_ADMIN.
+	const bnd = "00000000002001e7"
+	eff, ids := bnd, "0\t0\t0\t0"
+	if uid != 0 {
+		u := strconv.Itoa(uid)
+		eff, ids = "0000000000000000", u+"\t"+u+"\t"+u+"\t"+u
 	}
-	if k := status(strconv.Itoa(keeper)); k["NoNewPrivs"] != "1" || k["Seccomp"] != "2" {
+	if st["CapBnd"] != bnd || st["CapEff"] != eff || st["CapPrm"] != eff || st["Uid"] != ids || st["Gid"] != ids ||
+		st["NoNewPrivs"] != "1" || st["Seccomp"] != "2" {
+		t.Errorf("jailed vmm: CapBnd %s CapEff %s CapPrm %s Uid %q Gid %q NoNewPrivs %s Seccomp %s; want %s, %s, %s, %q, %q, 1, 2",
+			st["CapBnd"], st["CapEff"], st["CapPrm"], st["Uid"], st["Gid"], st["NoNewPrivs"], st["Seccomp"], bnd, eff, eff, ids, ids)
+	}
+	if k := status(keeper); k["NoNewPrivs"] != "1" || k["Seccomp"] != "2" {
 		t.Errorf("keeper: NoNewPrivs %s Seccomp %s; want 1, 2", k["NoNewPrivs"], k["Seccomp"])
+	}
+	// Its device process (rng) runs as the vmm's uid when it has one.
+	devs := children(vmm)
+	devUID := strconv.Itoa(cmp.Or(uid, jail.NobodyID))
+	if len(devs) != 1 || !strings.HasPrefix(status(devs[0])["Uid"], devUID+"\t") {
+		t.Fatalf("device processes %v: want one, uid %s", devs, devUID)
 	}
 	// A snapshot outside what the jail holds is refused with what to do;
 	// inside the control socket's directory it is written.
@@ -277,7 +303,24 @@ func TestVMMJailView(t *testing.T) {
 	if r := runVMM(t, "snapshot", "--api-sock", sock, "--dir", filepath.Join(dir, "snap")); r.code != 0 {
 		t.Errorf("snapshot in the socket's directory: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "snap", "state")); err != nil {
-		t.Error(err)
+	fi, err := os.Stat(filepath.Join(dir, "snap", "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if owner := fi.Sys().(*syscall.Stat_t).Uid; owner != uint32(uid) {
+		t.Errorf("the snapshot's state file belongs to uid %d, want %d", owner, uid)
+	}
+	// The jailed vmm and its devices end with their keeper, whatever uid
+	// they run as (a uid change clears the parent-death signal).
+	cmd.Process.Kill()
+	for deadline := time.Now().Add(runTimeout); ; time.Sleep(20 * time.Millisecond) {
+		_, err1 := os.Stat("/proc/" + vmm)
+		_, err2 := os.Stat("/proc/" + devs[0])
+		if os.IsNotExist(err1) && os.IsNotExist(err2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the jailed vmm %s or its device %s outlived its keeper by %v", vmm, devs[0], runTimeout)
+		}
 	}
 }

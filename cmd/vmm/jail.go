@@ -20,6 +20,9 @@ import (
 // jailUsage describes --jail-bind, which run and restore share.
 const jailUsage = "let the jailed vmm write `DIR` (repeatable): where `vmm snapshot --dir` may write besides the control socket's directory. HOST=JAIL binds HOST at the path JAIL"
 
+// jailUIDUsage describes --jail-uid, which run and restore share.
+const jailUIDUsage = "once the VM is built, run the jailed vmm as host uid and gid `UID` (its device processes too, from the start), with no capabilities; its writable directories are handed to UID. sietchd gives each sandbox its own. 0: the vmm stays uid 0 with seven capabilities and devices run as 65534"
+
 // jailed is the VMMJail this process entered, if it is a jailed vmm.
 var jailed *jail.VMMJail
 

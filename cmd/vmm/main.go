@@ -18,6 +18,7 @@ import (
 	"github.com/sietch-vm/sietch/boot"
 	"github.com/sietch-vm/sietch/devproc/devmain"
 	"github.com/sietch-vm/sietch/internal/cgroups"
+	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/vmm"
 )
 
@@ -121,6 +122,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	noJail := fs.Bool("no-jail", false, "run device processes and the vmm itself unconfined: DEBUGGING ONLY, a guest that breaks a device or the vmm then owns a host process")
 	cgroupDirs := fs.StringSlice("cgroup", nil, cgroupUsage)
 	jailBinds := fs.StringArray("jail-bind", nil, jailUsage)
+	jailUID := fs.Int("jail-uid", 0, jailUIDUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm run --kernel PATH [flags]\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -150,6 +152,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if !*noJail {
 		b := newBinds(*jailBinds)
+		b.j.UID = *jailUID
 		b.add(*kernel, false, false)
 		b.add(*initrd, false, false)
 		for _, d := range *disks {
@@ -219,6 +222,12 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cfg.VhostUserBlk = *vublk
 	cfg.RNG = *rng
 	cfg.NoJail = *noJail
+	if *jailUID != 0 {
+		if *noJail || *jailUID < 0 || *jailUID == jail.NobodyID || *jailUID == jail.SetupID {
+			return bad("--jail-uid %d: want a positive uid of the vmm's own (not %d or %d), and no --no-jail", *jailUID, jail.NobodyID, jail.SetupID)
+		}
+		cfg.DeviceUID = *jailUID
+	}
 	cfg.SeccompVCPU = *seccompVCPU
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -34,6 +34,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	noJail := fs.Bool("no-jail", false, "run device processes and the vmm unconfined (no jails, no namespaces, no seccomp filter on its threads): DEBUGGING ONLY")
 	cgroupDirs := fs.StringSlice("cgroup", nil, cgroupUsage)
 	jailBinds := fs.StringArray("jail-bind", nil, jailUsage)
+	jailUID := fs.Int("jail-uid", 0, jailUIDUsage)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: vmm restore --from DIR [--fork-id ID] [--work-dir DIR] [flags]\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -65,6 +66,9 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return bad("--fork-id: %v", err)
 		}
 	}
+	if *jailUID != 0 && (*noJail || *jailUID < 0 || *jailUID == jail.NobodyID || *jailUID == jail.SetupID) {
+		return bad("--jail-uid %d: want a positive uid of the vmm's own (not %d or %d), and no --no-jail", *jailUID, jail.NobodyID, jail.SetupID)
+	}
 	if *workDir != "" && *forkID == "" {
 		return bad("--work-dir needs --fork-id: only forks get disk copies")
 	}
@@ -79,6 +83,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if !*noJail {
 		b := newBinds(*jailBinds)
+		b.j.UID = *jailUID
 		b.dirOf(*apiSock)
 		if err := restoreBinds(b, *from, *forkID, *workDir, *vsockUDS, *netTap); err != nil {
 			fmt.Fprintf(stderr, "vmm restore: %v\n", err)
@@ -100,7 +105,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	defer ctl.close()
 	m, err := vmm.Restore(*from, vmm.RestoreConfig{Console: stdout, Log: log, SeccompVCPU: *seccompVCPU,
-		ForkID: *forkID, WorkDir: *workDir, VsockUDS: *vsockUDS, NetTap: *netTap, Memory: *memory, TrackDirty: *trackDirty})
+		ForkID: *forkID, WorkDir: *workDir, VsockUDS: *vsockUDS, NetTap: *netTap, Memory: *memory, TrackDirty: *trackDirty, DeviceUID: *jailUID})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
 		return exitError
@@ -126,6 +131,10 @@ func runMachine(name string, m *vmm.Machine, ctl *controlSocket, confine bool, s
 		if jailed != nil {
 			if err := jail.SealVMM(*jailed); err != nil {
 				fmt.Fprintf(stderr, "vmm %s: %v (--no-jail runs it unconfined, for debugging only)\n", name, err)
+				return exitError
+			}
+			if err := jail.DropVMM(*jailed); err != nil {
+				fmt.Fprintf(stderr, "vmm %s: %v\n", name, err)
 				return exitError
 			}
 		}

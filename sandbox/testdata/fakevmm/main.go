@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -33,6 +34,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "fakevmm: unknown command %q\n", os.Args[1])
 		os.Exit(2)
 	}
+	// The command line, for tests to read (sietchd starts the vmm in the
+	// sandbox's directory).
+	os.WriteFile("fakevmm.args", []byte(strings.Join(os.Args[1:], "\n")), 0o600)
 	var sock, from string
 	for i, a := range os.Args {
 		if i+1 < len(os.Args) {
