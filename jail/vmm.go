@@ -19,12 +19,12 @@ import (
 // The vmm's own jail. A device process is confined by Command and Enter;
 // the vmm is confined the same way in spirit but in two steps, because it
 // must still do privileged work after it is in its namespaces (create the
-// VM, open /dev/kvm, the TAP and /dev/userfaultfd, start device processes
+// VM, open /dev/kvm and /dev/userfaultfd, start device processes
 // with their uid maps):
 //
 //  1. `vmm run` (or restore) as started re-executes itself with
-//     StartVMM in new mount, pid, ipc, uts and (unless the VM uses a
-//     host TAP) network namespaces, with a bounding set cut to what the
+//     StartVMM in new mount, pid, ipc, uts and network namespaces (a
+//     TAP is opened first, and passed), with a bounding set cut to what the
 //     setup needs, and stays as a small keeper that only forwards signals
 //     and passes on how the jailed vmm ended.
 //  2. The jailed vmm calls EnterVMM first: it pivots into a root (a
@@ -34,7 +34,7 @@ import (
 //     sandbox directory writable), a /dev with the few nodes it opens and
 //     a /proc of its own pid namespace. It then builds the VM as usual.
 //  3. SealVMM, once the VM is built and its devices run, removes what it
-//     no longer needs (/dev/kvm, /dev/net/tun and /dev/userfaultfd go, so
+//     no longer needs (/dev/kvm and /dev/userfaultfd go, so
 //     they cannot be opened again; /proc becomes read-only, so nothing
 //     under /proc/sys can be written), clears dumpable and core dumps and
 //     sets no_new_privs; VMMPolicy is loaded next, which forbids mount,
@@ -67,9 +67,9 @@ type VMMJail struct {
 	// jail's root unless bound, so relative paths on the command line mean
 	// what they meant.
 	Cwd string `json:"cwd"`
-	// HostNet keeps the host's network namespace: a TAP is found by name
-	// there.
-	HostNet bool `json:"host_net,omitempty"`
+	// TapFD is the descriptor of the VM's TAP, opened by the keeper in the
+	// host's network namespace (StartVMM sets it); 0: none.
+	TapFD int `json:"tap_fd,omitempty"`
 	// UID, when not 0, is the host uid and gid the vmm runs as once
 	// sealed (DropVMM), and its device processes from the start.
 	UID int `json:"uid,omitempty"`
@@ -104,8 +104,10 @@ var vmmCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID, un
 	unix.CAP_KILL, unix.CAP_DAC_OVERRIDE, unix.CAP_DAC_READ_SEARCH, unix.CAP_CHOWN}
 
 // StartVMM starts this binary again with args in the jail j describes: new
-// mount, pid, ipc and uts (and, unless j.HostNet, network) namespaces,
-// with only vmmCaps (and NET_ADMIN with a host TAP) in its bounding set.
+// mount, pid, ipc, uts and network namespaces, with only vmmCaps in its
+// bounding set. tap, when not nil, is the VM's
+// TAP, open in the host's network namespace (the jailed vmm finds its fd
+// in TapFD); StartVMM closes it once the vmm has it.
 // It stays uid 0: it still has to create the VM and start device
 // processes, which need their uid maps written by a privileged parent;
 // VMMPolicy then takes every call that could use that away.
@@ -113,7 +115,10 @@ var vmmCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID, un
 // The bounding set is per thread, and the child's death signal follows
 // the thread that started it: StartVMM locks the calling goroutine to its
 // thread for good. Call it from the goroutine that waits for the child.
-func StartVMM(j VMMJail, args []string, stdin *os.File, stdout, stderr *os.File) (*exec.Cmd, error) {
+func StartVMM(j VMMJail, args []string, tap *os.File) (*exec.Cmd, error) {
+	if tap != nil {
+		defer tap.Close()
+	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("jail the vmm: needs root (it creates namespaces and starts device processes); --no-jail runs it unconfined, for debugging only")
 	}
@@ -124,6 +129,9 @@ func StartVMM(j VMMJail, args []string, stdin *os.File, stdout, stderr *os.File)
 	}
 	j.KeeperPID = os.Getpid()
 	j.Lifeline = 3 // ExtraFiles[0]
+	if tap != nil {
+		j.TapFD = 4
+	}
 	spec, err := json.Marshal(j)
 	if err != nil {
 		return nil, err
@@ -139,30 +147,27 @@ func StartVMM(j VMMJail, args []string, stdin *os.File, stdout, stderr *os.File)
 			env = append(env, kv)
 		}
 	}
-	flags := syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
-	keep := vmmCaps
-	if j.HostNet {
-		keep = append(slices.Clone(keep), unix.CAP_NET_ADMIN)
-	} else {
-		flags |= syscall.CLONE_NEWNET
-	}
+	flags := syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       append([]string{os.Args[0]}, args...),
 		Env:        env,
-		Stdin:      stdin,
-		Stdout:     stdout,
-		Stderr:     stderr,
+		Stdin:      os.Stdin,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
 		ExtraFiles: []*os.File{lifeline},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags: uintptr(flags),
 			Pdeathsig:  syscall.SIGKILL,
 		},
 	}
+	if tap != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, tap)
+	}
 	keeperEnds = append(keeperEnds, keeperEnd) // never closed, never collected
 	runtime.LockOSThread()                     // never unlocked: see above
 	for c := uintptr(0); c < 64; c++ {
-		if slices.Contains(keep, c) {
+		if slices.Contains(vmmCaps, c) {
 			continue
 		}
 		err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0)
@@ -197,6 +202,9 @@ func EnterVMM() (VMMJail, error) {
 	os.Unsetenv(envVMMJail) // device processes must not see it
 	if os.Getpid() != 1 {
 		return j, fmt.Errorf("jail: the vmm is pid %d, not 1 of a new pid namespace; start it with jail.StartVMM", os.Getpid())
+	}
+	if j.TapFD > 0 {
+		unix.CloseOnExec(j.TapFD)
 	}
 	if j.Lifeline > 0 {
 		unix.CloseOnExec(j.Lifeline)
@@ -311,7 +319,7 @@ func pivotToVMMRoot(j VMMJail) error {
 
 // deviceNodes may keep device semantics in the jail; every other bind is
 // nodev.
-var deviceNodes = []string{"/dev/kvm", "/dev/net/tun", "/dev/userfaultfd", "/dev/null"}
+var deviceNodes = []string{"/dev/kvm", "/dev/userfaultfd", "/dev/null"}
 
 // bindInto bind-mounts the source open at fd at root+b.Path, making the
 // mount point (an empty file or directory, like the source) first.

@@ -78,6 +78,10 @@ type DiskConfig struct {
 type NetConfig struct {
 	Tap string
 	MAC net.HardwareAddr // nil: a locally administered address is made up
+	// File, when set, is Tap already open (tap.Open), for a vmm that
+	// cannot open it by name (a jailed one, in a network namespace of
+	// its own). The machine takes it over.
+	File *os.File
 }
 
 // VsockConfig is the virtio-vsock device: guest CID and the host unix

@@ -45,6 +45,9 @@ type RestoreConfig struct {
 	// NetTap, when set, replaces the saved TAP device name. A fork of a
 	// snapshot with virtio-net needs one: two guests cannot share a TAP.
 	NetTap string
+	// NetTapFile, when set, is the TAP (the saved one, or NetTap) already
+	// open, as NetConfig.File.
+	NetTapFile *os.File
 	// Memory is how guest memory is filled: MemoryAuto (""), MemoryLazy,
 	// MemoryOnDemand or MemoryEager.
 	Memory string
@@ -116,6 +119,11 @@ func Restore(dir string, cfg RestoreConfig) (*Machine, error) {
 		m.cfg.Net = &n
 	} else if cfg.ForkID != "" && m.cfg.Net != nil {
 		return nil, fmt.Errorf("restore %s: fork %s: the snapshot's guest has virtio-net on TAP %s, which a fork cannot share; give the fork its own TAP (RestoreConfig.NetTap, vmm restore --net-tap)", dir, cfg.ForkID, m.cfg.Net.Tap)
+	}
+	if cfg.NetTapFile != nil && m.cfg.Net != nil {
+		n := *m.cfg.Net
+		n.File = cfg.NetTapFile
+		m.cfg.Net = &n
 	}
 	var forkDisks []string
 	if cfg.ForkID != "" {

@@ -53,9 +53,16 @@ func (m *Machine) startDevices() ([]string, error) {
 		plans = append(plans, plan{args: devproc.Args{Kind: devproc.VhostUserBlk, Name: fmt.Sprintf("vublk%d", i)}, external: path})
 	}
 	if n := m.cfg.Net; n != nil {
-		tf, err := tap.Open(n.Tap)
-		if err != nil {
-			return nil, fmt.Errorf("open TAP %q: %w", n.Tap, err)
+		tf := n.File
+		if tf != nil {
+			if err := tap.Check(int(tf.Fd())); err != nil {
+				return nil, fmt.Errorf("TAP %q passed in: %w", n.Tap, err)
+			}
+		} else {
+			var err error
+			if tf, err = tap.Open(n.Tap); err != nil {
+				return nil, fmt.Errorf("open TAP %q: %w", n.Tap, err)
+			}
 		}
 		mac := n.MAC
 		if mac == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/snapshot"
+	nettap "github.com/sietch-vm/sietch/virtio/net/tap"
 	"github.com/sietch-vm/sietch/vmm/controlserver"
 	"github.com/sietch-vm/sietch/wire/control"
 )
@@ -31,7 +32,7 @@ var jailed *jail.VMMJail
 // j and keeps waiting for it (done is true, code is how it ended); in the
 // re-executed vmm it enters the jail and returns done false, and the
 // command goes on to build its VM there.
-func jailSelf(name string, args []string, j jail.VMMJail, stderr io.Writer) (code int, done bool) {
+func jailSelf(name string, args []string, b *binds, stderr io.Writer) (code int, done bool) {
 	if jail.Jailed() {
 		got, err := jail.EnterVMM()
 		if err != nil {
@@ -41,7 +42,7 @@ func jailSelf(name string, args []string, j jail.VMMJail, stderr io.Writer) (cod
 		jailed = &got
 		return 0, false
 	}
-	return keep(name, args, j, stderr), true
+	return keep(name, args, b, stderr), true
 }
 
 // keep starts the jailed vmm and waits for it: signals that would end
@@ -49,10 +50,18 @@ func jailSelf(name string, args []string, j jail.VMMJail, stderr io.Writer) (cod
 // status is returned; a signal that killed it kills this process too, so
 // a supervisor sees a seccomp kill as SIGSYS either way). While it
 // waits, the keeper holds itself to jail.VMMPolicy too.
-func keep(name string, args []string, j jail.VMMJail, stderr io.Writer) int {
+func keep(name string, args []string, b *binds, stderr io.Writer) int {
+	var tf *os.File
+	if b.tapName != "" {
+		var err error
+		if tf, err = nettap.Open(b.tapName); err != nil {
+			fmt.Fprintf(stderr, "vmm %s: %v\n", name, err)
+			return exitError
+		}
+	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-	cmd, err := jail.StartVMM(j, append([]string{name}, args...), os.Stdin, os.Stdout, os.Stderr)
+	cmd, err := jail.StartVMM(b.j, append([]string{name}, args...), tf)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm %s: %v\n", name, err)
 		return exitError
@@ -97,8 +106,9 @@ wait:
 // binds collects a jail's bind mounts, absolute, without one that a
 // writable directory bound already holds.
 type binds struct {
-	j   jail.VMMJail
-	err error
+	j       jail.VMMJail
+	tapName string
+	err     error
 }
 
 func newBinds(extra []string) *binds {
@@ -168,12 +178,9 @@ func (b *binds) dirOf(path string) {
 	}
 }
 
-// tap says the VM uses a host TAP: the jail keeps the host's network
-// namespace, where the TAP is, and /dev/net/tun.
-func (b *binds) tap() {
-	b.j.HostNet = true
-	b.j.Devices = append(b.j.Devices, "/dev/net/tun")
-}
+// tap names the VM's TAP, which the keeper opens in the host's network
+// namespace and passes in.
+func (b *binds) tap(name string) { b.tapName = name }
 
 // restoreBinds are what `vmm restore --from dir` reads and writes: the
 // snapshot's layers read-only (a restore in place writes its disk clones,
@@ -221,8 +228,10 @@ func restoreBinds(b *binds, dir string, forkID, workDir, vsockUDS, netTap string
 		b.dirOf(v.UDS) // a fork's is the saved path + "." + its id
 	}
 	b.dirOf(vsockUDS)
-	if st.Machine.Net != nil || netTap != "" {
-		b.tap()
+	if netTap != "" {
+		b.tap(netTap)
+	} else if st.Machine.Net != nil {
+		b.tap(st.Machine.Net.Tap)
 	}
 	return nil
 }

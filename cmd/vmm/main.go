@@ -164,7 +164,9 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			b.add(s, true, false)
 		}
 		if *netdev != "" {
-			b.tap()
+			if n, err := parseNet(*netdev); err == nil {
+				b.tap(n.Tap)
+			}
 		}
 		if _, uds, ok := strings.Cut(*vsockdev, ","); ok {
 			b.dirOf(uds)
@@ -173,7 +175,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if b.err != nil {
 			return bad("%v", b.err)
 		}
-		if code, done := jailSelf("run", args, b.j, stderr); done {
+		if code, done := jailSelf("run", args, b, stderr); done {
 			return code
 		}
 	}
@@ -212,6 +214,9 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if *netdev != "" {
 		if cfg.Net, err = parseNet(*netdev); err != nil {
 			return bad("--net: %v", err)
+		}
+		if jailed != nil && jailed.TapFD > 0 {
+			cfg.Net.File = os.NewFile(uintptr(jailed.TapFD), cfg.Net.Tap)
 		}
 	}
 	if *vsockdev != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -92,7 +93,7 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if b.err != nil {
 			return bad("%v", b.err)
 		}
-		if code, done := jailSelf("restore", args, b.j, stderr); done {
+		if code, done := jailSelf("restore", args, b, stderr); done {
 			return code
 		}
 	}
@@ -104,7 +105,11 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	defer ctl.close()
-	m, err := vmm.Restore(*from, vmm.RestoreConfig{Console: stdout, Log: log, SeccompVCPU: *seccompVCPU,
+	var tapFile *os.File
+	if jailed != nil && jailed.TapFD > 0 {
+		tapFile = os.NewFile(uintptr(jailed.TapFD), "tap")
+	}
+	m, err := vmm.Restore(*from, vmm.RestoreConfig{NetTapFile: tapFile, Console: stdout, Log: log, SeccompVCPU: *seccompVCPU,
 		ForkID: *forkID, WorkDir: *workDir, VsockUDS: *vsockUDS, NetTap: *netTap, Memory: *memory, TrackDirty: *trackDirty, DeviceUID: *jailUID})
 	if err != nil {
 		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
