@@ -87,6 +87,10 @@ func (v *vcpu) kick() {
 	}
 }
 
+// vcpuDrill, set only in test builds (drill.go, tag sietchdrill), makes a
+// system call on a confined vCPU thread before its first KVM_RUN.
+var vcpuDrill func(vcpu int)
+
 // loop runs the vCPU on a locked OS thread until the machine stops.
 func (v *vcpu) loop() {
 	m := v.m
@@ -108,6 +112,9 @@ func (v *vcpu) loop() {
 			m.finish(Exit{Kind: ExitCrash, VCPU: v.id, Reason: fmt.Sprintf("vmm: confine vCPU thread: %v", err)})
 			return
 		}
+	}
+	if vcpuDrill != nil {
+		vcpuDrill(v.id)
 	}
 	run := v.kvm.RunData()
 	// pending: the last exit's instruction (port I/O, MMIO) completes only

@@ -18,9 +18,12 @@ import (
 )
 
 // Escape drills: a vmm built with the sietchdrill tag makes a forbidden
-// system call from an ordinary thread once it runs (drill.go). Each must
-// kill the whole vmm with SIGSYS, reported as a seccomp kill; an allowed
-// call leaves it running; --no-jail leaves it unconfined.
+// system call from an ordinary thread once it runs (drill.go), or from
+// vCPU 0's thread before it first enters the guest (vcpu:…, vmm/drill.go):
+// where code that took over the vmm through the control socket or an
+// exit handler would be. Each must kill the whole vmm with SIGSYS,
+// reported as a seccomp kill; an allowed call leaves it running;
+// --no-jail leaves it unconfined.
 func TestEscapeDrills(t *testing.T) {
 	requireKVM(t)
 	bin := filepath.Join(t.TempDir(), "vmm-drill")
@@ -32,7 +35,8 @@ func TestEscapeDrills(t *testing.T) {
 		t.Helper()
 		return startDrill(t, bin, counter, call, "", extra...)
 	}
-	for _, call := range []string{"execve", "fork", "ptrace", "mount", "finit_module", "unshare", "bpf", "socket-inet", "perf_event_open"} {
+	for _, call := range []string{"execve", "fork", "ptrace", "mount", "finit_module", "unshare", "bpf", "socket-inet", "perf_event_open",
+		"vcpu:openat", "vcpu:socket", "vcpu:kill", "vcpu:mount"} {
 		t.Run(call, func(t *testing.T) {
 			cmd, stderr, done := start(call)
 			select {
@@ -52,7 +56,7 @@ func TestEscapeDrills(t *testing.T) {
 	for _, c := range []struct {
 		call  string
 		extra []string
-	}{{"getpid", nil}, {"unshare", []string{"--no-jail"}}} {
+	}{{"getpid", nil}, {"vcpu:getpid", nil}, {"unshare", []string{"--no-jail"}}, {"vcpu:openat", []string{"--no-jail", "--seccomp-vcpu=false"}}} {
 		_, stderr, done := start(c.call, c.extra...)
 		ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 		for !strings.Contains(stderr.String(), "drill "+c.call+": returned") {
@@ -76,7 +80,11 @@ func startDrill(t *testing.T, bin, counter, call, path string, extra ...string) 
 	t.Helper()
 	args := append([]string{"run", "--kernel", counter, "--mem", "64M", "--cmdline", "n=100000000000"}, extra...)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "SIETCH_VMM_DRILL="+call, "SIETCH_VMM_DRILL_PATH="+path)
+	drill := "SIETCH_VMM_DRILL=" + call
+	if c, ok := strings.CutPrefix(call, "vcpu:"); ok {
+		drill = "SIETCH_VMM_DRILL_VCPU=" + c
+	}
+	cmd.Env = append(os.Environ(), drill, "SIETCH_VMM_DRILL_PATH="+path)
 	var stderr syncOutput
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
