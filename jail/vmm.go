@@ -356,6 +356,9 @@ func bindInto(root string, b Bind, fd int, dir bool) error {
 	return nil
 }
 
+// vmmMaxFiles is the jailed vmm's RLIMIT_NOFILE.
+const vmmMaxFiles = 4096
+
 // SealVMM is the jailed vmm's last step before VMMPolicy: the VM is built
 // and its device processes run, so the device nodes it opened go (mount
 // and mount point), the root and /proc become read-only, and the process
@@ -379,6 +382,12 @@ func SealVMM(j VMMJail) error {
 	}
 	if err := unix.Mount("", "/proc", "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("jail: make /proc read-only: %w", err)
+	}
+	// Its descriptors are the VM's, its devices' sockets and eventfds, a
+	// few per control or vsock connection: well under this.
+	nofile := unix.Rlimit{Cur: vmmMaxFiles, Max: vmmMaxFiles}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
+		return fmt.Errorf("jail: limit open files to %d: %w", vmmMaxFiles, err)
 	}
 	return Harden()
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -292,6 +293,12 @@ func testVMMJailView(t *testing.T, uid int) {
 		st["NoNewPrivs"] != "1" || st["Seccomp"] != "2" {
 		t.Errorf("jailed vmm: CapBnd %s CapEff %s CapPrm %s Uid %q Gid %q NoNewPrivs %s Seccomp %s; want %s, %s, %s, %q, %q, 1, 2",
 			st["CapBnd"], st["CapEff"], st["CapPrm"], st["Uid"], st["Gid"], st["NoNewPrivs"], st["Seccomp"], bnd, eff, eff, ids, ids)
+	}
+	limits, _ := os.ReadFile("/proc/" + vmm + "/limits")
+	for _, want := range []*regexp.Regexp{regexp.MustCompile(`Max open files +4096 +4096`), regexp.MustCompile(`Max core file size +0 +0`)} {
+		if !want.Match(limits) {
+			t.Errorf("jailed vmm's rlimits: want %s in\n%s", want, limits)
+		}
 	}
 	if k := status(keeper); k["NoNewPrivs"] != "1" || k["Seccomp"] != "2" {
 		t.Errorf("keeper: NoNewPrivs %s Seccomp %s; want 1, 2", k["NoNewPrivs"], k["Seccomp"])
