@@ -264,6 +264,9 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	t0 = time.Now()
 	(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).sessions(ids[2])
 	t.Logf("sessions in %s took %v", ids[2], time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).network()
+	t.Logf("network checks took %v", time.Since(t0).Round(time.Millisecond))
 	if _, errOut, code := sietch(nil, "template", "rm", "default"); code != 4 || !strings.Contains(errOut, ids[1]) {
 		t.Errorf("template rm while sandboxes run from it: exit %d, %q; want 4 naming them", code, errOut)
 	}
