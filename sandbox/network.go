@@ -63,6 +63,11 @@ func (m *Manager) networkFor(req *NetworkSpec, kind string, restore, nic bool, f
 		if why == "" {
 			why = "this sietchd was started without it"
 		}
+		if restore {
+			// The snapshot's VM has a virtio-net device: it cannot run
+			// without a TAP.
+			return nil, fmt.Errorf("%w: %s has a network device, and sandbox networking is unavailable on this sietchd (%s); give sietchd networking, or rebuild the template here", ErrInvalid, from, why)
+		}
 		return nil, fmt.Errorf("%w: sandbox networking is unavailable: %s", ErrInvalid, why)
 	}
 	p, err := parseNetwork(*req)

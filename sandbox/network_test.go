@@ -258,6 +258,15 @@ func TestNetworkWithFakeVMM(t *testing.T) {
 			t.Errorf("sandbox %s still has its network after Delete", id)
 		}
 	}
+
+	// A sietchd without networking cannot restore a snapshot that has a
+	// network device, and says so.
+	m.Close()
+	m = openNet(t, state, nil, mach)
+	defer m.Close()
+	if _, err := m.Create(ctx, CreateSpec{Snapshot: snap.ID}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "has a network device") {
+		t.Errorf("restore of a snapshot with a network device, no networking: %v", err)
+	}
 }
 
 // Without networking, a create that asks for it says why there is none.

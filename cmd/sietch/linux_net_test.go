@@ -3,13 +3,19 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
 
 	"github.com/sietch-vm/sietch/api/model"
 )
@@ -62,6 +68,7 @@ func (e *e2eCLI) network() {
 	inNS("ip", "link", "set", "lo", "up")
 	inNS("ip", "addr", "add", "198.51.100.2/24", "dev", "e2enet1")
 	inNS("ip", "addr", "add", "198.51.100.3/24", "dev", "e2enet1")
+	inNS("ip", "addr", "add", e2eResolver+"/24", "dev", "e2enet1")
 	inNS("ip", "link", "set", "e2enet1", "up")
 	inNS("ip", "route", "add", "default", "via", "198.51.100.1")
 	www := filepath.Join(e.dir, "www")
@@ -75,6 +82,7 @@ func (e *e2eCLI) network() {
 		}
 		t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	}
+	serveDNS(t, holder.Process.Pid, map[string]string{"web.test.": "198.51.100.3", "other.test.": "198.51.100.2"})
 	curl := func(id, url string) (string, int) {
 		out, _, code := sietch(nil, "exec", id, "--", "curl", "-sS", "-m", "10", url)
 		return out, code
@@ -106,6 +114,18 @@ func (e *e2eCLI) network() {
 		t.Errorf("%s → 198.51.100.3 after the policy allowed it: exit %d, %q", n1, code, out)
 	}
 
+	// Names: only what web.test resolves to, once it has been resolved.
+	must("net", n1, "--clear", "--internet", "off", "--allow", "web.test")
+	if out, code := curl(n1, "http://198.51.100.3/hello.txt"); code == 0 {
+		t.Errorf("%s → web.test's address before any lookup connected: %q", n1, out)
+	}
+	if out, code := curl(n1, "http://web.test/hello.txt"); code != 0 || out != "hello from the internet\n" {
+		t.Errorf("%s → http://web.test (allowed by name): exit %d, %q", n1, code, out)
+	}
+	if out, code := curl(n1, "http://other.test/hello.txt"); code != 6 {
+		t.Errorf("%s → http://other.test (not allowed, internet off): exit %d, %q; want 6 (not resolved)", n1, code, out)
+	}
+
 	// Another sandbox serves on its address: the host reaches it, n1 not.
 	n2 := must("create", "--net", "--internet", "off")
 	var nw2 model.Network
@@ -132,4 +152,48 @@ func (e *e2eCLI) network() {
 		t.Errorf("%s reached another sandbox at %s: %q", n1, url, out)
 	}
 	must("rm", n1, n2)
+}
+
+// e2eResolver is the DNS server of the test's internet namespace.
+const e2eResolver = "198.51.100.53"
+
+// serveDNS answers A queries for zone's names on e2eResolver:53 (UDP) in
+// the network namespace of process pid, and NXDOMAIN for the rest, until
+// the test ends.
+func serveDNS(t *testing.T, pid int, zone map[string]string) {
+	t.Helper()
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		t.Fatalf("netns of %d: %v", pid, err)
+	}
+	defer ns.Close()
+	done := make(chan error, 1)
+	var pc net.PacketConn
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends in that namespace
+		if err := netns.Set(ns); err != nil {
+			done <- err
+			return
+		}
+		var err error
+		pc, err = net.ListenPacket("udp4", e2eResolver+":53")
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("DNS server in the test namespace: %v", err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		q := r.Question[0]
+		if a, ok := zone[strings.ToLower(q.Name)]; ok && q.Qtype == dns.TypeA {
+			rr, _ := dns.NewRR(q.Name + " 60 IN A " + a)
+			m.Answer = append(m.Answer, rr)
+		} else if !ok {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
 }

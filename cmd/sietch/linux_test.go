@@ -183,7 +183,10 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	}
 	startDaemon := func() (stop func()) {
 		t.Helper()
-		daemon := exec.CommandContext(ctx, sietchd, "--state-dir", state, "--default-disk-mib", "64", "--build-dir", build)
+		// The sandboxes' DNS forwarder asks the test's own resolver, in
+		// the namespace network() makes: no query leaves this host.
+		daemon := exec.CommandContext(ctx, sietchd, "--state-dir", state, "--default-disk-mib", "64", "--build-dir", build,
+			"--net-resolver", e2eResolver)
 		daemon.Stdout, daemon.Stderr = &dlog, &dlog
 		daemon.WaitDelay = 5 * time.Second
 		if err := daemon.Start(); err != nil {

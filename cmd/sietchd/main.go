@@ -86,6 +86,7 @@ func run(args []string, stderr io.Writer) int {
 	jailUIDBase := fs.Int("jail-uid-base", sandbox.DefaultJailUIDBase, fmt.Sprintf("each sandbox's vmm and device processes run as a host uid of their own, the lowest free one of %d from this (0: vmms stay uid 0 in their jails, devices run as 65534)", sandbox.JailUIDSlots))
 	netPool := fs.String("net-pool", hostnet.DefaultPool.String(), "IPv4 CIDR that sandbox addresses come from, a /30 each (guest .2, host side .1); off: no sandbox networking")
 	netUplink := fs.String("net-uplink", "", "host interface sandbox traffic leaves by, masqueraded (default: the default route's)")
+	netResolvers := fs.StringSlice("net-resolver", nil, "DNS servers (IP or IP:PORT) the sandboxes' DNS forwarder asks (default: the nameservers of /etc/resolv.conf)")
 	netDefault := fs.String("net-default", "off", "whether a sandbox whose create does not say gets network: off or on (internet on, no lists)")
 	bootTimeout := fs.Duration("boot-timeout", sandbox.DefaultBootTimeout, "how long a Linux sandbox's create waits for its guest agent before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -137,6 +138,18 @@ func run(args []string, stderr io.Writer) int {
 	if *netDefault != "off" && *netDefault != "on" {
 		return bad("--net-default %q: want off or on", *netDefault)
 	}
+	var resolvers []string
+	for _, r := range *netResolvers {
+		ap, err := netip.ParseAddrPort(r)
+		if err != nil {
+			a, aerr := netip.ParseAddr(r)
+			if aerr != nil {
+				return bad("--net-resolver %q: want an IP address, or IP:PORT", r)
+			}
+			ap = netip.AddrPortFrom(a, 53)
+		}
+		resolvers = append(resolvers, ap.String())
+	}
 	var pool netip.Prefix
 	if *netPool != "off" {
 		var err error
@@ -153,7 +166,7 @@ func run(args []string, stderr io.Writer) int {
 	var hostNet sandbox.HostNetwork
 	netOff := "sietchd runs with --net-pool off"
 	if pool.IsValid() {
-		h, err := hostnet.New(hostnet.Config{Pool: pool, Uplink: *netUplink, Log: log})
+		h, err := hostnet.New(hostnet.Config{Pool: pool, Uplink: *netUplink, Upstreams: resolvers, Log: log})
 		if err != nil {
 			if *netDefault == "on" {
 				fmt.Fprintf(stderr, "sietchd: --net-default on, and sandbox networking is unavailable: %v\n", err)
