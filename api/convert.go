@@ -22,7 +22,21 @@ func limitsOut(l sandbox.Limits) model.Limits {
 }
 
 func createIn(r model.CreateRequest) sandbox.CreateSpec {
-	return sandbox.CreateSpec{Template: r.Template, Image: r.Image, Snapshot: r.Snapshot, Limits: limitsIn(r.Limits), Labels: r.Labels, Env: r.Env}
+	s := sandbox.CreateSpec{Template: r.Template, Image: r.Image, Snapshot: r.Snapshot, Limits: limitsIn(r.Limits), Labels: r.Labels, Env: r.Env}
+	if r.Network != nil {
+		n := networkIn(*r.Network)
+		s.Network = &n
+	}
+	return s
+}
+
+func networkIn(r model.NetworkSpec) sandbox.NetworkSpec {
+	return sandbox.NetworkSpec{Enabled: r.Enabled, Internet: r.Internet, Allow: r.Allow, Deny: r.Deny}
+}
+
+func networkOut(n sandbox.Network) model.Network {
+	return model.Network{Enabled: n.Enabled, Internet: n.Internet, Allow: n.Allow, Deny: n.Deny,
+		Address: n.Address, Gateway: n.Gateway, Interface: n.Interface}
 }
 
 func portOut(p sandbox.Port) model.Port {
@@ -34,6 +48,10 @@ func sandboxOut(s sandbox.Sandbox) model.Sandbox {
 		Snapshot: s.Snapshot, Limits: limitsOut(s.Limits), Labels: s.Labels, CreatedAt: s.CreatedAt, VMMPID: s.VMMPID, Agent: s.Agent}
 	for _, p := range s.Ports {
 		out.Ports = append(out.Ports, portOut(p))
+	}
+	if s.Network != nil {
+		n := networkOut(*s.Network)
+		out.Network = &n
 	}
 	return out
 }

@@ -67,6 +67,28 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, statsOut(st))
 }
 
+func (s *Server) network(w http.ResponseWriter, r *http.Request) {
+	n, err := s.m.GetNetwork(r.PathValue("id"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, networkOut(n))
+}
+
+func (s *Server) setNetwork(w http.ResponseWriter, r *http.Request) {
+	var req model.NetworkSpec
+	if !decode(w, r, &req, false) {
+		return
+	}
+	n, err := s.m.SetNetwork(r.Context(), r.PathValue("id"), networkIn(req))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, networkOut(n))
+}
+
 func (s *Server) pause(w http.ResponseWriter, r *http.Request) {
 	var req model.PauseRequest
 	if !decode(w, r, &req, true) {

@@ -99,6 +99,8 @@ func (s *Server) register() {
 	m.Handle("DELETE", "/v1/sandboxes/{id}/ports/{host_port}", s.removePort)
 	m.Handle("GET", "/v1/sandboxes/{id}/console", s.console)
 	m.Handle("GET", "/v1/sandboxes/{id}/stats", s.stats)
+	m.Handle("GET", "/v1/sandboxes/{id}/network", s.network)
+	m.Handle("PUT", "/v1/sandboxes/{id}/network", s.setNetwork)
 	m.Handle("GET", "/v1/sandboxes/{id}/processes", s.processes)
 	m.Handle("GET", "/v1/sandboxes/{id}/processes/{proc}", s.process)
 	m.Handle("DELETE", "/v1/sandboxes/{id}/processes/{proc}", s.deleteProcess)

@@ -183,6 +183,10 @@ func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct
 	ac := m.agentFor(sb)
 	m.mu.Lock()
 	id := agentproto.Identity{SandboxID: sb.id, Hostname: sb.id, Env: cloneMap(sb.rec.Env), Labels: cloneMap(sb.rec.Labels)}
+	if sb.rec.Snapshot != "" {
+		// Restored: the guest still has its snapshot's address.
+		id.Network = netIdentity(sb.rec.Network)
+	}
 	m.mu.Unlock()
 	if id.Labels == nil {
 		id.Labels = map[string]string{}

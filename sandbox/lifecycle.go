@@ -38,7 +38,7 @@ func (m *Manager) Create(ctx context.Context, req CreateSpec) (Sandbox, error) {
 	if given > 1 {
 		return Sandbox{}, fmt.Errorf("%w: give one of template, image or snapshot", ErrInvalid)
 	}
-	o := restoreOpts{limits: req.Limits, labels: req.Labels, env: req.Env}
+	o := restoreOpts{limits: req.Limits, labels: req.Labels, env: req.Env, network: req.Network}
 	switch {
 	case req.Snapshot != "":
 		return one(m.restoreN(ctx, req.Snapshot, 1, o))
@@ -77,15 +77,23 @@ func (m *Manager) coldBoot(ctx context.Context, req CreateSpec) (Sandbox, error)
 	if err := checkLimits(l, m.cfg.Max); err != nil {
 		return Sandbox{}, err
 	}
+	network, err := m.networkFor(req.Network, spec.Kind, false, false, "")
+	if err != nil {
+		return Sandbox{}, err
+	}
 	sb := m.newSandbox(spec.Kind, l, req.Labels, req.Env)
 	sb.rec.Image = spec.Name
+	sb.rec.Network = network
 	// Held until it runs: a delete of the new id waits for the create.
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	if err := m.reserve([]*sandbox{sb}, l); err != nil {
 		return Sandbox{}, err
 	}
-	err := m.launch(ctx, sb, func() ([]string, error) { return m.runArgs(sb, spec, l) }, &m.boot)
+	err = m.attachNetwork(sb)
+	if err == nil {
+		err = m.launch(ctx, sb, func() ([]string, error) { return m.runArgs(sb, spec, l) }, &m.boot)
+	}
 	if err != nil {
 		m.remove(sb)
 		return Sandbox{}, fmt.Errorf("create a sandbox from image %s: %w", spec.Name, err)
@@ -270,6 +278,7 @@ func (m *Manager) remove(sb *sandbox) {
 	}
 	m.stopVMM(sb)
 	m.removeCgroup(sb)
+	m.detachNetwork(sb)
 	if err := os.RemoveAll(sb.dir); err != nil {
 		m.log.Warn("remove sandbox directory", "sandbox", sb.id, "err", err)
 	}

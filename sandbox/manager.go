@@ -77,6 +77,13 @@ type Config struct {
 	// each, for their vmm and device processes (vmm --jail-uid); 0 keeps
 	// every vmm uid 0 in its jail.
 	JailUIDBase int
+	// Network is the host's sandbox networking; nil: none, and NetworkOff
+	// says why (in the errors of creates that ask for network).
+	Network    HostNetwork
+	NetworkOff string
+	// NetDefault: sandboxes get network unless their create says
+	// otherwise (sietchd --net-default on).
+	NetDefault bool
 }
 
 // DefaultJailUIDBase is above the ranges systemd gives containers and
@@ -238,6 +245,7 @@ func Open(cfg Config) (*Manager, error) {
 	for _, r := range recs {
 		m.reattach(r)
 	}
+	m.reattachNetworks()
 	for _, id := range m.loadTemplates() {
 		if sb, err := m.lookup(id); err == nil {
 			m.log.Info("removing the sandbox of a template build cut short by a restart", "sandbox", id)
@@ -367,6 +375,10 @@ func (sb *sandbox) view() Sandbox {
 	s := sb.rec.Sandbox
 	s.Labels = cloneMap(s.Labels)
 	s.Ports = slices.Clone(s.Ports)
+	if s.Network != nil {
+		n := cloneNetwork(s.Network)
+		s.Network = &n
+	}
 	return s
 }
 

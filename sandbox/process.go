@@ -49,6 +49,11 @@ func (m *Manager) runArgs(sb *sandbox, spec ImageSpec, l Limits) ([]string, erro
 		}
 		args = append(args, "--vsock", fmt.Sprintf("%d,%s", vsockCID, filepath.Join(sb.dir, fileVsock)), "--rng")
 		words := []string{cmdline, "sietch.hostname=" + sb.id}
+		m.mu.Lock()
+		nargs, nwords := netArgs(sb)
+		m.mu.Unlock()
+		args = append(args, nargs...)
+		words = append(words, nwords...)
 		if spec.RootFS != "" {
 			args = append(args, "--disk", spec.RootFS+",ro")
 			if !strings.Contains(cmdline, "sietch.root=") {
@@ -99,10 +104,17 @@ func makeOverlay(path string, sizeMiB int) error {
 // snapshot share its page cache, and the snapshot stays while they run,
 // see dependentsLocked).
 func (m *Manager) restoreArgs(sb *sandbox, snapDir string) []string {
-	return append([]string{"restore", "--from", snapDir, "--fork-id", sb.id, "--track-dirty", "--memory", m.cfg.RestoreMemory,
+	args := append([]string{"restore", "--from", snapDir, "--fork-id", sb.id, "--track-dirty", "--memory", m.cfg.RestoreMemory,
 		"--work-dir", filepath.Join(sb.dir, dirWork),
 		"--vsock-uds", filepath.Join(sb.dir, fileVsock),
 		"--api-sock", filepath.Join(sb.dir, fileAPISock)}, m.jailArgs(sb)...)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n := sb.rec.Network; n != nil {
+		// Its own TAP; the vmm gives the fork its own MAC.
+		args = append(args, "--net-tap", n.Interface)
+	}
+	return args
 }
 
 // jailArgs are the vmm flags of sb's jail: its outbox shown as the

@@ -90,7 +90,7 @@ func (m *Manager) snapshotLocked(ctx context.Context, sb *sandbox, kind string, 
 		os.RemoveAll(snap.Dir)
 		return Snapshot{}, controlError(sb.id, "snapshot", err)
 	}
-	snap.Image, snap.Limits, snap.Env = sb.rec.Image, sb.rec.Limits, cloneMap(sb.rec.Env)
+	snap.Image, snap.Limits, snap.Env, snap.Net = sb.rec.Image, sb.rec.Limits, cloneMap(sb.rec.Env), sb.rec.Network
 	snap.Limits.TimeoutS, snap.Limits.OnTimeout = 0, ""
 	snap.SizeBytes = diskUsage(snap.Dir)
 	if err := m.db.put(bucketSnapshots, snap.ID, snap); err != nil {
@@ -164,6 +164,7 @@ func (m *Manager) Fork(ctx context.Context, id, snapID string, count int) ([]San
 	}
 	m.mu.Lock()
 	labels := cloneMap(sb.rec.Labels)
+	network := specOf(sb.rec.Network)
 	if snapID != "" {
 		if s, ok := m.snapshots[snapID]; !ok || s.SandboxID != id {
 			m.mu.Unlock()
@@ -178,7 +179,7 @@ func (m *Manager) Fork(ctx context.Context, id, snapID string, count int) ([]San
 		}
 		snapID = snap.ID
 	}
-	return m.restoreN(ctx, snapID, count, restoreOpts{labels: labels})
+	return m.restoreN(ctx, snapID, count, restoreOpts{labels: labels, network: network})
 }
 
 // restoreOpts are what a restore takes from its request.
@@ -187,6 +188,7 @@ type restoreOpts struct {
 	labels   map[string]string // of every new sandbox
 	env      map[string]string // nil: the snapshot's
 	template string            // created from this template
+	network  *NetworkSpec      // nil: sietchd's default
 }
 
 // restoreN starts n sandboxes from snapshot snapID, all or none.
@@ -210,6 +212,14 @@ func (m *Manager) restoreN(ctx context.Context, snapID string, n int, o restoreO
 	if err := checkLimits(l, m.cfg.Max); err != nil {
 		return nil, err
 	}
+	from := "snapshot " + snapID
+	if o.template != "" {
+		from = "template " + o.template
+	}
+	network, err := m.networkFor(o.network, snap.Kind, true, snap.Net != nil, from)
+	if err != nil {
+		return nil, err
+	}
 	sbs := make([]*sandbox, n)
 	for i := range sbs {
 		env := o.env
@@ -219,6 +229,7 @@ func (m *Manager) restoreN(ctx context.Context, snapID string, n int, o restoreO
 		sbs[i] = m.newSandbox(snap.Kind, l, o.labels, env)
 		sbs[i].rec.Image, sbs[i].rec.Snapshot, sbs[i].rec.LastSnapshot = snap.Image, snap.ID, snap.ID
 		sbs[i].rec.Template = o.template
+		sbs[i].rec.Network = network
 	}
 	// Held until they run: a delete of a new id waits for the create.
 	for _, sb := range sbs {
@@ -230,6 +241,10 @@ func (m *Manager) restoreN(ctx context.Context, snapID string, n int, o restoreO
 	}
 	var errs []error
 	for _, sb := range sbs {
+		if err := m.attachNetwork(sb); err != nil {
+			errs = append(errs, err)
+			break
+		}
 		if err := m.launch(ctx, sb, func() ([]string, error) { return m.restoreArgs(sb, snap.Dir), nil }, &m.restore); err != nil {
 			errs = append(errs, fmt.Errorf("restore snapshot %s as sandbox %s: %w", snapID, sb.id, err))
 			break

@@ -47,6 +47,9 @@ type snapRecord struct {
 	Kind   string            `json:"image_kind"`
 	Limits Limits            `json:"limits"`
 	Env    map[string]string `json:"env,omitempty"` // the sandbox's at the snapshot: restores and forks keep it
+	// Net is the sandbox's network at the snapshot; non-nil: the VM has a
+	// virtio-net device, so every restore needs a TAP of its own.
+	Net *Network `json:"net,omitempty"`
 }
 
 // decodeRecord decodes a stored JSON record.

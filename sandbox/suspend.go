@@ -86,7 +86,10 @@ func (m *Manager) resumeLocked(ctx context.Context, sb *sandbox) error {
 		sb.rec.ExpiresAt = time.Now().UTC().Add(time.Duration(l.TimeoutS) * time.Second)
 	}
 	m.mu.Unlock()
-	err := m.launch(ctx, sb, func() ([]string, error) { return m.restoreArgs(sb, snap.Dir), nil }, &m.restore)
+	err := m.attachNetwork(sb)
+	if err == nil {
+		err = m.launch(ctx, sb, func() ([]string, error) { return m.restoreArgs(sb, snap.Dir), nil }, &m.restore)
+	}
 	if err != nil {
 		m.mu.Lock()
 		sb.rec.Reason = "the last resume failed: " + err.Error()

@@ -201,7 +201,13 @@ func (m *Manager) build(t *template, readyTimeout time.Duration) {
 
 func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time.Duration) (Snapshot, error) {
 	name := t.rec.Name
-	sb, err := m.Create(ctx, CreateSpec{Image: t.rec.Image, Limits: t.rec.Limits, Labels: map[string]string{labelTemplate: name}})
+	spec := CreateSpec{Image: t.rec.Image, Limits: t.rec.Limits, Labels: map[string]string{labelTemplate: name}}
+	if m.cfg.Network != nil {
+		// An isolated interface: the snapshot gets a virtio-net device,
+		// and each sandbox from it a TAP and address of its own.
+		spec.Network = &NetworkSpec{}
+	}
+	sb, err := m.Create(ctx, spec)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("boot image %s: %w", t.rec.Image, err)
 	}

@@ -40,6 +40,31 @@ type CreateSpec struct {
 	Limits   Limits            `json:"limits,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Env      map[string]string `json:"env,omitempty"` // added to the environment of every command run in it
+	// Network: nil takes sietchd's default (--net-default); see NetworkSpec.
+	Network *NetworkSpec `json:"network,omitempty"`
+}
+
+// NetworkSpec is the network a create or a change asks for. A sandbox
+// with a spec gets a network interface (a TAP on the host, virtio-net in
+// the guest) and an address; Enabled off keeps it isolated (nothing
+// passes) until a change turns it on. Allow and Deny entries are IPv4
+// CIDRs, addresses or domain names (hostnet.ParsePolicy).
+type NetworkSpec struct {
+	Enabled  bool     `json:"enabled"`
+	Internet *bool    `json:"internet,omitempty"` // nil: on
+	Allow    []string `json:"allow,omitempty"`
+	Deny     []string `json:"deny,omitempty"`
+}
+
+// Network is a sandbox's network interface and policy.
+type Network struct {
+	Enabled   bool     `json:"enabled"`
+	Internet  bool     `json:"internet"`
+	Allow     []string `json:"allow,omitempty"`
+	Deny      []string `json:"deny,omitempty"`
+	Address   string   `json:"address"`   // the guest's, with prefix length (10.99.0.2/30)
+	Gateway   string   `json:"gateway"`   // the host side: its route out and its DNS server
+	Interface string   `json:"interface"` // the host's TAP
 }
 
 // Sandbox is one sandbox as the manager reports it.
@@ -56,6 +81,7 @@ type Sandbox struct {
 	VMMPID    int               `json:"vmm_pid,omitempty"`
 	Agent     bool              `json:"agent"` // the guest agent answered its last health check
 	Ports     []Port            `json:"ports,omitempty"`
+	Network   *Network          `json:"network,omitempty"` // nil: no network interface
 }
 
 // Snapshot roles.

@@ -39,6 +39,8 @@ var operations = map[string]string{
 	"deletePortForward":  "ClosePort",
 	"getConsole":         "Console",
 	"getSandboxStats":    "Stats",
+	"getSandboxNetwork":  "Network",
+	"setSandboxNetwork":  "SetNetwork",
 	"listProcesses":      "Processes",
 	"getProcess":         "Process",
 	"deleteProcess":      "DeleteProcess",

@@ -74,6 +74,21 @@ func (c *Client) Stats(ctx context.Context, id string) (model.SandboxStats, erro
 	return st, err
 }
 
+// Network returns a sandbox's network interface, address and policy.
+func (c *Client) Network(ctx context.Context, id string) (model.Network, error) {
+	var n model.Network
+	err := c.call(ctx, http.MethodGet, sandboxPath(id, "/network"), nil, &n, http.StatusOK)
+	return n, err
+}
+
+// SetNetwork replaces a sandbox's egress policy; new connections follow
+// it at once.
+func (c *Client) SetNetwork(ctx context.Context, id string, spec model.NetworkSpec) (model.Network, error) {
+	var n model.Network
+	err := c.call(ctx, http.MethodPut, sandboxPath(id, "/network"), spec, &n, http.StatusOK)
+	return n, err
+}
+
 // Snapshots lists a sandbox's snapshots.
 func (c *Client) Snapshots(ctx context.Context, id string) ([]model.Snapshot, error) {
 	var out struct {

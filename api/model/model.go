@@ -36,7 +36,32 @@ type CreateRequest struct {
 	Snapshot string            `json:"snapshot,omitempty"` // snapshot id
 	Limits   Limits            `json:"limits,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
-	Env      map[string]string `json:"env,omitempty"` // added to the environment of every command run in it
+	Env      map[string]string `json:"env,omitempty"`     // added to the environment of every command run in it
+	Network  *NetworkSpec      `json:"network,omitempty"` // absent: sietchd's default (--net-default)
+}
+
+// NetworkSpec is a sandbox's network as a create (CreateRequest.Network)
+// or PUT /v1/sandboxes/{id}/network asks for it: given, the sandbox has a
+// network interface; Enabled off keeps it isolated. Allow and Deny hold
+// IPv4 CIDRs, addresses or domain names (a name also covers its
+// subdomains), at most 64 each; an allowed entry wins over a denied one,
+// and Internet (default on) decides the rest.
+type NetworkSpec struct {
+	Enabled  bool     `json:"enabled"`
+	Internet *bool    `json:"internet,omitempty"`
+	Allow    []string `json:"allow,omitempty"`
+	Deny     []string `json:"deny,omitempty"`
+}
+
+// Network is a sandbox's network interface and egress policy.
+type Network struct {
+	Enabled   bool     `json:"enabled"`
+	Internet  bool     `json:"internet"`
+	Allow     []string `json:"allow,omitempty"`
+	Deny      []string `json:"deny,omitempty"`
+	Address   string   `json:"address"`   // the guest's, with prefix length
+	Gateway   string   `json:"gateway"`   // the host side: its route out and its DNS server
+	Interface string   `json:"interface"` // the host's TAP
 }
 
 // Sandbox is one sandbox as the API shows it.
@@ -53,6 +78,7 @@ type Sandbox struct {
 	VMMPID    int               `json:"vmm_pid,omitempty"`
 	Agent     bool              `json:"agent"` // the guest agent answered its last health check
 	Ports     []Port            `json:"ports,omitempty"`
+	Network   *Network          `json:"network,omitempty"` // absent: no network interface
 }
 
 // SnapshotRequest is POST /v1/sandboxes/{id}/snapshots.

@@ -24,7 +24,7 @@ var types = map[string]any{
 	"Port": Port{}, "Image": Image{}, "Health": Health{}, "Error": Error{}, "ErrorBody": ErrorBody{},
 	"FileInfo": FileInfo{}, "FileList": FileList{}, "MkdirRequest": MkdirRequest{},
 	"RenameRequest": RenameRequest{}, "TarResult": TarResult{}, "WatchEvent": WatchEvent{},
-	"SandboxStats": SandboxStats{},
+	"SandboxStats": SandboxStats{}, "NetworkSpec": NetworkSpec{}, "Network": Network{},
 }
 
 type schema struct {

@@ -66,6 +66,21 @@ type snapArgs struct {
 
 func pCreate(a []string) (any, error)  { return parseCreate(testFlags(), a) }
 func pRestore(a []string) (any, error) { return parseRestore(testFlags(), a) }
+
+// netShown is what a parsed `sietch net` comes to, without its flags.
+type netShown struct {
+	id      string
+	change  bool
+	enabled *bool
+}
+
+func pNet(a []string) (any, error) {
+	c, err := parseNet(testFlags(), a)
+	if err != nil {
+		return nil, err
+	}
+	return netShown{id: c.id, change: c.change, enabled: c.enabled}, nil
+}
 func pTemplateBuild(a []string) (any, error) {
 	return parseTemplateBuild(testFlags(), a)
 }
@@ -101,6 +116,15 @@ func TestParseCommands(t *testing.T) {
 			model.CreateRequest{Template: "web", Env: map[string]string{"A": "1", "B": ""}, Limits: model.Limits{TimeoutS: 3600, OnTimeout: "pause"}}, ""},
 		{"create", pCreate, []string{"--template", "web", "--image", "py"}, nil, "not both"},
 		{"create", pCreate, []string{"-e", "NOVALUE"}, nil, "--env"},
+		{"create", pCreate, []string{"--net"}, model.CreateRequest{Network: &model.NetworkSpec{Enabled: true}}, ""},
+		{"create", pCreate, []string{"--allow", "pypi.org", "--allow", "10.0.0.0/8", "--deny", "0.0.0.0/0", "--internet", "off"},
+			model.CreateRequest{Network: &model.NetworkSpec{Enabled: true, Internet: new(false), Allow: []string{"pypi.org", "10.0.0.0/8"}, Deny: []string{"0.0.0.0/0"}}}, ""},
+		{"create", pCreate, []string{"--net", "--internet", "maybe"}, nil, "want on or off"},
+		{"net", pNet, []string{"sb-1"}, netShown{id: "sb-1"}, ""},
+		{"net", pNet, []string{"sb-1", "--deny", "1.2.3.4", "--off"}, netShown{id: "sb-1", change: true, enabled: new(false)}, ""},
+		{"net", pNet, []string{"sb-1", "--on", "--off"}, nil, "not both"},
+		{"net", pNet, nil, nil, "one sandbox ID"},
+		{"net", pNet, []string{"sb-1", "--internet", "2"}, nil, "want on or off"},
 		{"template", pTemplateBuild, []string{"web", "--start-cmd", "srv", "--ready-cmd", "curl -f x", "--ready-timeout", "90s", "--memory", "512M", "--disk", "1G"},
 			model.TemplateRequest{Name: "web", StartCmd: "srv", ReadyCmd: "curl -f x", ReadyTimeoutS: 90, Limits: model.Limits{MemoryMiB: 512, DiskMiB: 1024}}, ""},
 		{"template", pTemplateBuild, []string{"web", "-i", "py"}, model.TemplateRequest{Name: "web", Image: "py"}, ""},

@@ -183,7 +183,10 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	}
 	startDaemon := func() (stop func()) {
 		t.Helper()
-		daemon := exec.CommandContext(ctx, sietchd, "--state-dir", state, "--default-disk-mib", "64", "--build-dir", build)
+		// The sandboxes' DNS forwarder asks the test's own resolver, in
+		// the namespace network() makes: no query leaves this host.
+		daemon := exec.CommandContext(ctx, sietchd, "--state-dir", state, "--default-disk-mib", "64", "--build-dir", build,
+			"--net-resolver", e2eResolver)
 		daemon.Stdout, daemon.Stderr = &dlog, &dlog
 		daemon.WaitDelay = 5 * time.Second
 		if err := daemon.Start(); err != nil {
@@ -264,6 +267,9 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	t0 = time.Now()
 	(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).sessions(ids[2])
 	t.Logf("sessions in %s took %v", ids[2], time.Since(t0).Round(time.Millisecond))
+	t0 = time.Now()
+	(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).network()
+	t.Logf("network checks took %v", time.Since(t0).Round(time.Millisecond))
 	if _, errOut, code := sietch(nil, "template", "rm", "default"); code != 4 || !strings.Contains(errOut, ids[1]) {
 		t.Errorf("template rm while sandboxes run from it: exit %d, %q; want 4 naming them", code, errOut)
 	}

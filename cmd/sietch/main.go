@@ -41,6 +41,7 @@ Processes in sandboxes (exec -d starts one in the background):
   cp          copy a file (or with -r a directory) into or out of a sandbox
   console     print (or follow) a sandbox's serial console
   stats       a sandbox's CPU, memory, tasks and disk use against its limits
+  net         a sandbox's network: address and egress policy, changed while it runs
   port        forward a host TCP port to a guest port; list or close forwards
 Files in sandboxes (ID:/path):
   ls ID:/dir  list a directory (mode, size, modified, name)
@@ -131,6 +132,7 @@ func init() {
 		"cp":        cmdCp,
 		"console":   cmdConsole,
 		"stats":     cmdStats,
+		"net":       cmdNet,
 		"port":      cmdPort,
 		"snapshot":  cmdSnapshot,
 		"snapshots": cmdSnapshots,

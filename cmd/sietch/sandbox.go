@@ -107,8 +107,17 @@ func parseCreate(fs *pflag.FlagSet, args []string) (model.CreateRequest, error) 
 	fs.StringVarP(&req.Image, "image", "i", "", "image name (sietch images): a cold boot instead, for debugging or one-off images")
 	env := fs.StringArrayP("env", "e", nil, "KEY=VALUE in the environment of every command run in the sandbox (repeatable)")
 	l.add(fs)
+	netOn := fs.Bool("net", false, "network: a TAP and address of its own, NAT to the internet (--allow, --deny and --internet imply it)")
+	var n netFlags
+	n.add(fs)
 	if err := fs.Parse(args); err != nil {
 		return req, err
+	}
+	if *netOn || n.changed() {
+		req.Network = &model.NetworkSpec{Enabled: true}
+		if err := n.apply(req.Network); err != nil {
+			return req, err
+		}
 	}
 	if fs.NArg() > 0 {
 		return req, fmt.Errorf("unexpected argument %q (the template is --template NAME)", fs.Arg(0))
@@ -125,9 +134,9 @@ func parseCreate(fs *pflag.FlagSet, args []string) (model.CreateRequest, error) 
 }
 
 var cmdCreate = &command{
-	synopsis: "create [--template NAME | --image NAME] [-e K=V]... [--cpus N] [--memory SIZE] [--disk SIZE] [--timeout D [--on-timeout stop|snapshot|pause]] [-l K=V]...",
+	synopsis: "create [--template NAME | --image NAME] [-e K=V]... [--cpus N] [--memory SIZE] [--disk SIZE] [--timeout D [--on-timeout stop|snapshot|pause]] [-l K=V]... [--net [--allow X]... [--deny X]... [--internet on|off]]",
 	summary:  "Start a sandbox and print its id (--json: the sandbox) once its guest agent answers: exec, cp and port work at once. By default it resumes the template default (built on first need: a cold boot, once); --image cold-boots instead.",
-	example:  "  id=$(sietch create)\n  id=$(sietch create --template web -e API_KEY=k --timeout 1h --on-timeout pause)\n  id=$(sietch create --image default --cpus 2 --memory 512M)\n",
+	example:  "  id=$(sietch create)\n  id=$(sietch create --template web -e API_KEY=k --timeout 1h --on-timeout pause)\n  id=$(sietch create --image default --cpus 2 --memory 512M)\n  id=$(sietch create --net --internet off --allow pypi.org --allow files.pythonhosted.org)\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
 		req, err := parseCreate(fs, args)
 		if rc, done := c.parsed("create", fs, err); done {

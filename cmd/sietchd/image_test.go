@@ -54,6 +54,15 @@ func TestRunUsage(t *testing.T) {
 	if code := run([]string{"--image", "x"}, &b); code != exitUsage || !strings.Contains(b.String(), "--image") {
 		t.Errorf("sietchd --image x exited %d (%s), want %d naming --image", code, b.String(), exitUsage)
 	}
+	for _, args := range [][]string{
+		{"--net-default", "maybe"}, {"--net-pool", "10.99.0.0"}, {"--net-pool", "fd00::/64x"},
+		{"--net-resolver", "dns.example"}, {"--net-resolver", "1.2.3.4:53:53"},
+	} {
+		b.Reset()
+		if code := run(args, &b); code != exitUsage || !strings.Contains(b.String(), args[0]) {
+			t.Errorf("sietchd %s exited %d (%s), want %d naming %s", strings.Join(args, " "), code, b.String(), exitUsage, args[0])
+		}
+	}
 	b.Reset()
 	if code := run([]string{"--help"}, &b); code != exitOK || !strings.Contains(b.String(), "--state-dir") {
 		t.Errorf("sietchd --help exited %d:\n%s", code, b.String())

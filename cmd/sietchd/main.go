@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sietch-vm/sietch/api"
+	"github.com/sietch-vm/sietch/internal/hostnet"
 	"github.com/sietch-vm/sietch/sandbox"
 )
 
@@ -49,6 +51,11 @@ The API token is DIR/token (made at first start, mode 0600). SIGTERM or
 SIGINT stops serving and leaves the sandboxes' vmm processes running: the
 next sietchd on the same state directory takes them up again.
 
+Sandbox networking (a TAP and a /30 from --net-pool each, NAT out of the
+uplink, the nftables table "inet sietch", a DNS forwarder per sandbox) is
+set up at start when this host allows it (root, tun, nf_tables); one
+sietchd per host manages it, so give others --net-pool off.
+
 Flags:
 `
 
@@ -77,6 +84,10 @@ func run(args []string, stderr io.Writer) int {
 	cgroupMode := fs.String("cgroups", sandbox.CgroupsAuto, "a cgroup per sandbox holding its vmm and device processes, with CPU, memory and pids limits from its size: auto (where the host allows it), on (or do not start) or off")
 	cgroupParent := fs.String("cgroup-parent", "sietch", "where sandbox cgroups go, below sietchd's own cgroup in each hierarchy (then a name for the state directory, then the sandbox id)")
 	jailUIDBase := fs.Int("jail-uid-base", sandbox.DefaultJailUIDBase, fmt.Sprintf("each sandbox's vmm and device processes run as a host uid of their own, the lowest free one of %d from this (0: vmms stay uid 0 in their jails, devices run as 65534)", sandbox.JailUIDSlots))
+	netPool := fs.String("net-pool", hostnet.DefaultPool.String(), "IPv4 CIDR that sandbox addresses come from, a /30 each (guest .2, host side .1); off: no sandbox networking")
+	netUplink := fs.String("net-uplink", "", "host interface sandbox traffic leaves by, masqueraded (default: the default route's)")
+	netResolvers := fs.StringSlice("net-resolver", nil, "DNS servers (IP or IP:PORT) the sandboxes' DNS forwarder asks (default: the nameservers of /etc/resolv.conf)")
+	netDefault := fs.String("net-default", "off", "whether a sandbox whose create does not say gets network: off or on (internet on, no lists)")
 	bootTimeout := fs.Duration("boot-timeout", sandbox.DefaultBootTimeout, "how long a Linux sandbox's create waits for its guest agent before it fails")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() { fmt.Fprintf(stderr, "%s%s", usage, fs.FlagUsages()) }
@@ -124,12 +135,50 @@ func run(args []string, stderr io.Writer) int {
 			return exitError
 		}
 	}
+	if *netDefault != "off" && *netDefault != "on" {
+		return bad("--net-default %q: want off or on", *netDefault)
+	}
+	var resolvers []string
+	for _, r := range *netResolvers {
+		ap, err := netip.ParseAddrPort(r)
+		if err != nil {
+			a, aerr := netip.ParseAddr(r)
+			if aerr != nil {
+				return bad("--net-resolver %q: want an IP address, or IP:PORT", r)
+			}
+			ap = netip.AddrPortFrom(a, 53)
+		}
+		resolvers = append(resolvers, ap.String())
+	}
+	var pool netip.Prefix
+	if *netPool != "off" {
+		var err error
+		if pool, err = netip.ParsePrefix(*netPool); err != nil {
+			return bad("--net-pool %q: want an IPv4 CIDR such as %v, or off", *netPool, hostnet.DefaultPool)
+		}
+	}
 	vmmBin, err := findVMM(*vmmPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "sietchd: %v\n", err)
 		return exitError
 	}
 
+	var hostNet sandbox.HostNetwork
+	netOff := "sietchd runs with --net-pool off"
+	if pool.IsValid() {
+		h, err := hostnet.New(hostnet.Config{Pool: pool, Uplink: *netUplink, Upstreams: resolvers, Log: log})
+		if err != nil {
+			if *netDefault == "on" {
+				fmt.Fprintf(stderr, "sietchd: --net-default on, and sandbox networking is unavailable: %v\n", err)
+				return exitError
+			}
+			log.Warn("sandbox networking unavailable; sandboxes get none", "err", err)
+			netOff = err.Error()
+		} else {
+			defer h.Close()
+			hostNet = h
+		}
+	}
 	m, err := sandbox.Open(sandbox.Config{
 		StateDir:      *stateDir,
 		VMMPath:       vmmBin,
@@ -143,6 +192,9 @@ func run(args []string, stderr io.Writer) int {
 		Cgroups:       *cgroupMode,
 		CgroupParent:  *cgroupParent,
 		JailUIDBase:   *jailUIDBase,
+		Network:       hostNet,
+		NetworkOff:    netOff,
+		NetDefault:    *netDefault == "on",
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "sietchd: %v\n", err)

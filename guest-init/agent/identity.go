@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,12 @@ type Machine interface {
 	SetIdentity(hostname string, now time.Time, entropy []byte) error
 }
 
+// NetworkMachine is a Machine that can also give eth0 a new address,
+// default route and name servers (guest-init's can).
+type NetworkMachine interface {
+	SetNetwork(addr netip.Prefix, gw netip.Addr, dns []netip.Addr) error
+}
+
 // handleIdentity applies a new identity: POST /v1/identity.
 func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 	var id agentproto.Identity
@@ -35,6 +42,19 @@ func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 	}
 	if e := validateIdentity(&id); e != nil {
 		writeError(w, e)
+		return
+	}
+	var netCfg *netConfig
+	if id.Network != nil {
+		var e *Error
+		if netCfg, e = parseNetIdentity(id.Network); e != nil {
+			writeError(w, e)
+			return
+		}
+	}
+	nm, _ := a.cfg.Machine.(NetworkMachine)
+	if netCfg != nil && nm == nil {
+		writeError(w, apiErr(codeNotImplemented, "this agent cannot configure the network (not running as guest-init)"))
 		return
 	}
 	machine := id.Hostname != "" || !id.Time.IsZero() || len(id.Entropy) > 0
@@ -55,6 +75,12 @@ func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 		}
 		if !id.Time.IsZero() {
 			res.ClockStepNS = id.Time.Sub(before).Nanoseconds()
+		}
+	}
+	if netCfg != nil {
+		if err := nm.SetNetwork(netCfg.addr, netCfg.gw, netCfg.dns); err != nil {
+			writeError(w, apiErr(codeInternal, "set network: %v", err))
+			return
 		}
 	}
 	if id.Labels != nil {
@@ -96,6 +122,35 @@ func validateIdentity(id *agentproto.Identity) *Error {
 		return badRequest("time %v is not a plausible wall clock", id.Time)
 	}
 	return nil
+}
+
+// netConfig is a checked NetIdentity.
+type netConfig struct {
+	addr netip.Prefix
+	gw   netip.Addr
+	dns  []netip.Addr
+}
+
+func parseNetIdentity(n *agentproto.NetIdentity) (*netConfig, *Error) {
+	var c netConfig
+	var err error
+	if c.addr, err = netip.ParsePrefix(n.Address); err != nil || !c.addr.Addr().Is4() || c.addr.Bits() < 8 || c.addr.Bits() > 30 {
+		return nil, badRequest("network address %.40q: want IPv4 with a prefix length of 8 to 30 (10.99.0.6/30)", n.Address)
+	}
+	if c.gw, err = netip.ParseAddr(n.Gateway); err != nil || !c.gw.Is4() || !c.addr.Masked().Contains(c.gw) || c.gw == c.addr.Addr() {
+		return nil, badRequest("network gateway %.40q: want an IPv4 address in %s other than eth0's", n.Gateway, c.addr.Masked())
+	}
+	if len(n.DNS) > 3 {
+		return nil, badRequest("network: %d name servers; resolv.conf takes at most 3", len(n.DNS))
+	}
+	for _, s := range n.DNS {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return nil, badRequest("network name server %.40q: want an IPv4 address", s)
+		}
+		c.dns = append(c.dns, a)
+	}
+	return &c, nil
 }
 
 func (a *Agent) labelsFile() string {

@@ -3,7 +3,9 @@ package agent
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +23,14 @@ type fakeMachine struct {
 	now      time.Time
 	entropy  []byte
 	err      error
+	network  string
+}
+
+func (m *fakeMachine) SetNetwork(addr netip.Prefix, gw netip.Addr, dns []netip.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.network = fmt.Sprintf("%v via %v dns %v", addr, gw, dns)
+	return m.err
 }
 
 func (m *fakeMachine) SetIdentity(hostname string, now time.Time, entropy []byte) error {
@@ -172,5 +182,34 @@ func TestIdentityConcurrent(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(labels), ".labels-*")); len(left) > 0 {
 		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
+// A restored sandbox's new address reaches guest-init; a malformed one is
+// refused before anything changes.
+func TestIdentityNetwork(t *testing.T) {
+	m := &fakeMachine{}
+	env := startAgent(t, Config{Machine: m})
+	ctx := testCtx(t)
+	n := &agentproto.NetIdentity{Address: "10.99.0.6/30", Gateway: "10.99.0.5", DNS: []string{"10.99.0.5"}}
+	if _, err := env.c.SetIdentity(ctx, agentproto.Identity{SandboxID: "sb-1", Network: n}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "10.99.0.6/30 via 10.99.0.5 dns [10.99.0.5]"; m.network != want {
+		t.Errorf("machine got network %q, want %q", m.network, want)
+	}
+	for _, bad := range []agentproto.NetIdentity{
+		{Address: "10.99.0.6", Gateway: "10.99.0.5"},
+		{Address: "fd00::2/64", Gateway: "fd00::1"},
+		{Address: "10.99.0.6/30", Gateway: "10.99.1.5"},
+		{Address: "10.99.0.6/30", Gateway: "10.99.0.6"},
+		{Address: "10.99.0.6/30", Gateway: "10.99.0.5", DNS: []string{"a", "b", "c", "d"}},
+		{Address: "10.99.0.6/30", Gateway: "10.99.0.5", DNS: []string{"8.8.8.8; rm -rf /"}},
+	} {
+		m.network = ""
+		var ae *Error
+		if _, err := env.c.SetIdentity(ctx, agentproto.Identity{Network: &bad}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || m.network != "" {
+			t.Errorf("network %+v: %v (machine got %q); want 400 and no change", bad, err, m.network)
+		}
 	}
 }

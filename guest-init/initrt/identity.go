@@ -2,6 +2,7 @@ package initrt
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 
@@ -54,4 +55,10 @@ func reseed(b []byte) error {
 		return fmt.Errorf("reseed the CRNG (RNDRESEEDCRNG): %w", err)
 	}
 	return nil
+}
+
+// SetNetwork gives eth0 a new address, default route and name servers
+// (ReconfigureNetwork).
+func (Machine) SetNetwork(addr netip.Prefix, gw netip.Addr, dns []netip.Addr) error {
+	return ReconfigureNetwork(Config{Addr: addr, Gateway: gw, DNS: dns})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -101,6 +102,63 @@ func WriteResolvConf(cfg Config) error {
 	}
 	if err := os.Rename("/etc/resolv.conf.sietch", "/etc/resolv.conf"); err != nil {
 		return fmt.Errorf("write /etc/resolv.conf: %w", err)
+	}
+	return nil
+}
+
+// ReconfigureNetwork gives eth0 cfg's address in place of the ones it has,
+// its default route through cfg's gateway and cfg's name servers: a
+// restored sandbox takes on its own TAP's network, not its snapshot's.
+func ReconfigureNetwork(cfg Config) error {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("network: open a netlink socket: %w", err)
+	}
+	defer h.Close()
+	if err := reconfigureEth0(h, cfg); err != nil {
+		return err
+	}
+	return WriteResolvConf(cfg)
+}
+
+// reconfigureEth0 is ReconfigureNetwork's link part, through h.
+func reconfigureEth0(h *netlink.Handle, cfg Config) error {
+	if !cfg.Addr.IsValid() {
+		return errors.New("network: no address to give eth0")
+	}
+	eth, err := h.LinkByName("eth0")
+	if err != nil {
+		return fmt.Errorf("network: find eth0 (the sandbox has a network and the guest no eth0): %w", err)
+	}
+	addrs, err := h.AddrList(eth, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("network: eth0's addresses: %w", err)
+	}
+	have := false
+	for _, a := range addrs {
+		ones, _ := a.Mask.Size()
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip == cfg.Addr.Addr() && ones == cfg.Addr.Bits() {
+			have = true
+			continue
+		}
+		if err := h.AddrDel(eth, &a); err != nil {
+			return fmt.Errorf("network: remove %v from eth0: %w", a.IPNet, err)
+		}
+	}
+	if !have {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: cfg.Addr.Addr().AsSlice(), Mask: net.CIDRMask(cfg.Addr.Bits(), 32)}}
+		if err := h.AddrAdd(eth, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("network: add %s to eth0: %w", cfg.Addr, err)
+		}
+	}
+	if err := h.LinkSetUp(eth); err != nil {
+		return fmt.Errorf("network: bring eth0 up: %w", err)
+	}
+	if cfg.Gateway.IsValid() {
+		route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: cfg.Gateway.AsSlice()}
+		if err := h.RouteReplace(route); err != nil {
+			return fmt.Errorf("network: default route via %s: %w", cfg.Gateway, err)
+		}
 	}
 	return nil
 }

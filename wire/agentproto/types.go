@@ -185,6 +185,17 @@ type Identity struct {
 	Entropy   []byte            `json:"entropy,omitempty"` // fresh host randomness for the kernel's pool (base64)
 	Env       map[string]string `json:"env,omitempty"`     // added to every later exec's environment
 	Labels    map[string]string `json:"labels,omitempty"`  // written to LabelsFile for programs to read
+	// Network is eth0's new address, default route and name servers: a
+	// restored sandbox has a TAP and an address of its own, not its
+	// snapshot's.
+	Network *NetIdentity `json:"network,omitempty"`
+}
+
+// NetIdentity is a guest's network configuration.
+type NetIdentity struct {
+	Address string   `json:"address"` // IPv4 with prefix length: 10.99.0.6/30
+	Gateway string   `json:"gateway"` // IPv4, inside Address's prefix
+	DNS     []string `json:"dns,omitempty"`
 }
 
 // LabelsFile is where the sandbox's labels are, as a JSON object, for

@@ -243,6 +243,31 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusOK, model.SandboxStats{Cgroup: "v2", CPUUserS: 0.5, CPUSystemS: 1.5, CPULimit: float64(max(lim.CPUs, 1)) + 0.25,
 			MemoryBytes: 64 << 20, MemoryLimitBytes: int64(max(lim.MemoryMiB, 128)+96) << 20, Pids: 35, PidsLimit: 264})
 	}))
+	auth("GET /v1/sandboxes/{id}/network", s.withBox(func(w http.ResponseWriter, r *http.Request, b *box) {
+		if b.sb.Network == nil {
+			writeError(w, http.StatusConflict, model.CodeWrongState, "sandbox "+b.sb.ID+" has no network interface", false)
+			return
+		}
+		writeJSON(w, http.StatusOK, b.sb.Network)
+	}))
+	auth("PUT /v1/sandboxes/{id}/network", s.withBox(func(w http.ResponseWriter, r *http.Request, b *box) {
+		var req model.NetworkSpec
+		if !decode(w, r, &req) {
+			return
+		}
+		if b.sb.Network == nil {
+			writeError(w, http.StatusConflict, model.CodeWrongState, "sandbox "+b.sb.ID+" has no network interface", false)
+			return
+		}
+		n, msg := fakeNetwork(req, 0)
+		if msg != "" {
+			writeError(w, http.StatusBadRequest, model.CodeBadRequest, msg, false)
+			return
+		}
+		n.Address, n.Gateway, n.Interface = b.sb.Network.Address, b.sb.Network.Gateway, b.sb.Network.Interface
+		b.sb.Network = &n
+		writeJSON(w, http.StatusOK, n)
+	}))
 	s.processRoutes(auth)
 	s.contextRoutes(auth)
 	auth("POST /v1/templates", s.buildTemplate)
@@ -412,7 +437,33 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 			sb.Image = src.sb.Image
 		}
 	}
+	if req.Network != nil {
+		n, msg := fakeNetwork(*req.Network, len(s.boxes))
+		if msg != "" {
+			writeError(w, http.StatusBadRequest, model.CodeBadRequest, msg, false)
+			return
+		}
+		sb.Network = &n
+	}
 	writeJSON(w, http.StatusCreated, s.add(sb))
+}
+
+// fakeNetwork is the network a spec gives the n-th sandbox (a /30 each
+// from 10.99.0.0/16, as sietchd's default pool), or why the spec is wrong.
+func fakeNetwork(spec model.NetworkSpec, n int) (model.Network, string) {
+	if len(spec.Allow) > 64 || len(spec.Deny) > 64 {
+		return model.Network{}, "network: at most 64 allow and 64 deny entries"
+	}
+	for _, e := range append(append([]string{}, spec.Allow...), spec.Deny...) {
+		if e == "" || strings.ContainsAny(e, " ;*") {
+			return model.Network{}, fmt.Sprintf("network: entry %q is not a CIDR, address or domain name", e)
+		}
+	}
+	internet := spec.Internet == nil || *spec.Internet
+	return model.Network{Enabled: spec.Enabled, Internet: internet, Allow: spec.Allow, Deny: spec.Deny,
+		Address:   fmt.Sprintf("10.99.%d.%d/30", n*4/256, n*4%256+2),
+		Gateway:   fmt.Sprintf("10.99.%d.%d", n*4/256, n*4%256+1),
+		Interface: fmt.Sprintf("sx%010d", n)}, ""
 }
 
 func (s *Server) buildTemplate(w http.ResponseWriter, r *http.Request) {

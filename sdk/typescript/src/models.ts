@@ -12,10 +12,18 @@ import { ProtocolError } from "./errors.js";
  */
 export const MODELS = {
   Limits: { cpus: "cpus", memory_mib: "memoryMiB", disk_mib: "diskMiB", timeout_s: "timeoutS", on_timeout: "onTimeout" },
-  CreateRequest: { template: "template", image: "image", snapshot: "snapshot", limits: "limits:Limits", labels: "labels:map", env: "env:map" },
+  CreateRequest: {
+    template: "template", image: "image", snapshot: "snapshot", limits: "limits:Limits", labels: "labels:map", env: "env:map",
+    network: "network:NetworkSpec",
+  },
+  NetworkSpec: { enabled: "enabled", internet: "internet", allow: "allow", deny: "deny" },
+  Network: {
+    enabled: "enabled", internet: "internet", allow: "allow", deny: "deny", address: "address", gateway: "gateway", interface: "interface",
+  },
   Sandbox: {
     id: "id", state: "state", reason: "reason", image: "image", template: "template", snapshot: "snapshot",
     limits: "limits:Limits", labels: "labels:map", created_at: "createdAt:date", vmm_pid: "vmmPid", agent: "agent", ports: "ports:Port[]",
+    network: "network:Network",
   },
   SnapshotRequest: { kind: "kind" },
   PauseRequest: { to_disk: "toDisk" },
@@ -187,6 +195,36 @@ export interface SandboxInfo {
   /** The guest agent answered its last call. */
   agent: boolean;
   ports?: Port[];
+  /** Absent: the sandbox has no network interface. */
+  network?: NetworkInfo;
+}
+
+/**
+ * A sandbox's network as a create or a change asks for it: an interface of
+ * its own (isolated while enabled is false) and an egress policy. allow and
+ * deny hold IPv4 CIDRs, addresses or domain names (a name covers its
+ * subdomains); an allowed entry wins over a denied one, and internet
+ * (default true) decides the rest.
+ */
+export interface NetworkSpec {
+  enabled: boolean;
+  internet?: boolean;
+  allow?: string[];
+  deny?: string[];
+}
+
+/** A sandbox's network interface, address and egress policy. */
+export interface NetworkInfo {
+  enabled: boolean;
+  internet: boolean;
+  allow?: string[];
+  deny?: string[];
+  /** The guest's address with its prefix length. */
+  address: string;
+  /** The host side: the guest's route out and its DNS server. */
+  gateway: string;
+  /** The host's TAP. */
+  interface: string;
 }
 
 export interface SnapshotInfo {

@@ -18,6 +18,8 @@ export const OPERATIONS: Readonly<Record<string, string>> = Object.freeze({
   createSnapshot: "Sandbox#snapshot",
   listSnapshots: "Sandbox#listSnapshots",
   getSandboxStats: "Sandbox#stats",
+  getSandboxNetwork: "Sandbox#network",
+  setSandboxNetwork: "Sandbox#setNetwork",
   forkSandbox: "Sandbox#fork",
   getConsole: "Sandbox#console",
   execCommand: "Sandbox#exec",

@@ -6,7 +6,17 @@ import { type Execution, type RunCodeOptions, type RunEvent, collectRun, context
 import { NotFoundError } from "./errors.js";
 import { type ExecEvent, type ExecOptions, type ExecResult, collect, execEvents, execRequest } from "./exec.js";
 import { Files } from "./files.js";
-import { type ContextInfo, type ContextLanguage, type Limits, type SandboxInfo, type SandboxStats, type SnapshotInfo, encode } from "./models.js";
+import {
+  type ContextInfo,
+  type ContextLanguage,
+  type Limits,
+  type NetworkInfo,
+  type NetworkSpec,
+  type SandboxInfo,
+  type SandboxStats,
+  type SnapshotInfo,
+  encode,
+} from "./models.js";
 import { Ports, Processes } from "./processes.js";
 import { EXEC_PROTOCOL, ExecSession } from "./session.js";
 
@@ -21,6 +31,8 @@ export interface CreateOptions extends ConnectOptions, Limits {
   env?: Record<string, string>;
   /** Kept with the sandbox; in the guest as JSON in /run/sietch/labels.json. */
   labels?: Record<string, string>;
+  /** true: network with the internet; a NetworkSpec: a policy; absent: sietchd's default. */
+  network?: boolean | NetworkSpec;
 }
 
 export interface ContextOptions extends CallOptions {
@@ -70,6 +82,7 @@ export class Sandbox {
       snapshot: opts.snapshot,
       env: opts.env,
       labels: opts.labels,
+      network: typeof opts.network === "boolean" ? { enabled: opts.network } : opts.network,
     });
     if (Object.keys(limits).length > 0) json.limits = limits;
     const info = await client.json<SandboxInfo>(
@@ -138,6 +151,19 @@ export class Sandbox {
   /** Its resource use now (CPU seconds, memory, tasks, disk bytes) and its limits; it must be running or paused. */
   async stats(opts: CallOptions = {}): Promise<SandboxStats> {
     return this.client.json({ method: "GET", path: this.path("/stats"), expect: 200, signal: opts.signal, what: `stats of ${this.id}` }, "SandboxStats");
+  }
+
+  /** Its network interface, address and egress policy (WrongStateError when it has none). */
+  async network(opts: CallOptions = {}): Promise<NetworkInfo> {
+    return this.client.json({ method: "GET", path: this.path("/network"), expect: 200, signal: opts.signal, what: `network of ${this.id}` }, "Network");
+  }
+
+  /** Replaces its egress policy while it runs: new connections follow it at once, open ones stay. */
+  async setNetwork(spec: NetworkSpec, opts: CallOptions = {}): Promise<NetworkInfo> {
+    return this.client.json(
+      { method: "PUT", path: this.path("/network"), json: encode("NetworkSpec", spec), expect: 200, signal: opts.signal, what: `network of ${this.id}` },
+      "Network",
+    );
   }
 
   /** Its snapshots, oldest first. */

@@ -24,6 +24,33 @@ class Limits:
 
 
 @dataclass
+class NetworkSpec:
+    """A sandbox's network as a create or a change asks for it: an
+    interface of its own (isolated while ``enabled`` is False) and an
+    egress policy. ``allow`` and ``deny`` hold IPv4 CIDRs, addresses or
+    domain names (a name covers its subdomains); an allowed entry wins
+    over a denied one, and ``internet`` (default on) decides the rest."""
+
+    enabled: bool
+    internet: bool | None = None
+    allow: list[str] | None = None
+    deny: list[str] | None = None
+
+
+@dataclass
+class Network:
+    """A sandbox's network interface, address and egress policy."""
+
+    enabled: bool
+    internet: bool
+    address: str  # the guest's, with prefix length
+    gateway: str  # the host side: its route out and its DNS server
+    interface: str  # the host's TAP
+    allow: list[str] | None = None
+    deny: list[str] | None = None
+
+
+@dataclass
 class CreateRequest:
     template: str | None = None
     image: str | None = None
@@ -31,6 +58,7 @@ class CreateRequest:
     limits: Limits | None = None
     labels: dict[str, str] | None = None
     env: dict[str, str] | None = None
+    network: NetworkSpec | None = None
 
 
 @dataclass
@@ -56,6 +84,7 @@ class SandboxInfo:
     labels: dict[str, str] | None = None
     vmm_pid: int | None = None
     ports: list[Port] | None = None
+    network: Network | None = None
 
 
 @dataclass
@@ -364,6 +393,8 @@ SCHEMAS: dict[str, type] = {
     "PauseRequest": PauseRequest,
     "Snapshot": Snapshot,
     "SandboxStats": SandboxStats,
+    "NetworkSpec": NetworkSpec,
+    "Network": Network,
     "TemplateRequest": TemplateRequest,
     "Template": TemplateInfo,
     "ForkRequest": ForkRequest,

@@ -18,6 +18,8 @@ OPERATIONS: dict[str, str] = {
     "createSnapshot": "Sandbox.snapshot",
     "listSnapshots": "Sandbox.snapshots",
     "getSandboxStats": "Sandbox.stats",
+    "getSandboxNetwork": "Sandbox.network",
+    "setSandboxNetwork": "Sandbox.set_network",
     "forkSandbox": "Sandbox.fork",
     "execCommand": "Sandbox.exec",  # and exec_stream, Processes.start, Sandbox.exec_interactive
     "writeFile": "Files.write",

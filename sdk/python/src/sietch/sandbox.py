@@ -22,6 +22,8 @@ from .models import (
     ExecEvent,
     ForkRequest,
     Limits,
+    Network,
+    NetworkSpec,
     PauseRequest,
     Port,
     PortRequest,
@@ -107,6 +109,7 @@ class Sandbox:
         on_timeout: str | None = None,
         env: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
+        network: NetworkSpec | bool | None = None,
         client: Client | None = None,
         request_timeout: float | None = DEFAULT,
     ) -> Sandbox:
@@ -114,9 +117,13 @@ class Sandbox:
         template "default") or an image (a cold boot), and return it
         running, its agent answering. ``timeout_s`` is its lifetime,
         after which it is stopped (or ``on_timeout``: "snapshot",
-        "pause" to disk)."""
+        "pause" to disk). ``network``: True for network with the
+        internet, a NetworkSpec for a policy, None for sietchd's
+        default."""
         limits = Limits(cpus=cpus, memory_mib=memory_mib, disk_mib=disk_mib, timeout_s=timeout_s, on_timeout=on_timeout)
-        req = CreateRequest(template=template, image=image, env=env or None, labels=labels or None)
+        if isinstance(network, bool):
+            network = NetworkSpec(enabled=network)
+        req = CreateRequest(template=template, image=image, env=env or None, labels=labels or None, network=network)
         return cls._create(req, limits, client, request_timeout)
 
     @classmethod
@@ -190,6 +197,24 @@ class Sandbox:
         """Its resource use now (CPU seconds, memory, tasks, disk bytes)
         and its limits; it must be running or paused."""
         return _codec.decode(SandboxStats, self._client.call("GET", self._path("/stats")))
+
+    def network(self) -> Network:
+        """Its network interface, address and egress policy."""
+        return _codec.decode(Network, self._client.call("GET", self._path("/network")))
+
+    def set_network(
+        self,
+        *,
+        enabled: bool = True,
+        internet: bool | None = None,
+        allow: builtins.list[str] | None = None,
+        deny: builtins.list[str] | None = None,
+    ) -> Network:
+        """Replace its egress policy while it runs: new connections follow
+        it at once, open ones stay. Entries are IPv4 CIDRs, addresses or
+        domain names."""
+        req = NetworkSpec(enabled=enabled, internet=internet, allow=allow, deny=deny)
+        return _codec.decode(Network, self._client.call("PUT", self._path("/network"), json_body=req))
 
     def snapshots(self) -> builtins.list[Snapshot]:
         """This sandbox's snapshots, oldest first."""
