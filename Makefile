@@ -100,6 +100,8 @@ bench: vmm kernel smoke-initramfs image
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_ROOTFS=$(abspath $(ROOTFS)) \
 		$(GO) test -p 1 -run '^$$' -bench 'Agent|CreateFromSnapshot|Templates|Sessions' -benchtime 1x -count 1 ./cmd/vmm ./api | tee -a $(BUILD)/bench.txt
 	scripts/bench-boot.sh $(KERNEL) $(SMOKE) | tee -a $(BUILD)/bench.txt
+	# sietchd's egress path (firewall and NAT) against a plain routed link.
+	$(GO) test -run '^$$' -bench EgressPath -benchtime 20x -count 3 ./internal/hostnet | tee -a $(BUILD)/bench.txt
 
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target at a time).
 FUZZTIME ?= 30s

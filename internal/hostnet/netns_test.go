@@ -70,7 +70,7 @@ func probeNftables() string {
 	return ""
 }
 
-func needNetns(t *testing.T) {
+func needNetns(t testing.TB) {
 	t.Helper()
 	if netnsSkip != "" {
 		t.Skip(netnsSkip)
@@ -93,7 +93,7 @@ func inNS(ns netns.NsHandle, fn func() error) error {
 }
 
 // newNS makes a network namespace with lo up.
-func newNS(t *testing.T) netns.NsHandle {
+func newNS(t testing.TB) netns.NsHandle {
 	t.Helper()
 	ch := make(chan netns.NsHandle, 1)
 	errc := make(chan error, 1)
@@ -120,7 +120,7 @@ func newNS(t *testing.T) netns.NsHandle {
 }
 
 // handle is a netlink handle in ns.
-func handle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+func handle(t testing.TB, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -130,14 +130,14 @@ func handle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 	return h
 }
 
-func must(t *testing.T, what string, err error) {
+func must(t testing.TB, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
 }
 
-func addAddr(t *testing.T, h *netlink.Handle, link, cidr string) {
+func addAddr(t testing.TB, h *netlink.Handle, link, cidr string) {
 	t.Helper()
 	l, err := h.LinkByName(link)
 	must(t, "link "+link, err)
@@ -149,7 +149,7 @@ func addAddr(t *testing.T, h *netlink.Handle, link, cidr string) {
 
 // serve answers every connection on addr (in ns) with "hello from
 // ADDR\n"; the listener closes when the test ends.
-func serve(t *testing.T, ns netns.NsHandle, addr string) {
+func serve(t testing.TB, ns netns.NsHandle, addr string) {
 	t.Helper()
 	var l net.Listener
 	must(t, "listen on "+addr, inNS(ns, func() (err error) { l, err = net.Listen("tcp4", addr); return }))
@@ -190,14 +190,14 @@ func connect(ns netns.NsHandle, addr string) error {
 	})
 }
 
-func wantConnect(t *testing.T, ns netns.NsHandle, who, addr string) {
+func wantConnect(t testing.TB, ns netns.NsHandle, who, addr string) {
 	t.Helper()
 	if err := connect(ns, addr); err != nil {
 		t.Errorf("%s → %s: %v; want it to connect", who, addr, err)
 	}
 }
 
-func wantBlocked(t *testing.T, ns netns.NsHandle, who, addr string) {
+func wantBlocked(t testing.TB, ns netns.NsHandle, who, addr string) {
 	t.Helper()
 	if err := connect(ns, addr); err == nil {
 		t.Errorf("%s → %s connected; want it refused", who, addr)
@@ -238,7 +238,7 @@ func lookup(ns netns.NsHandle, network, server, name string) (rcode int, addrs [
 // only through the host's masquerade. Every address is inside namespaces
 // this test made.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	inet   netns.NsHandle
 	guests map[string]netns.NsHandle // by link name
 	host   *Host
@@ -250,7 +250,7 @@ const (
 	dnsAddr     = "198.51.100.53"
 )
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	needNetns(t)
 	w := &world{t: t, guests: map[string]netns.NsHandle{}}
 	hostNS, err := netns.Get()
@@ -369,7 +369,7 @@ func (w *world) attach(id string, p Policy) (netns.NsHandle, Lease) {
 	return w.guests[name], lease
 }
 
-func policy(t *testing.T, internet bool, allow, deny []string) Policy {
+func policy(t testing.TB, internet bool, allow, deny []string) Policy {
 	t.Helper()
 	p, err := ParsePolicy(true, internet, allow, deny)
 	must(t, "policy", err)
@@ -447,14 +447,14 @@ func (w *world) gw(id string) string {
 	return w.host.eps[id].Lease.Gateway.String()
 }
 
-func netnsSelf(t *testing.T) netns.NsHandle {
+func netnsSelf(t testing.TB) netns.NsHandle {
 	h, err := netns.Get()
 	must(t, "this netns", err)
 	t.Cleanup(func() { h.Close() })
 	return h
 }
 
-func listChains(t *testing.T) string {
+func listChains(t testing.TB) string {
 	c, err := nftables.New()
 	must(t, "nftables", err)
 	chains, err := c.ListChains()
