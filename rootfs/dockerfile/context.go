@@ -35,7 +35,8 @@ type Limits struct {
 	// holds once .dockerignore is applied; 0: DefaultMaxFiles.
 	MaxFiles int
 	// MaxBytes bounds the bytes of the files COPY and ADD read (each file
-	// counted once); 0: DefaultMaxBytes.
+	// counted once); 0: DefaultMaxBytes. The COPY and ADD steps together
+	// may list at most 4 × MaxFiles entries (COPY . in a few stages).
 	MaxBytes int64
 }
 
@@ -66,6 +67,7 @@ type Context struct {
 	entries map[string]*entry // by slash path relative to dir; nil until walked
 	paths   []string          // entries' keys, sorted
 	read    int64             // bytes hashed so far
+	listed  int               // files handed to COPY and ADD steps so far
 }
 
 type entry struct {
@@ -393,6 +395,15 @@ func (c *Context) matchPath(p string) (match, bool) {
 		m.under = append(m.under, c.entries[c.paths[i]])
 	}
 	return m, true
+}
+
+// list counts n entries handed to a step against 4 × MaxFiles.
+func (c *Context) list(n int) error {
+	c.listed += n
+	if c.listed > 4*c.limits.MaxFiles {
+		return fmt.Errorf("the COPY and ADD steps together copy more than %d files and directories from the build context (4 × its limit of %d): copy less, or raise the limit", 4*c.limits.MaxFiles, c.limits.MaxFiles)
+	}
+	return nil
 }
 
 // hash fills in e's digest, reading it once through the confined root and

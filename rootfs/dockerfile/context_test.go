@@ -296,6 +296,10 @@ func TestMaliciousContext(t *testing.T) {
 	if _, err := planCtx(t, c2, "FROM scratch\nCOPY a /x\n", Options{}); err == nil || !strings.Contains(err.Error(), "more than 3") {
 		t.Errorf("context over the file limit: %v", err)
 	}
+	c2 = openTree(t, map[string]string{"a": "", "b": ""}, "", Limits{MaxFiles: 3})
+	if _, err := planCtx(t, c2, "FROM scratch\n"+strings.Repeat("COPY . /x/\n", 7), Options{}); err == nil || !strings.Contains(err.Error(), "more than 12 files") {
+		t.Errorf("COPY . seven times over a 3-file limit: %v", err)
+	}
 	// A FIFO would block a reader: refused, never opened.
 	c3 := openTree(t, map[string]string{"a": "a"}, "", Limits{})
 	if err := mkfifo(filepath.Join(c3.Dir(), "fifo")); err != nil {

@@ -94,6 +94,9 @@ func (p *planner) copyStep(stage int, in Instruction, s *state, env vars) (*Copy
 		return nil, lineErrorf(line, "%s: the sources match %d files or directories, so the destination needs to be a directory ending in /: %s/", kind, len(all), cp.Dest)
 	}
 	for _, m := range all {
+		if err := p.ctx.list(1 + len(m.under)); err != nil {
+			return nil, lineErrorf(line, "%s: %w", kind, err)
+		}
 		files, err := p.files(kind, m, cp)
 		if err != nil {
 			return nil, lineErrorf(line, "%s: %w", kind, err)

@@ -57,6 +57,44 @@ func (v vars) under(over vars) vars {
 	return out
 }
 
+// Bounds on what expansion and state may grow to: a hostile Dockerfile
+// could otherwise double a variable per line, or hold a copy of a huge
+// environment in every step.
+const (
+	maxExpansion = 256 << 10
+	maxEnvBytes  = 1 << 20 // ENV and ARG values of a stage together
+	maxEnvVars   = 1024
+	maxLabels    = 1024
+	maxPorts     = 4096
+)
+
+// checkState refuses a stage state past the bounds above.
+func checkState(line int, s *state) error {
+	env := s.vars()
+	size := 0
+	for _, kv := range env {
+		size += len(kv)
+	}
+	switch {
+	case len(env) > maxEnvVars:
+		return lineErrorf(line, "the stage has more than %d ENV and ARG variables", maxEnvVars)
+	case size > maxEnvBytes:
+		return lineErrorf(line, "the stage's ENV and ARG variables pass %d bytes together: no process could start with them", maxEnvBytes)
+	case len(s.cfg.Labels) > maxLabels:
+		return lineErrorf(line, "the image has more than %d labels", maxLabels)
+	case len(s.cfg.ExposedPorts) > maxPorts:
+		return lineErrorf(line, "the image exposes more than %d ports", maxPorts)
+	}
+	return nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
 // expander expands words as Docker does: $VAR, ${VAR}, ${VAR:-default},
 // ${VAR:+alt}, quotes and the escape character (buildkit's shell.Lex).
 type expander struct {
@@ -72,6 +110,17 @@ func newExpander(escape rune) expander {
 
 // word expands one word with env in effect.
 func (x expander) word(line int, w string, env vars) (string, error) {
+	// Each $ yields at most the longest value, so this bounds the result
+	// before the lexer builds it: ENV A=$A$A doubling A per line ends here.
+	if n := strings.Count(w, "$"); n > 0 {
+		longest := 0
+		for _, kv := range env {
+			longest = max(longest, len(kv))
+		}
+		if len(w)+n*longest > maxExpansion {
+			return "", lineErrorf(line, "%q could expand to more than %d bytes", truncate(w), maxExpansion)
+		}
+	}
 	out, _, err := x.lex.ProcessWord(w, shell.EnvsFromSlice(env))
 	if err != nil {
 		return "", lineErrorf(line, "expand %q: %v", w, err)

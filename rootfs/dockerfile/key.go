@@ -56,7 +56,7 @@ func baseKey(b Base, stages []Stage) string {
 	return k.sum()
 }
 
-// stepKey is H(parent, the expanded instruction and the state it runs in,
+// stepKey is H(parent, the expanded instruction, the workdir, user and shell,
 // the context files it reads: path, destination, type, mode, size, link
 // target, content digest; or the key of the stage it copies from).
 func stepKey(parent string, s *Step, stages []Stage) string {
@@ -65,7 +65,8 @@ func stepKey(parent string, s *Step, stages []Stage) string {
 	k.str(string(s.Kind))
 	k.strs(s.Args)
 	k.strs(s.Command)
-	k.strs(s.Env)
+	// Env is not hashed: it follows from the base (its digest) and the
+	// ENV and ARG steps before, whose values are in the parent key.
 	k.str(s.Workdir)
 	k.str(s.User)
 	k.strs(s.Shell)

@@ -22,6 +22,10 @@ const MaxDockerfileBytes = 1 << 20
 // parser would report without a line.
 const maxLineBytes = 60 << 10
 
+// maxInstructions bounds a Dockerfile's instructions (Docker's own images
+// stop at 127 layers; this leaves room for ENV, LABEL and the like).
+const maxInstructions = 4096
+
 // Kind is an instruction, as Docker spells it.
 type Kind string
 
@@ -102,10 +106,16 @@ func Parse(text []byte) (*Dockerfile, error) {
 	if len(res.AST.Children) == 0 {
 		return nil, lineErrorf(1, "the Dockerfile has no instructions: it needs at least FROM")
 	}
+	if n := len(res.AST.Children); n > maxInstructions {
+		return nil, lineErrorf(res.AST.Children[maxInstructions].StartLine, "the Dockerfile has %d instructions, more than the %d a build may have", n, maxInstructions)
+	}
 	for _, n := range res.AST.Children {
 		if err := df.add(n); err != nil {
 			return nil, err
 		}
+	}
+	if len(df.Stages) == 0 {
+		return nil, lineErrorf(res.AST.Children[0].StartLine, "the Dockerfile has no FROM: a build starts from an image (FROM IMAGE) or from nothing (FROM scratch)")
 	}
 	return df, nil
 }

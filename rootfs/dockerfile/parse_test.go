@@ -2,6 +2,7 @@ package dockerfile
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -136,6 +137,16 @@ func TestIgnoredInstructions(t *testing.T) {
 	}
 }
 
+// manyEnv is one ENV that sets 1100 variables.
+func manyEnv() string {
+	var b strings.Builder
+	b.WriteString("ENV")
+	for i := range 1100 {
+		fmt.Fprintf(&b, " V%d=x", i)
+	}
+	return b.String() + "\n"
+}
+
 func TestRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name, text string
@@ -144,6 +155,7 @@ func TestRefusals(t *testing.T) {
 		unsup      bool
 	}{
 		{"empty", "# nothing\n", 1, "no instructions", false},
+		{"only ARG", "\nARG A\n", 2, "no FROM", false},
 		{"before FROM", "RUN true\nFROM scratch\n", 1, "before the first FROM", false},
 		{"unknown", "FROM scratch\nFETCH x\n", 2, "FETCH is not a Dockerfile instruction", false},
 		{"onbuild", "FROM scratch\n\nONBUILD RUN true\n", 3, "ONBUILD is not supported", true},
@@ -181,6 +193,10 @@ func TestRefusals(t *testing.T) {
 		{"stop signal", "FROM scratch\nSTOPSIGNAL 'kill me'\n", 2, "STOPSIGNAL", false},
 		{"nul", "FROM scratch\nRUN a\x00b\n", 2, "NUL", false},
 		{"long line", "FROM scratch\nRUN " + strings.Repeat("x", maxLineBytes) + "\n", 2, "bytes long", false},
+		{"env doubling", "FROM scratch\nENV A=0123456789abcdef\n" + strings.Repeat("ENV A=$A$A$A$A\n", 8), 9, "could expand to more than", false},
+		{"port range", "FROM scratch\nEXPOSE 1-65535\n", 2, "more than 4096 ports", false},
+		{"too many", "FROM scratch\n" + strings.Repeat("RUN true\n", maxInstructions), maxInstructions + 1, "more than the 4096", false},
+		{"many env vars", "FROM scratch\n" + manyEnv(), 2, "more than 1024 ENV", false},
 		{"no context", "FROM scratch\nCOPY a /a\n", 2, "there is none", false},
 		{"local base without context", "FROM ./base.tar\n", 1, "there is none", false},
 		{"local base outside", "FROM ../base.tar\n", 1, "inside the build context", false},

@@ -314,6 +314,9 @@ func (p *planner) stage(i int) error {
 		if err != nil {
 			return err
 		}
+		if err := checkState(in.Line, &s); err != nil {
+			return err
+		}
 		if step == nil {
 			continue
 		}
@@ -555,7 +558,7 @@ func (p *planner) step(stage int, in Instruction, s *state) (*Step, error) {
 			return nil, err
 		}
 		for _, w := range words {
-			ports, err := parsePorts(w)
+			ports, err := parsePorts(w, maxPorts-len(s.cfg.ExposedPorts))
 			if err != nil {
 				return nil, lineErrorf(line, "EXPOSE %s: %v", w, err)
 			}
@@ -631,8 +634,9 @@ func (p *planner) arg(line int, word string, s *state, env vars) (k, v string, o
 	return k, v, ok, nil
 }
 
-// parsePorts parses PORT[-PORT][/PROTO] into "port/proto" keys.
-func parsePorts(spec string) ([]string, error) {
+// parsePorts parses PORT[-PORT][/PROTO] into "port/proto" keys, at most
+// room of them.
+func parsePorts(spec string, room int) ([]string, error) {
 	ports, proto, hasProto := strings.Cut(spec, "/")
 	proto = strings.ToLower(proto)
 	if !hasProto {
@@ -649,6 +653,9 @@ func parsePorts(spec string) ([]string, error) {
 	}
 	if err != nil || lo == 0 || hi < lo {
 		return nil, fmt.Errorf("want a port 1-65535 or a range of them, optionally /tcp, /udp or /sctp")
+	}
+	if int(hi-lo+1) > room {
+		return nil, fmt.Errorf("the image would expose more than %d ports", maxPorts)
 	}
 	var out []string
 	for pt := lo; pt <= hi; pt++ {
