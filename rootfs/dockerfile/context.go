@@ -180,12 +180,16 @@ func (c *Context) walk() error {
 	}
 	entries := map[string]*entry{}
 	dirs := []string{"."}
+	visited := 0
 	for len(dirs) > 0 {
 		dir := dirs[len(dirs)-1]
 		dirs = dirs[:len(dirs)-1]
 		names, err := c.readDirNames(dir)
 		if err != nil {
 			return err
+		}
+		if visited += len(names); visited > 4*c.limits.MaxFiles {
+			return fmt.Errorf("build context %s: searched %d entries, ignored ones included, and stopped: a \"!\" pattern in %s makes every ignored directory be searched; narrow it, or raise the limit", c.dir, visited, c.IgnoreFile)
 		}
 		for _, name := range names {
 			rel := name

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/sietch-vm/sietch/internal/unixmode"
 )
 
 // copyStep expands a COPY or ADD and, for a context source, lists and
@@ -38,11 +40,10 @@ func (p *planner) copyStep(stage int, in Instruction, s *state, env vars) (*Copy
 		if err != nil {
 			return nil, err
 		}
-		m, err := strconv.ParseUint(mode, 8, 32)
-		if err != nil || m > 0o7777 {
-			return nil, lineErrorf(line, "%s --chmod=%s: want an octal mode such as 0755 (symbolic modes are not supported)", kind, mode)
+		if cp.Chmod, err = unixmode.Parse(mode); err != nil {
+			return nil, lineErrorf(line, "%s --chmod: %v (symbolic modes are not supported)", kind, err)
 		}
-		cp.Chmod, cp.ChmodSet = unixMode(uint32(m)), true
+		cp.ChmodSet = true
 	}
 	if v, ok := in.Flags["from"]; ok {
 		from, err := p.x.word(line, v, env)
@@ -160,21 +161,6 @@ func (p *planner) files(kind Kind, m match, cp *CopyStep) ([]File, error) {
 	return out, nil
 }
 
-// unixMode turns permission bits as chmod(2) takes them into an fs.FileMode.
-func unixMode(m uint32) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
-}
-
 // from resolves COPY --from in stage i: an earlier stage by name or index,
 // or else an image, which gets a stage of its own with no steps.
 func (p *planner) from(i, line int, v string) (int, error) {
@@ -183,7 +169,7 @@ func (p *planner) from(i, line int, v string) (int, error) {
 			return 0, lineErrorf(line, "COPY --from=%d: stage %d is this one or a later one (stages count from 0): a stage can only copy from an earlier one", n, n)
 		}
 		p.deps[i] = append(p.deps[i], n)
-		return p.at[n], nil
+		return p.planned(line, n)
 	}
 	if v == "" {
 		return 0, lineErrorf(line, "COPY --from names nothing (an ARG it uses may be unset)")
@@ -196,7 +182,7 @@ func (p *planner) from(i, line int, v string) (int, error) {
 			return 0, lineErrorf(line, "COPY --from=%s names a stage that comes later (line %d): a stage can only copy from an earlier one", v, p.df.Stages[j].Line)
 		}
 		p.deps[i] = append(p.deps[i], j)
-		return p.at[j], nil
+		return p.planned(line, j)
 	}
 	if k, ok := p.images[v]; ok {
 		return k, nil

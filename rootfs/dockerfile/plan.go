@@ -341,7 +341,8 @@ func (p *planner) base(i, line int, ref string) (Base, error) {
 		switch {
 		case j < i:
 			p.deps[i] = append(p.deps[i], j)
-			return Base{Kind: BaseStage, Stage: p.at[j]}, nil
+			k, err := p.planned(line, j)
+			return Base{Kind: BaseStage, Stage: k}, err
 		case j > i:
 			return Base{}, lineErrorf(line, "FROM %s names a stage that comes later (line %d): a stage can only start from an earlier one", ref, p.df.Stages[j].Line)
 		}
@@ -415,6 +416,17 @@ func cloneConfig(c ocispec.ImageConfig) ocispec.ImageConfig {
 	c.Labels = maps.Clone(c.Labels)
 	c.Volumes = maps.Clone(c.Volumes)
 	return c
+}
+
+// planned is the index in the plan of Dockerfile stage j, which the
+// probe found needed. A reference the probe did not see (its name came from
+// a base image's ENV, unknown to the probe) is refused.
+func (p *planner) planned(line, j int) (int, error) {
+	k, ok := p.at[j]
+	if !ok {
+		return 0, lineErrorf(line, "stage %d (line %d) is referred to through a variable the base image sets: name the stage directly, or with an ARG", j, p.df.Stages[j].Line)
+	}
+	return k, nil
 }
 
 // stageNamed is the Dockerfile stage called n (a name, compared in lower

@@ -181,6 +181,14 @@ func TestResolve(t *testing.T) {
 	if _, err := planText(t, "FROM ./missing.tar\n", map[string]string{}, o); err == nil {
 		t.Errorf("a missing local base was accepted")
 	}
+	// A --from the base's ENV redirects to a stage the probe did not plan.
+	env := Options{Resolve: func(Base) (Resolved, error) {
+		return Resolved{Config: ocispec.ImageConfig{Env: []string{"S=other"}}}, nil
+	}}
+	_, err := planText(t, "FROM alpine AS first\nFROM alpine AS other\nFROM alpine\nARG S=first\nCOPY --from=$S /x /y\n", nil, env)
+	if le := (*LineError)(nil); !errors.As(err, &le) || le.Line != 5 || !strings.Contains(err.Error(), "through a variable the base image sets") {
+		t.Errorf("--from through the base's ENV: %v", err)
+	}
 	// The probe that finds which stages a target needs asks nothing.
 	asked = nil
 	mustPlan(t, "FROM alpine AS a\nFROM python:3.12 AS b\n", nil, Options{Target: "b", Resolve: o.Resolve})
