@@ -386,10 +386,7 @@ func (c *Context) matchPath(p string) (match, bool) {
 	prefix := ""
 	if p != "." {
 		m.top = c.entries[p]
-		if m.top == nil {
-			return m, false
-		}
-		if m.top.typ != TypeDir {
+		if m.top != nil && m.top.typ != TypeDir {
 			return m, true
 		}
 		prefix = p + "/"
@@ -397,6 +394,13 @@ func (c *Context) matchPath(p string) (match, bool) {
 	i, _ := slices.BinarySearch(c.paths, prefix)
 	for ; i < len(c.paths) && strings.HasPrefix(c.paths[i], prefix); i++ {
 		m.under = append(m.under, c.entries[c.paths[i]])
+	}
+	if m.top == nil && p != "." {
+		// An ignored directory a "!" pattern brings files back under.
+		if len(m.under) == 0 {
+			return m, false
+		}
+		m.top = &entry{path: p, typ: TypeDir, mode: 0o755}
 	}
 	return m, true
 }

@@ -203,6 +203,10 @@ func TestDockerignore(t *testing.T) {
 	if _, err := planCtx(t, c, "FROM scratch\nCOPY docs/README.md /x\n", Options{}); err != nil {
 		t.Errorf("COPY of a file a ! pattern brings back: %v", err)
 	}
+	p, err = planCtx(t, c, "FROM scratch\nCOPY docs /d/\n", Options{})
+	if err != nil || !slices.Equal(copied(p.Stages[0].Steps[0]), []string{"docs/README.md>/d/README.md"}) {
+		t.Errorf("COPY of an ignored directory with a file brought back: %v", err)
+	}
 }
 
 func TestDockerfileIgnorePrecedence(t *testing.T) {
