@@ -173,6 +173,9 @@ func (df *Dockerfile) Plan(ctx *Context, o Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ctx != nil {
+		ctx.listed = 0 // per plan; digests and bytes read stay with the context
+	}
 	p := &planner{df: df, ctx: ctx, o: o, x: newExpander(df.escape), used: map[string]bool{}}
 	if err := p.run(want); err != nil {
 		return nil, err
