@@ -42,8 +42,7 @@ type Stats struct {
 	DiskReadBytes  int64
 	DiskWriteBytes int64
 
-	// Net is nil while the sandbox has no TAP: sietchd does not yet
-	// give sandboxes one (issue 15, networking).
+	// Net is nil while the sandbox has no TAP.
 	Net *NetStats
 }
 
@@ -62,6 +61,10 @@ func (m *Manager) Stats(id string) (Stats, error) {
 	}
 	m.mu.Lock()
 	st, pid := sb.rec.State, sb.rec.VMMPID
+	tap := ""
+	if n := sb.rec.Network; n != nil {
+		tap = n.Interface
+	}
 	m.mu.Unlock()
 	if !active(st) || pid <= 0 {
 		return Stats{}, fmt.Errorf("%w: sandbox %s is %s: only a sandbox with a vmm (running or paused) has stats", ErrWrongState, id, st)
@@ -88,7 +91,29 @@ func (m *Manager) Stats(id string) (Stats, error) {
 			out.DiskWriteBytes += w
 		}
 	}
+	if tap != "" {
+		out.Net = tapStats(tap)
+	}
 	return out, nil
+}
+
+// tapStats are the counters of the host's end of a sandbox's TAP (nil
+// if it has none): its rx is what the guest sent.
+func tapStats(name string) *NetStats {
+	read := func(what string) (int64, bool) {
+		b, err := os.ReadFile("/sys/class/net/" + name + "/statistics/" + what)
+		if err != nil {
+			return 0, false
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return v, err == nil
+	}
+	rx, ok1 := read("rx_bytes")
+	tx, ok2 := read("tx_bytes")
+	if !ok1 || !ok2 {
+		return nil
+	}
+	return &NetStats{RxBytes: rx, TxBytes: tx}
 }
 
 func statsOf(cs cgroups.Stats, version int) Stats {
@@ -105,17 +130,29 @@ func statsOf(cs cgroups.Stats, version int) Stats {
 	return s
 }
 
-// processTree is pid and its children (the device processes).
+// processTree is pid and its descendants (the jailed vmm its keeper
+// started, and the device processes).
 func processTree(pid int) []int {
-	out := []int{pid}
+	parent := map[int]int{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil || p == pid {
 			continue
 		}
-		if f := procStatFields(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, p)
+		if f := procStatFields(p); len(f) > 1 {
+			if pp, err := strconv.Atoi(f[1]); err == nil {
+				parent[p] = pp
+			}
+		}
+	}
+	// Descendants: the keeper's jailed vmm, and its device processes.
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		for p, pp := range parent {
+			if pp == out[i] {
+				out = append(out, p)
+			}
 		}
 	}
 	return out

@@ -126,6 +126,13 @@ func (e *e2eCLI) network() {
 		t.Errorf("%s → http://other.test (not allowed, internet off): exit %d, %q; want 6 (not resolved)", n1, code, out)
 	}
 
+	// Its TAP's counters are in its stats: what it sent and what came back.
+	var st model.SandboxStats
+	if err := json.Unmarshal([]byte(must("stats", "--json", n1)), &st); err != nil ||
+		st.NetRxBytes == nil || *st.NetRxBytes == 0 || st.NetTxBytes == nil || *st.NetTxBytes == 0 {
+		t.Errorf("%s's stats after its downloads: net rx %v tx %v (%v); want bytes both ways", n1, st.NetRxBytes, st.NetTxBytes, err)
+	}
+
 	// Another sandbox serves on its address: the host reaches it, n1 not.
 	n2 := must("create", "--net", "--internet", "off")
 	var nw2 model.Network
