@@ -336,6 +336,10 @@ func TestSietchLinuxTemplates(t *testing.T) {
 		t.Errorf("%s resumed from disk: its server answers %+v", q, got)
 	}
 
+	t0 = time.Now()
+	(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).storm(q)
+	t.Logf("the fork bomb check took %v", time.Since(t0).Round(time.Millisecond))
+
 	must("rm", p, q, ids[2])
 	must("template", "rm", "default")
 	if snaps := must("snapshots"); strings.Count(snaps, "\n") != 0 {
