@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log"
@@ -30,12 +31,12 @@ import (
 )
 
 // testRegistry is an in-process registry that counts the blob downloads
-// it serves and, with auth set, wants basic credentials.
+// it serves and, with auth set, wants that Authorization header.
 type testRegistry struct {
 	host string
 	mu   sync.Mutex
 	gets map[string]int // blob digest -> GETs
-	auth string         // "user:pass"; "": anonymous
+	auth string         // "Basic …" or "Bearer …"; "": anonymous
 }
 
 func newRegistry(t *testing.T) *testRegistry {
@@ -49,19 +50,23 @@ func newRegistry(t *testing.T) *testRegistry {
 			r.gets[req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:]]++
 		}
 		r.mu.Unlock()
-		if auth != "" {
-			u, p, ok := req.BasicAuth()
-			if !ok || u+":"+p != auth {
-				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
-			}
+		if auth != "" && req.Header.Get("Authorization") != auth {
+			scheme, _, _ := strings.Cut(auth, " ")
+			w.Header().Set("WWW-Authenticate", scheme+` realm="http://`+req.Host+`/token",service="test"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
 		}
 		h.ServeHTTP(w, req)
 	}))
 	t.Cleanup(srv.Close)
 	r.host = strings.TrimPrefix(srv.URL, "http://")
 	return r
+}
+
+func (r *testRegistry) setAuth(header string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.auth = header
 }
 
 func (r *testRegistry) blobGets() int {
@@ -306,7 +311,7 @@ func TestPullByDigestAndAuth(t *testing.T) {
 	ref := r.ref(t, "team/img:v1")
 	img := image(t, "amd64")
 	push(t, ref, img)
-	r.auth = "alice:secret"
+	r.setAuth("Basic " + base64.StdEncoding.EncodeToString([]byte("alice:secret")))
 	d := digest(t, img)
 	byDigest := r.host + "/team/img@" + d.String()
 	ctx := context.Background()
@@ -326,6 +331,14 @@ func TestPullByDigestAndAuth(t *testing.T) {
 	_, err = Pull(ctx, byDigest, Options{CacheDir: t.TempDir(), Username: "alice", Password: "secret", Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}})
 	if !errors.Is(err, ErrNoPlatform) {
 		t.Errorf("pull of an amd64 image for arm64: %v", err)
+	}
+	// A registry token goes as the bearer token itself.
+	r.setAuth("Bearer tok3n")
+	if _, err := Pull(ctx, byDigest, Options{CacheDir: t.TempDir(), Token: "tok3n"}); err != nil {
+		t.Errorf("Pull with a registry token: %v", err)
+	}
+	if _, err := Pull(ctx, byDigest, Options{CacheDir: t.TempDir(), Token: "wrong"}); err == nil {
+		t.Errorf("Pull with a wrong registry token succeeded")
 	}
 }
 
