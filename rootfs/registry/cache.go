@@ -42,7 +42,7 @@ func (c *cache) ensure(ctx context.Context, d v1.Descriptor, fetch func() (io.Re
 	case errors.Is(err, fs.ErrNotExist):
 	default:
 		progressf(c.progress, "registry: cached blob %s is damaged (%v); fetching it again\n", d.Digest, err)
-		if err := os.Remove(path); err != nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("remove damaged cached blob: %w", err)
 		}
 	}

@@ -131,7 +131,12 @@ type puller struct {
 	limits   Limits
 	platform v1.Platform
 	remote   []remote.Option
+	indexes  int // nested indexes fetched so far
 }
+
+// maxIndexes bounds the nested indexes one pull fetches: an index may
+// list many, each listing more.
+const maxIndexes = 8
 
 func newPuller(ctx context.Context, ref string, o Options) (*puller, error) {
 	var opts []name.Option
@@ -245,6 +250,9 @@ func (p *puller) pick(idx v1.ImageIndex, depth int) (v1.Image, error) {
 	for _, d := range m.Manifests {
 		switch {
 		case d.MediaType.IsIndex():
+			if p.indexes++; p.indexes > maxIndexes {
+				return nil, fmt.Errorf("pull %s: %w: more than %d nested indexes", p.ref, ErrTooLarge, maxIndexes)
+			}
 			child, err := idx.ImageIndex(d.Digest)
 			if err != nil {
 				return nil, fmt.Errorf("pull %s: index %s: %w", p.ref, d.Digest, err)

@@ -380,3 +380,42 @@ func TestPullRefused(t *testing.T) {
 		})
 	}
 }
+
+// An index of indexes is descended, within a bound on how many are fetched.
+func TestPullNestedIndex(t *testing.T) {
+	r := newRegistry(t)
+	ctx := context.Background()
+	anon := authn.NewMultiKeychain()
+	arm := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{
+		Add: image(t, "arm64"), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}},
+	})
+	amd := image(t, "amd64")
+	inner := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{
+		Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}},
+	})
+	// Distinct arm64-only indexes (an annotation each), then the amd64 one.
+	outer := func(arms int) v1.ImageIndex {
+		idx := v1.ImageIndex(empty.Index)
+		for i := range arms {
+			idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: mutate.Annotations(arm, map[string]string{"n": string(rune('a' + i))}).(v1.ImageIndex)})
+		}
+		return mutate.AppendManifests(idx, mutate.IndexAddendum{Add: inner})
+	}
+	for _, tt := range []struct {
+		arms int
+		ok   bool
+	}{{2, true}, {maxIndexes, false}} {
+		ref := r.ref(t, "team/nested:"+string(rune('a'+tt.arms)))
+		if err := remote.WriteIndex(ref, outer(tt.arms)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Pull(ctx, ref.String(), Options{CacheDir: t.TempDir(), Keychain: anon})
+		if tt.ok {
+			if err != nil || got.Digest != digest(t, amd) {
+				t.Errorf("%d arm64 indexes first: %v", tt.arms, err)
+			}
+		} else if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "nested indexes") {
+			t.Errorf("%d arm64 indexes first: err %v, want ErrTooLarge", tt.arms, err)
+		}
+	}
+}
