@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -22,19 +23,30 @@ func FromOCI(ctx context.Context, src, out string, o Options) error {
 	if err != nil {
 		return err
 	}
+	return FromImage(ctx, img, src, out, o)
+}
+
+// FromImage writes an ext4 image of img (e.g. one pulled from a registry)
+// to out, as FromOCI does; name is for messages.
+func FromImage(ctx context.Context, img v1.Image, name, out string, o Options) error {
 	stage, err := stagingDir(out)
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(stage)
-	progressf(o.Progress, "rootfs: flattening layers of %s\n", src)
-	rc := mutate.Extract(img)
-	err = extractTar(ctx, rc, stage, o.Progress)
-	rc.Close()
-	if err != nil {
-		return fmt.Errorf("flatten %s: %w", src, err)
+	if err := Unpack(ctx, img, stage, o.Progress); err != nil {
+		return fmt.Errorf("flatten %s: %w", name, err)
 	}
 	return build(ctx, stage, out, o)
+}
+
+// Unpack flattens img's layers into dir, which must exist, with whiteouts
+// honoured and every path confined to dir.
+func Unpack(ctx context.Context, img v1.Image, dir string, progress io.Writer) error {
+	progressf(progress, "rootfs: flattening layers into %s\n", dir)
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	return extractTar(ctx, rc, dir, progress)
 }
 
 // stagingDir makes a scratch directory beside out: on the same filesystem,

@@ -16,11 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/rootfs"
+	"github.com/sietch-vm/sietch/rootfs/registry"
 )
 
 // imageBuild is a parsed `sietch image build` command line.
 type imageBuild struct {
 	fromDir, fromOCI, debian string
+	fromRegistry             string
 	packages                 []string
 	mirror                   string
 	useDefault               bool
@@ -64,6 +66,7 @@ func parseImageBuild(args []string) (imageBuild, error) {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&b.fromDir, "from-dir", "", "build from this directory tree")
 	fs.StringVar(&b.fromOCI, "from-oci", "", "build from a `docker save` tarball or an OCI layout directory")
+	fs.StringVar(&b.fromRegistry, "from-registry", "", "pull REF (e.g. python:3.12) from an OCI registry, linux/amd64; credentials from `docker login`")
 	fs.StringVar(&b.debian, "debian", "", "build a Debian SUITE with debootstrap (root)")
 	fs.StringSliceVar(&b.packages, "packages", nil, "extra Debian packages (with --debian)")
 	fs.StringVar(&b.mirror, "mirror", rootfs.DefaultMirror, "Debian mirror (with --debian)")
@@ -71,7 +74,7 @@ func parseImageBuild(args []string) (imageBuild, error) {
 	fs.StringVarP(&b.out, "output", "o", "", "image file to write")
 	fs.StringVar(&size, "size", "", "image size (e.g. 2G, 512M); default: content * 1.3 + 64M")
 	fs.StringVar(&b.opts.Label, "label", "", "ext4 volume label (default rootfs)")
-	fs.StringVar(&b.cache, "cache", "", "cache directory for --default (default ~/.cache/sietch/images)")
+	fs.StringVar(&b.cache, "cache", "", "cache directory for --default (default ~/.cache/sietch/images) or --from-registry's layers (default ~/.cache/sietch/layers)")
 	fs.BoolVarP(&b.verbose, "verbose", "v", false, "print progress even when stderr is not a terminal")
 	if err := fs.Parse(args); err != nil {
 		return b, err
@@ -80,13 +83,13 @@ func parseImageBuild(args []string) (imageBuild, error) {
 		return b, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	sources := 0
-	for _, set := range []bool{b.fromDir != "", b.fromOCI != "", b.debian != "", b.useDefault} {
+	for _, set := range []bool{b.fromDir != "", b.fromOCI != "", b.fromRegistry != "", b.debian != "", b.useDefault} {
 		if set {
 			sources++
 		}
 	}
 	if sources != 1 {
-		return b, errors.New("give exactly one of --from-dir, --from-oci, --debian, --default")
+		return b, errors.New("give exactly one of --from-dir, --from-oci, --from-registry, --debian, --default")
 	}
 	if b.out == "" && !b.useDefault {
 		return b, errors.New("-o OUT.ext4 is required")
@@ -97,8 +100,8 @@ func parseImageBuild(args []string) (imageBuild, error) {
 	if fs.Changed("mirror") && b.debian == "" {
 		return b, errors.New("--mirror goes with --debian")
 	}
-	if b.cache != "" && !b.useDefault {
-		return b, errors.New("--cache goes with --default")
+	if b.cache != "" && !b.useDefault && b.fromRegistry == "" {
+		return b, errors.New("--cache goes with --default or --from-registry")
 	}
 	if size != "" {
 		n, err := parseSize(size)
@@ -119,14 +122,20 @@ func (b imageBuild) run(ctx context.Context) (string, error) {
 		return b.out, rootfs.FromOCI(ctx, b.fromOCI, b.out, b.opts)
 	case b.debian != "":
 		return b.out, rootfs.FromDebian(ctx, b.debian, b.mirror, b.packages, b.out, b.opts)
-	}
-	cache := b.cache
-	if cache == "" {
-		dir, err := os.UserCacheDir()
+	case b.fromRegistry != "":
+		cache, err := b.cacheDir("layers")
 		if err != nil {
-			return "", fmt.Errorf("find a cache directory (pass --cache DIR): %w", err)
+			return "", err
 		}
-		cache = filepath.Join(dir, "sietch", "images")
+		img, err := registry.Pull(ctx, b.fromRegistry, registry.Options{CacheDir: cache, Progress: b.opts.Progress})
+		if err != nil {
+			return "", err
+		}
+		return b.out, rootfs.FromImage(ctx, img.Image, b.fromRegistry+"@"+img.Digest.String(), b.out, b.opts)
+	}
+	cache, err := b.cacheDir("images")
+	if err != nil {
+		return "", err
 	}
 	path, err := rootfs.Default(ctx, cache, b.opts)
 	if err != nil || b.out == "" {
@@ -136,6 +145,18 @@ func (b imageBuild) run(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return b.out, nil
+}
+
+// cacheDir is --cache, or ~/.cache/sietch/<kind>.
+func (b imageBuild) cacheDir(kind string) (string, error) {
+	if b.cache != "" {
+		return b.cache, nil
+	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("find a cache directory (pass --cache DIR): %w", err)
+	}
+	return filepath.Join(dir, "sietch", kind), nil
 }
 
 // parseSize reads a byte count with an optional binary suffix: 2G, 512M,

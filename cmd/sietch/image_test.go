@@ -2,12 +2,18 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/crane"
+	"github.com/google/go-containerregistry/pkg/registry"
 )
 
 func TestParseImageBuild(t *testing.T) {
@@ -32,6 +38,9 @@ func TestParseImageBuild(t *testing.T) {
 		{args: []string{"--from-dir", "a", "-o", "r", "--packages", "git"}, wantErr: "--packages goes with --debian"},
 		{args: []string{"--from-dir", "a", "-o", "r", "--mirror", "http://x"}, wantErr: "--mirror goes with --debian"},
 		{args: []string{"--from-dir", "a", "-o", "r", "--cache", "c"}, wantErr: "--cache goes with --default"},
+		{args: []string{"--from-registry", "python:3.12", "-o", "r.ext4", "--cache", "/l"},
+			want: imageBuild{fromRegistry: "python:3.12", out: "r.ext4", cache: "/l"}},
+		{args: []string{"--from-registry", "python:3.12", "--from-oci", "b", "-o", "r"}, wantErr: "exactly one of"},
 		{args: []string{"--from-dir", "a", "-o", "r", "--size", "lots"}, wantErr: "bad size"},
 		{args: []string{"--from-dir", "a", "-o", "r", "extra"}, wantErr: "unexpected argument"},
 		{args: []string{"--nope"}, wantErr: "unknown flag"},
@@ -142,5 +151,38 @@ func TestCopySparse(t *testing.T) {
 	got, err := os.ReadFile(dst)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("copy differs (err %v)", err)
+	}
+}
+
+func TestImageBuildFromRegistry(t *testing.T) {
+	debugfs, err := exec.LookPath("debugfs")
+	if err != nil {
+		debugfs = "/usr/sbin/debugfs"
+	}
+	if _, err := os.Stat(debugfs); err != nil {
+		t.Skip("needs e2fsprogs (mkfs.ext4, debugfs)")
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	img, err := crane.Image(map[string][]byte{"etc/hello": []byte("from a registry\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/demo:1"
+	if err := crane.Push(img, ref); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "r.ext4")
+	cache := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := realMain([]string{"image", "build", "--from-registry", ref, "--cache", cache, "-o", out, "--size", "32M"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	got, err := exec.Command(debugfs, "-R", "cat /etc/hello", out).Output()
+	if err != nil || string(got) != "from a registry\n" {
+		t.Errorf("/etc/hello in the image: %q, %v", got, err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(cache, "sha256")); len(entries) != 2 {
+		t.Errorf("layer cache holds %d blobs, want 2 (layer and config)", len(entries))
 	}
 }
