@@ -18,25 +18,7 @@ import (
 // vmm run --cgroup joins the groups before it starts anything: its device
 // processes are born in them.
 func TestCgroupJoin(t *testing.T) {
-	requireKVM(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make cgroups")
-	}
-	l, err := cgroups.Probe("sietch-vmm-test/" + strconv.Itoa(os.Getpid()))
-	if err != nil {
-		t.Skip(err)
-	}
-	g := l.Group("vm")
-	if err := g.Create(cgroups.ForSandbox(1, 64)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		g.Remove()
-		for _, d := range l.ParentDirs() {
-			os.Remove(d)
-			os.Remove(filepath.Dir(d))
-		}
-	})
+	g := testGroup(t, "vm", cgroups.ForSandbox(1, 64))
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, vmmBin, "run", "--kernel", testguest.Path(t, "counter"), "--mem", "64M",
@@ -51,6 +33,7 @@ func TestCgroupJoin(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	waitOutput(t, &stdout, done, "counter: start")
 	var pids []int
+	var err error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if pids, err = g.Procs(); err != nil {
 			t.Fatal(err)
@@ -88,27 +71,9 @@ func TestCgroupJoin(t *testing.T) {
 // back (throttled periods and time). Meanwhile another VM, outside the
 // group, runs its count to the end: the hog takes no more than its share.
 func TestCgroupHoldsCPUHog(t *testing.T) {
-	requireKVM(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make cgroups")
-	}
-	l, err := cgroups.Probe("sietch-vmm-test/" + strconv.Itoa(os.Getpid()))
-	if err != nil {
-		t.Skip(err)
-	}
-	g := l.Group("hog")
 	lim := cgroups.ForSandbox(1, 64)
 	lim.CPUQuotaUS = cgroups.CPUPeriodUS / 5
-	if err := g.Create(lim); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		g.Remove()
-		for _, d := range l.ParentDirs() {
-			os.Remove(d)
-			os.Remove(filepath.Dir(d))
-		}
-	})
+	g := testGroup(t, "hog", lim)
 	ctx, cancel := context.WithTimeout(t.Context(), runTimeout)
 	defer cancel()
 	hog := exec.CommandContext(ctx, vmmBin, "run", "--kernel", testguest.Path(t, "counter"), "--mem", "64M",
@@ -128,6 +93,7 @@ func TestCgroupHoldsCPUHog(t *testing.T) {
 		t.Fatalf("the VM beside the hog did not finish its count: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	var st cgroups.Stats
+	var err error
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if st, err = g.Stats(); err != nil {
 			t.Fatal(err)
@@ -140,4 +106,31 @@ func TestCgroupHoldsCPUHog(t *testing.T) {
 	if st.CPUThrottled == 0 || st.CPUThrottledSec <= 0 {
 		t.Errorf("a vCPU spinning in a group of a fifth of a CPU was never throttled: %+v", st)
 	}
+}
+
+// testGroup makes the cgroup name with limits lim for a test's vmm
+// (skipping the test where groups cannot be made) and removes it and its
+// parents when the test ends.
+func testGroup(t *testing.T, name string, lim cgroups.Limits) *cgroups.Group {
+	t.Helper()
+	requireKVM(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make cgroups")
+	}
+	l, err := cgroups.Probe("sietch-vmm-test/" + strconv.Itoa(os.Getpid()))
+	if err != nil {
+		t.Skip(err)
+	}
+	g := l.Group(name)
+	if err := g.Create(lim); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		g.Remove()
+		for _, d := range l.ParentDirs() {
+			os.Remove(d)
+			os.Remove(filepath.Dir(d))
+		}
+	})
+	return g
 }

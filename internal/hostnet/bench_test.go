@@ -83,22 +83,18 @@ func BenchmarkEgressPath(b *testing.B) {
 
 // serveSink reads and discards every connection on addr (in ns).
 func serveSink(t testing.TB, ns netns.NsHandle, addr string) {
-	var l net.Listener
-	must(t, "listen on "+addr, inNS(ns, func() (err error) { l, err = net.Listen("tcp4", addr); return }))
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	serveConns(t, ns, addr, func(c net.Conn) { io.Copy(io.Discard, c) })
 }
 
 // serveEcho echoes every connection on addr (in ns).
 func serveEcho(t testing.TB, ns netns.NsHandle, addr string) {
+	serveConns(t, ns, addr, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// serveConns hands every connection on addr (in ns) to handle, each on a
+// goroutine of its own, and closes it after; the listener closes when the
+// test ends.
+func serveConns(t testing.TB, ns netns.NsHandle, addr string, handle func(net.Conn)) {
 	var l net.Listener
 	must(t, "listen on "+addr, inNS(ns, func() (err error) { l, err = net.Listen("tcp4", addr); return }))
 	t.Cleanup(func() { l.Close() })
@@ -108,7 +104,7 @@ func serveEcho(t testing.TB, ns netns.NsHandle, addr string) {
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(c, c); c.Close() }()
+			go func() { handle(c); c.Close() }()
 		}
 	}()
 }
