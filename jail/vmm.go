@@ -96,7 +96,7 @@ func Jailed() bool { return os.Getenv(envVMMJail) != "" }
 // SETUID, SETGID and SETPCAP for the device processes' uid maps and their
 // own drop, KILL to stop them, DAC_OVERRIDE and DAC_READ_SEARCH to open
 // the VM's files wherever the user keeps them, CHOWN to hand its files to
-// its own uid (DropVMM), and NET_ADMIN to attach a TAP. VMMPolicy then
+// its own uid (DropVMM); a TAP comes open from the keeper. VMMPolicy then
 // allows no call that uses SYS_ADMIN, SET*, or CHOWN (no mount, unshare,
 // setns, set*id, capset, chown) but kill, which reaches only its own pid
 // namespace; with a uid of its own (DropVMM) it holds none at all.
@@ -105,12 +105,12 @@ var vmmCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID, un
 
 // StartVMM starts this binary again with args in the jail j describes: new
 // mount, pid, ipc, uts and network namespaces, with only vmmCaps in its
-// bounding set. tap, when not nil, is the VM's
-// TAP, open in the host's network namespace (the jailed vmm finds its fd
-// in TapFD); StartVMM closes it once the vmm has it.
-// It stays uid 0: it still has to create the VM and start device
-// processes, which need their uid maps written by a privileged parent;
-// VMMPolicy then takes every call that could use that away.
+// bounding set. tap, when not nil, is the VM's TAP, open in the host's
+// network namespace (the jailed vmm finds its fd in TapFD); StartVMM
+// closes it once the vmm has it. The vmm stays uid 0 until DropVMM: it
+// still has to create the VM and start device processes, which need
+// their uid maps written by a privileged parent; VMMPolicy then takes
+// every call that could use that away.
 //
 // The bounding set is per thread, and the child's death signal follows
 // the thread that started it: StartVMM locks the calling goroutine to its

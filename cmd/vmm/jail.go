@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sietch-vm/sietch/internal/cgroups"
 	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/snapshot"
 	nettap "github.com/sietch-vm/sietch/virtio/net/tap"
@@ -22,18 +23,20 @@ import (
 const jailUsage = "let the jailed vmm write `DIR` (repeatable): where `vmm snapshot --dir` may write besides the control socket's directory. HOST=JAIL binds HOST at the path JAIL"
 
 // jailUIDUsage describes --jail-uid, which run and restore share.
-const jailUIDUsage = "once the VM is built, run the jailed vmm as host uid and gid `UID` (its device processes too, from the start), with no capabilities; its writable directories are handed to UID. sietchd gives each sandbox its own. 0: the vmm stays uid 0 with seven capabilities and devices run as 65534"
+const jailUIDUsage = "once the VM is built, run the jailed vmm as host uid and gid `UID` (its device processes too, from the start), with no capabilities; its writable directories are handed to UID. sietchd gives each sandbox its own. 0: the vmm stays uid 0 with eight capabilities and devices run as 65534"
 
 // jailed is the VMMJail this process entered, if it is a jailed vmm.
 var jailed *jail.VMMJail
 
-// jailSelf confines `vmm run`/`vmm restore`: the first call (in the
-// process sietchd or a user started) re-executes this command in the jail
-// j and keeps waiting for it (done is true, code is how it ended); in the
-// re-executed vmm it enters the jail and returns done false, and the
-// command goes on to build its VM there.
-func jailSelf(name string, args []string, b *binds, stderr io.Writer) (code int, done bool) {
-	if jail.Jailed() {
+// confine is how `vmm run` and `vmm restore` begin. The process a user or
+// sietchd started joins the cgroups (so that device processes and vCPU
+// threads are born in them), works out the jail with plan, re-executes
+// the command in it and keeps waiting for it: done is true and code is
+// how it ended. The re-executed vmm only enters the jail its keeper
+// planned and returns done false, and the command goes on to build its
+// VM there. With noJail it joins the groups and goes on unconfined.
+func confine(name string, args []string, noJail bool, cgroupDirs, jailBinds []string, uid int, stderr io.Writer, plan func(*binds) error) (code int, done bool) {
+	if !noJail && jail.Jailed() {
 		got, err := jail.EnterVMM()
 		if err != nil {
 			fmt.Fprintf(stderr, "vmm %s: %v\n", name, err)
@@ -41,6 +44,27 @@ func jailSelf(name string, args []string, b *binds, stderr io.Writer) (code int,
 		}
 		jailed = &got
 		return 0, false
+	}
+	if err := cgroups.Join(cgroupDirs); err != nil {
+		fmt.Fprintf(stderr, "vmm %s: %v\n", name, err)
+		return exitError, true
+	}
+	if noJail {
+		return 0, false
+	}
+	b := newBinds(jailBinds)
+	if b.err != nil {
+		fmt.Fprintf(stderr, "vmm %s: %v\n", name, b.err)
+		return exitUsage, true
+	}
+	b.j.UID = uid
+	err := plan(b)
+	if err == nil {
+		err = b.err
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "vmm %s: %v\n", name, err)
+		return exitError, true
 	}
 	return keep(name, args, b, stderr), true
 }
@@ -123,9 +147,7 @@ func newBinds(extra []string) *binds {
 	if err != nil {
 		b.err = err
 	}
-	for _, l := range libs {
-		b.j.Binds = append(b.j.Binds, l)
-	}
+	b.j.Binds = append(b.j.Binds, libs...)
 	// The host probe's verdict for this boot, so a jailed vmm need not
 	// probe again.
 	b.add("/run/sietch/host-profile", false, true)

@@ -17,7 +17,6 @@ import (
 
 	"github.com/sietch-vm/sietch/boot"
 	"github.com/sietch-vm/sietch/devproc/devmain"
-	"github.com/sietch-vm/sietch/internal/cgroups"
 	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/vmm"
 )
@@ -145,14 +144,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if *kernel == "" {
 		return bad("--kernel is required")
 	}
-	// First: device processes and vCPU threads are born in the group.
-	if err := cgroups.Join(*cgroupDirs); err != nil {
-		fmt.Fprintf(stderr, "vmm run: %v\n", err)
-		return exitError
-	}
-	if !*noJail {
-		b := newBinds(*jailBinds)
-		b.j.UID = *jailUID
+	if code, done := confine("run", args, *noJail, *cgroupDirs, *jailBinds, *jailUID, stderr, func(b *binds) error {
 		b.add(*kernel, false, false)
 		b.add(*initrd, false, false)
 		for _, d := range *disks {
@@ -172,12 +164,9 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			b.dirOf(uds)
 		}
 		b.dirOf(*apiSock)
-		if b.err != nil {
-			return bad("%v", b.err)
-		}
-		if code, done := jailSelf("run", args, b, stderr); done {
-			return code
-		}
+		return nil
+	}); done {
+		return code
 	}
 	memSize, err := parseSize(*mem)
 	if err != nil {

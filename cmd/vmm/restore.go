@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/sietch-vm/sietch/internal/cgroups"
 	"github.com/sietch-vm/sietch/jail"
 	"github.com/sietch-vm/sietch/vmm"
 )
@@ -58,10 +57,6 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if *from == "" {
 		return bad("--from is required")
 	}
-	if err := cgroups.Join(*cgroupDirs); err != nil {
-		fmt.Fprintf(stderr, "vmm restore: %v\n", err)
-		return exitError
-	}
 	if *forkID != "" {
 		if err := vmm.CheckForkID(*forkID); err != nil {
 			return bad("--fork-id: %v", err)
@@ -82,20 +77,11 @@ func cmdRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return bad("--log-level: %v", err)
 	}
-	if !*noJail {
-		b := newBinds(*jailBinds)
-		b.j.UID = *jailUID
+	if code, done := confine("restore", args, *noJail, *cgroupDirs, *jailBinds, *jailUID, stderr, func(b *binds) error {
 		b.dirOf(*apiSock)
-		if err := restoreBinds(b, *from, *forkID, *workDir, *vsockUDS, *netTap); err != nil {
-			fmt.Fprintf(stderr, "vmm restore: %v\n", err)
-			return exitError
-		}
-		if b.err != nil {
-			return bad("%v", b.err)
-		}
-		if code, done := jailSelf("restore", args, b, stderr); done {
-			return code
-		}
+		return restoreBinds(b, *from, *forkID, *workDir, *vsockUDS, *netTap)
+	}); done {
+		return code
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
