@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"fmt"
+	"github.com/miekg/dns"
 	"net/netip"
 	"slices"
 	"strings"
@@ -161,7 +162,7 @@ const (
 )
 
 func (p Policy) nameVerdict(name string) nameVerdict {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	name = dns.Fqdn(name)
 	switch {
 	case !p.Enabled:
 		return nameRefuse
@@ -173,10 +174,13 @@ func (p Policy) nameVerdict(name string) nameVerdict {
 	return nameForward
 }
 
-// matchName: name is one of names or a subdomain of one.
+// matchName: the query name (fully qualified, as it came) is one of names
+// or a subdomain of one, compared label by label and without regard to
+// case: a query for `x\.pypi.org` is the label "x.pypi" under org, not a
+// name under pypi.org.
 func matchName(names []string, name string) bool {
 	for _, n := range names {
-		if name == n || strings.HasSuffix(name, "."+n) {
+		if dns.IsSubDomain(dns.Fqdn(n), name) {
 			return true
 		}
 	}

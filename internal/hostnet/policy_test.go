@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"fmt"
+	"github.com/miekg/dns"
 	"net/netip"
 	"slices"
 	"strings"
@@ -87,6 +88,11 @@ func TestNameVerdict(t *testing.T) {
 		{off, "pypi.org.", nameAllow},
 		{off, "example.net.", nameRefuse},
 		{disabled, "pypi.org.", nameRefuse},
+		// An escaped dot is part of a label: not a name under pypi.org.
+		{off, `attacker\.pypi.org.`, nameRefuse},
+		{on, `x\.pypi.org.`, nameForward},
+		{on, `x\.evil.com.`, nameForward},
+		{off, "FILES.pypi.ORG", nameAllow},
 	} {
 		if got := tc.p.nameVerdict(tc.name); got != tc.want {
 			t.Errorf("%+v: nameVerdict(%q) = %v, want %v", tc.p, tc.name, got, tc.want)
@@ -152,4 +158,29 @@ func TestLinkName(t *testing.T) {
 			t.Errorf("LinkName(%q) = %q; want an error", bad, n)
 		}
 	}
+}
+
+// FuzzPolicyNames: client entries and guest query names of any shape
+// never panic; a policy that parses round-trips through its entries; a
+// name allowed by an allow-list entry is that entry or under it, label by
+// label.
+func FuzzPolicyNames(f *testing.F) {
+	for _, s := range [][2]string{{"pypi.org", "files.pypi.org."}, {"10.0.0.0/8", `x\.pypi.org.`}, {"a.b", "A.B"}, {"", "."}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, entry, query string) {
+		p, err := ParsePolicy(true, false, []string{entry}, nil)
+		if err != nil {
+			return
+		}
+		again, err := ParsePolicy(true, false, p.Allow(), p.Deny())
+		if err != nil || !slices.Equal(again.Allow(), p.Allow()) {
+			t.Fatalf("entry %q: %v round-trips to %v (%v)", entry, p.Allow(), again.Allow(), err)
+		}
+		if p.nameVerdict(query) == nameAllow {
+			if len(p.AllowNames) != 1 || dns.CompareDomainName(dns.Fqdn(p.AllowNames[0]), dns.Fqdn(query)) != dns.CountLabel(dns.Fqdn(p.AllowNames[0])) {
+				t.Fatalf("query %q allowed by %v", query, p.Allow())
+			}
+		}
+	})
 }
