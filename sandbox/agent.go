@@ -171,6 +171,30 @@ func (m *Manager) Download(ctx context.Context, id, path string, w io.Writer) er
 	return m.agentDone(sb, err)
 }
 
+// clockTolerance is how close to the host's a sandbox's clock is brought
+// before it is running, where the probe can tell (SyncClock).
+const clockTolerance = 20 * time.Millisecond
+
+// syncClock corrects the guest's clock after the identity's absolute step,
+// which is off by however long the guest took to read that request
+// (seconds, on a restored guest whose kernel is emulated and busy). A
+// guest that cannot be corrected still runs, with a warning: its clock is
+// only as wrong as the identity left it.
+func (m *Manager) syncClock(ctx context.Context, sb *sandbox, ac *agentproto.Client, step time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s, err := ac.SyncClock(ctx, clockTolerance)
+	var ae *agentproto.Error
+	switch {
+	case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
+		m.log.Warn("guest agent predates clock correction; its clock may be off by the identity call's trip; rebuild the template", "sandbox", sb.id)
+	case err != nil:
+		m.log.Warn("guest clock not corrected", "sandbox", sb.id, "err", err)
+	default:
+		m.log.Debug("guest identity set", "sandbox", sb.id, "clock_step", step, "clock_offset", s.Offset, "clock_bound", s.Bound, "clock_steps", s.Steps)
+	}
+}
+
 // waitAgent gives a new or restored Linux sandbox's agent its identity
 // (hostname, the host's clock, fresh entropy, env, labels) until that
 // answers, then records that the agent is up. It gives up when the vmm
@@ -206,11 +230,11 @@ func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct
 		}
 		hcancel()
 		if err == nil {
+			m.syncClock(ctx, sb, ac, time.Duration(res.ClockStepNS))
 			m.mu.Lock()
 			sb.rec.Agent = true
 			m.save(sb)
 			m.mu.Unlock()
-			m.log.Debug("guest identity set", "sandbox", sb.id, "clock_step", time.Duration(res.ClockStepNS))
 			return nil
 		}
 		m.log.Debug("guest identity not set yet", "sandbox", sb.id, "err", err)

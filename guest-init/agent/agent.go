@@ -28,7 +28,7 @@ type Config struct {
 	Env        []string                  // base environment of every exec ("K=V"); guest-init passes PATH, HOME, compat vars
 	Reaper     *Reaper                   // nil: wait for children with (*os.Process).Wait; PID 1 passes one
 	Shutdown   func(poweroff bool) error // POST /v1/shutdown calls it after replying; nil: 501
-	Machine    Machine                   // POST /v1/identity sets hostname, clock, entropy through it; nil: 501 for those
+	Machine    Machine                   // POST /v1/identity and /v1/clock set hostname, clock, entropy through it; nil: 501 for those
 	LabelsFile string                    // where POST /v1/identity writes the labels; "": agentproto.LabelsFile
 	Logger     *slog.Logger              // nil: discard
 }
@@ -150,6 +150,8 @@ func (a *Agent) routes() http.Handler {
 	handle("GET", "/v1/health", a.handleHealth)
 	handle("POST", "/v1/shutdown", a.handleShutdown)
 	handle("POST", "/v1/identity", a.handleIdentity)
+	handle("GET", "/v1/clock", a.handleClock)
+	handle("POST", "/v1/clock", a.handleStepClock)
 	handle("POST", "/v1/exec", a.handleExec)
 	handle("POST", "/v1/start", a.handleStart)
 	handle("POST", "/v1/contexts", a.handleNewContext)

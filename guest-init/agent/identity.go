@@ -191,3 +191,41 @@ func writeLabels(path string, labels map[string]string) *Error {
 	}
 	return nil
 }
+
+// maxClockStep bounds POST /v1/clock: a century either way is far more
+// than any snapshot's age, and keeps the sum with the current time from
+// overflowing.
+const maxClockStep = 100 * 365 * 24 * time.Hour
+
+// handleClock reads the wall clock first thing: GET /v1/clock. The host
+// brackets this request with two readings of its own clock.
+func (a *Agent) handleClock(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	writeJSON(w, http.StatusOK, agentproto.Clock{TimeNS: now.UnixNano()})
+}
+
+// handleStepClock moves the wall clock by a relative step: POST /v1/clock.
+func (a *Agent) handleStepClock(w http.ResponseWriter, r *http.Request) {
+	var st agentproto.ClockStep
+	if e := decodeJSON(r.Body, maxJSONBody, &st); e != nil {
+		writeError(w, e)
+		return
+	}
+	step := time.Duration(st.StepNS)
+	if step.Abs() > maxClockStep {
+		writeError(w, badRequest("step_ns %d: at most %v either way", st.StepNS, maxClockStep))
+		return
+	}
+	if a.cfg.Machine == nil {
+		writeError(w, apiErr(codeNotImplemented, "this agent cannot set the clock (not running as guest-init)"))
+		return
+	}
+	a.identityMu.Lock()
+	defer a.identityMu.Unlock()
+	if err := a.cfg.Machine.SetIdentity("", time.Now().Add(step), nil); err != nil {
+		writeError(w, apiErr(codeInternal, "step the clock by %v: %v", step, err))
+		return
+	}
+	a.log.Info("agent: clock stepped", "step", step)
+	writeJSON(w, http.StatusOK, agentproto.Clock{TimeNS: time.Now().UnixNano()})
+}

@@ -213,3 +213,38 @@ func TestIdentityNetwork(t *testing.T) {
 		}
 	}
 }
+
+// GET /v1/clock reads the guest's clock; POST /v1/clock steps it relative
+// to its reading then, through guest-init; a step beyond a century or an
+// agent that is not guest-init is refused.
+func TestClock(t *testing.T) {
+	m := &fakeMachine{}
+	env := startAgent(t, Config{Machine: m})
+	ctx := testCtx(t)
+	before := time.Now()
+	g, err := env.c.Clock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Before(before.Add(-time.Second)) || g.After(time.Now().Add(time.Second)) {
+		t.Errorf("GET /v1/clock: %v; want about %v", g, before)
+	}
+	before = time.Now()
+	if err := env.c.StepClock(ctx, -4*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	set := m.now
+	m.mu.Unlock()
+	if d := set.Sub(before); d > -4*time.Second+time.Second || d < -4*time.Second-time.Second {
+		t.Errorf("a -4s step set the clock %v from the request's time; want about -4s", d)
+	}
+	var ae *agentproto.Error
+	if err := env.c.StepClock(ctx, 101*365*24*time.Hour); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Errorf("step of 101 years: %v; want 400", err)
+	}
+	plain := startAgent(t, Config{})
+	if err := plain.c.StepClock(ctx, time.Second); !errors.As(err, &ae) || ae.Status != http.StatusNotImplemented {
+		t.Errorf("step without guest-init: %v; want 501", err)
+	}
+}

@@ -514,3 +514,56 @@ func (c *Client) Restart(ctx context.Context, id string) (Context, error) {
 func (c *Client) DeleteContext(ctx context.Context, id string) error {
 	return c.doJSON(ctx, http.MethodDelete, "/v1/contexts/"+url.PathEscape(id), nil, nil, nil)
 }
+
+// Clock reads the guest's wall clock (GET /v1/clock).
+func (c *Client) Clock(ctx context.Context) (time.Time, error) {
+	var res Clock
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/clock", nil, nil, &res); err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(0, res.TimeNS), nil
+}
+
+// StepClock moves the guest's wall clock by d (POST /v1/clock).
+func (c *Client) StepClock(ctx context.Context, d time.Duration) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/clock", nil, ClockStep{StepNS: d.Nanoseconds()}, nil)
+}
+
+// ClockSync is what SyncClock measured and did.
+type ClockSync struct {
+	Offset time.Duration // the guest's clock minus the host's at the last probe
+	Bound  time.Duration // half that probe's round trip: how far Offset may be wrong
+	Steps  int           // relative steps sent
+}
+
+// clockProbes bounds SyncClock: a step needs a probe before and after it.
+const clockProbes = 3
+
+// SyncClock brings the guest's wall clock to the host's the way NTP
+// measures an offset: it reads the guest's clock between two readings of
+// the host's and takes their midpoint as the moment the guest read it, so
+// the error is at most half the round trip whatever the latency, then
+// steps the guest by the offset relative to wherever its clock is then.
+// It stops when the offset is within tolerance or within what the probe
+// can tell apart (half its round trip). SetIdentityNow's absolute time is
+// off by the request's one-way trip, which on a restored guest whose kernel
+// is emulated can be seconds; this corrects that.
+func (c *Client) SyncClock(ctx context.Context, tolerance time.Duration) (ClockSync, error) {
+	var s ClockSync
+	for probe := 1; ; probe++ {
+		sent := time.Now()
+		g, err := c.Clock(ctx)
+		if err != nil {
+			return s, err
+		}
+		rtt := time.Since(sent)
+		s.Offset, s.Bound = g.Sub(sent.Add(rtt/2)), rtt/2
+		if s.Offset.Abs() <= max(tolerance, s.Bound) || probe == clockProbes {
+			return s, nil
+		}
+		if err := c.StepClock(ctx, -s.Offset); err != nil {
+			return s, err
+		}
+		s.Steps++
+	}
+}

@@ -208,3 +208,17 @@ type IdentityResult struct {
 	// (positive: it was behind).
 	ClockStepNS int64 `json:"clock_step_ns"`
 }
+
+// Clock is the reply of GET /v1/clock and POST /v1/clock: the guest's
+// wall clock when the agent answered, in nanoseconds since the epoch.
+type Clock struct {
+	TimeNS int64 `json:"time_ns"`
+}
+
+// ClockStep is the body of POST /v1/clock: move the guest's wall clock by
+// StepNS from wherever it is when the agent reads the request. A relative
+// step does not depend on how long the request took to arrive, which an
+// absolute time (Identity.Time) does.
+type ClockStep struct {
+	StepNS int64 `json:"step_ns"`
+}
