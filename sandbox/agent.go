@@ -206,7 +206,7 @@ func (m *Manager) waitAgent(ctx context.Context, sb *sandbox, done <-chan struct
 	defer cancel()
 	ac := m.agentFor(sb)
 	m.mu.Lock()
-	id := agentproto.Identity{SandboxID: sb.id, Hostname: sb.id, Env: cloneMap(sb.rec.Env), Labels: cloneMap(sb.rec.Labels)}
+	id := agentproto.Identity{SandboxID: sb.id, Hostname: sb.id, Env: cloneMap(sb.rec.Env), Labels: cloneMap(sb.rec.Labels), Workdir: sb.rec.Workdir, User: sb.rec.User}
 	if sb.rec.Snapshot != "" {
 		// Restored: the guest still has its snapshot's address.
 		id.Network = netIdentity(sb.rec.Network)

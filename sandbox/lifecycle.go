@@ -65,9 +65,31 @@ func one(sbs []Sandbox, err error) (Sandbox, error) {
 
 // coldBoot boots a sandbox from an image.
 func (m *Manager) coldBoot(ctx context.Context, req CreateSpec) (Sandbox, error) {
-	spec, ok := m.specs[req.Image]
+	spec, ok := m.spec(req.Image)
 	if !ok {
 		return Sandbox{}, fmt.Errorf("%w: no image %q (the image list names them)", ErrNotFound, req.Image)
+	}
+	sb, err := m.bootSpec(ctx, spec, req)
+	if err != nil {
+		return Sandbox{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return sb.view(), nil
+}
+
+// bootSpec boots a sandbox from spec; an image built from a Dockerfile
+// gives it its ENV (under the create's), WORKDIR and USER.
+func (m *Manager) bootSpec(ctx context.Context, spec ImageSpec, req CreateSpec) (*sandbox, error) {
+	if c := spec.Config; c != nil {
+		env := envMap(c.Env)
+		for k, v := range req.Env {
+			env[k] = v
+		}
+		req.Env = env
+		if err := checkEnv(req.Env); err != nil {
+			return nil, err
+		}
 	}
 	def := m.cfg.Defaults
 	if spec.MemMiB > 0 {
@@ -75,20 +97,24 @@ func (m *Manager) coldBoot(ctx context.Context, req CreateSpec) (Sandbox, error)
 	}
 	l := withDefaults(req.Limits, def)
 	if err := checkLimits(l, m.cfg.Max); err != nil {
-		return Sandbox{}, err
+		return nil, err
 	}
 	network, err := m.networkFor(req.Network, spec.Kind, false, false, "")
 	if err != nil {
-		return Sandbox{}, err
+		return nil, err
 	}
 	sb := m.newSandbox(spec.Kind, l, req.Labels, req.Env)
 	sb.rec.Image = spec.Name
 	sb.rec.Network = network
+	if c := spec.Config; c != nil {
+		sb.rec.Workdir = c.Workdir
+		sb.rec.User, _, _ = strings.Cut(c.User, ":")
+	}
 	// Held until it runs: a delete of the new id waits for the create.
 	sb.op.Lock()
 	defer sb.op.Unlock()
 	if err := m.reserve([]*sandbox{sb}, l); err != nil {
-		return Sandbox{}, err
+		return nil, err
 	}
 	err = m.attachNetwork(sb)
 	if err == nil {
@@ -96,11 +122,9 @@ func (m *Manager) coldBoot(ctx context.Context, req CreateSpec) (Sandbox, error)
 	}
 	if err != nil {
 		m.remove(sb)
-		return Sandbox{}, fmt.Errorf("create a sandbox from image %s: %w", spec.Name, err)
+		return nil, fmt.Errorf("create a sandbox from image %s: %w", spec.Name, err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return sb.view(), nil
+	return sb, nil
 }
 
 // checkEnv bounds the environment given at create.

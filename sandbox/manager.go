@@ -38,6 +38,9 @@ type ImageSpec struct {
 	RootFS  string // linux: ext4 root disk, attached read-only as /dev/vda
 	Cmdline string // kernel command line
 	MemMiB  int    // default memory for this image; 0: Config.Defaults
+	// Config is a built image's runtime config (its Dockerfile's ENV,
+	// WORKDIR, USER, CMD…); nil for configured images.
+	Config *ImageConfig
 }
 
 // HostLimits bound all sandboxes with a vmm process together; 0 is no limit.
@@ -115,6 +118,7 @@ type Manager struct {
 	cfg    Config
 	log    *slog.Logger
 	db     *store
+	imgMu  sync.RWMutex // images and specs: image builds add to them
 	images map[string]Image
 	specs  map[string]ImageSpec
 
@@ -221,6 +225,7 @@ func Open(cfg Config) (*Manager, error) {
 		m.Close()
 		return nil, err
 	}
+	m.loadBuiltImages()
 	for _, e := range m.db.each(bucketSnapshots, func(id string, b []byte) error {
 		var s snapRecord
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -428,6 +433,8 @@ func (m *Manager) probeHost() string {
 
 // Images returns the configured images by name.
 func (m *Manager) Images() []Image {
+	m.imgMu.RLock()
+	defer m.imgMu.RUnlock()
 	out := make([]Image, 0, len(m.images))
 	for _, im := range m.images {
 		out = append(out, im)

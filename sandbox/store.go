@@ -30,6 +30,8 @@ type record struct {
 	Env          map[string]string `json:"env,omitempty"`           // given at create; the agent adds it to every exec
 	Suspended    string            `json:"suspended,omitempty"`     // state suspended: the snapshot that holds it
 	JailUID      int               `json:"jail_uid,omitempty"`      // the host uid its vmm and devices run as (vmm --jail-uid); 0: none
+	Workdir      string            `json:"workdir,omitempty"`       // its image's WORKDIR: an exec's default cwd
+	User         string            `json:"user,omitempty"`          // its image's USER: an exec's default user
 }
 
 // templateRec is a template as persisted.

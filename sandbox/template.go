@@ -92,9 +92,13 @@ func (m *Manager) startBuildOver(req TemplateSpec, replaceStale bool) (*template
 	if req.Image == "" {
 		req.Image = "default"
 	}
-	spec, ok := m.specs[req.Image]
+	spec, ok := m.spec(req.Image)
 	if !ok {
 		return nil, fmt.Errorf("%w: no image %q to build template %s from (sietch images lists them)", ErrNotFound, req.Image, req.Name)
+	}
+	if c := spec.Config; c != nil && req.StartCmd == "" && len(c.Entrypoint)+len(c.Cmd) > 0 {
+		// A Dockerfile's ENTRYPOINT and CMD are what its image runs.
+		req.StartCmd = "exec " + shellJoin(append(slices.Clone(c.Entrypoint), c.Cmd...))
 	}
 	if spec.Kind != KindLinux && (req.StartCmd != "" || req.ReadyCmd != "" || req.ReadyPort != 0) {
 		return nil, fmt.Errorf("%w: image %s is a %s image without a guest agent: a template of it takes no start command or ready check", ErrInvalid, spec.Name, spec.Kind)
@@ -550,6 +554,8 @@ func (m *Manager) readyTemplate(ctx context.Context, name string) (string, error
 // defaultTemplateImage is the image the default template is built from:
 // "default", else the only Linux image.
 func (m *Manager) defaultTemplateImage() (string, error) {
+	m.imgMu.RLock()
+	defer m.imgMu.RUnlock()
 	if spec, ok := m.specs["default"]; ok {
 		return spec.Name, nil
 	}
@@ -571,7 +577,7 @@ func (m *Manager) defaultTemplateImage() (string, error) {
 // defaultContexts are the contexts the template default warms on image
 // img: python's, on a Linux image (skipped if it has no python3).
 func (m *Manager) defaultContexts(img string) []string {
-	if m.specs[img].Kind != KindLinux {
+	if spec, _ := m.spec(img); spec.Kind != KindLinux {
 		return nil
 	}
 	return []string{agentproto.LanguagePython}
@@ -597,7 +603,7 @@ func (m *Manager) staleLocked(t *template) bool {
 	if t.rec.State != TemplateReady || t.rec.ImageID == "" {
 		return false
 	}
-	spec, ok := m.specs[t.rec.Image]
+	spec, ok := m.spec(t.rec.Image)
 	return !ok || imageID(spec) != t.rec.ImageID
 }
 
@@ -645,4 +651,13 @@ func (m *Manager) reapSnapshots() {
 			m.log.Warn("remove a snapshot nothing needs", "snapshot", s.ID, "role", s.Role, "err", err)
 		}
 	}
+}
+
+// shellJoin quotes words for sh -c.
+func shellJoin(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
 }

@@ -190,6 +190,24 @@ type Image struct {
 	Kind      string    `json:"kind"` // "linux" (kernel + initramfs + root disk) or "testguest"
 	SizeBytes int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
+	// Source is how it was made: "" for a configured image, "dockerfile"
+	// for one sietchd built.
+	Source string       `json:"source,omitempty"`
+	Config *ImageConfig `json:"config,omitempty"`
+}
+
+// ImageConfig is what a built image asks of the sandboxes that start from
+// it: its Dockerfile's ENV, WORKDIR and USER become every exec's defaults;
+// ENTRYPOINT and CMD the start command of a template built from it; EXPOSE
+// the ports it suggests forwarding.
+type ImageConfig struct {
+	Env          []string          `json:"env,omitempty"` // K=V
+	Workdir      string            `json:"workdir,omitempty"`
+	User         string            `json:"user,omitempty"`
+	Entrypoint   []string          `json:"entrypoint,omitempty"`
+	Cmd          []string          `json:"cmd,omitempty"`
+	ExposedPorts []string          `json:"exposed_ports,omitempty"` // "8000/tcp"
+	Labels       map[string]string `json:"labels,omitempty"`
 }
 
 // ExecSpec is a command to run in a sandbox through its agent.

@@ -30,7 +30,10 @@ type Config struct {
 	Shutdown   func(poweroff bool) error // POST /v1/shutdown calls it after replying; nil: 501
 	Machine    Machine                   // POST /v1/identity and /v1/clock set hostname, clock, entropy through it; nil: 501 for those
 	LabelsFile string                    // where POST /v1/identity writes the labels; "": agentproto.LabelsFile
-	Logger     *slog.Logger              // nil: discard
+	// Layer is the root's writable layer (the overlayfs upper directory)
+	// for GET /v1/layer; "": 501.
+	Layer  string
+	Logger *slog.Logger // nil: discard
 }
 
 // Agent serves the guest agent's HTTP API.
@@ -49,6 +52,8 @@ type Agent struct {
 	defaultMu  sync.Mutex              // one start of the default context at a time
 	identityMu sync.Mutex              // one POST /v1/identity at a time
 	extraEnv   []string                // from POST /v1/identity: on top of Config.Env in every exec
+	defaultCwd string                  // from POST /v1/identity: an exec's cwd when it names none
+	defaultUsr string                  // from POST /v1/identity: an exec's user when it names none
 	relays     map[net.Conn]bool       // hijacked port relays, closed by Close
 	watches    int                     // running GET /v1/watch streams
 	closed     bool
@@ -177,6 +182,7 @@ func (a *Agent) routes() http.Handler {
 	handle("POST", "/v1/ports/{port}/connect", a.handleConnect)
 	handle("POST", "/v1/rename", a.handleRename)
 	handle("GET", "/v1/tar", a.handleTarDownload)
+	handle("GET", "/v1/layer", a.handleLayer)
 	handle("PUT", "/v1/tar", a.handleTarUpload)
 	handle("GET", "/v1/watch", a.handleWatch)
 	for path, methods := range allowed {

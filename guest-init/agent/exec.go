@@ -146,9 +146,16 @@ func (a *Agent) prepare(req *agentproto.ExecRequest) (*os.ProcAttr, []string, *E
 	a.mu.Lock()
 	env := mergeEnv(a.cfg.Env, nil)
 	env = append(env, a.extraEnv...)
+	defCwd, defUser := a.defaultCwd, a.defaultUsr
 	a.mu.Unlock()
 	env = mergeEnv(env, nil) // later entries win
 	sys := &syscall.SysProcAttr{}
+	if req.User == "" && defUser != "" {
+		// The copy is the caller's: set the image's USER on it.
+		r := *req
+		r.User = defUser
+		req = &r
+	}
 	cwd := req.Cwd
 	if cwd == "" {
 		cwd = a.root
@@ -163,6 +170,9 @@ func (a *Agent) prepare(req *agentproto.ExecRequest) (*os.ProcAttr, []string, *E
 		if fi, err := os.Stat(acct.home); req.Cwd == "" && err == nil && fi.IsDir() {
 			cwd = acct.home // as a login would
 		}
+	}
+	if req.Cwd == "" && defCwd != "" {
+		cwd = defCwd // the image's WORKDIR wins over the user's home, as in Docker
 	}
 	env = mergeEnv(env, req.Env)
 	if e := checkDir(cwd); e != nil {

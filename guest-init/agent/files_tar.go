@@ -55,7 +55,8 @@ func (a *Agent) handleTarDownload(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleTarUpload extracts a tar archive into a directory, made with its
-// parents if missing: PUT /v1/tar?path=DIR&mode=. Every entry must stay
+// parents if missing: PUT /v1/tar?path=DIR&mode=&owners=. owners=true
+// keeps the archive's numeric owners (an image build's COPY --chown). Every entry must stay
 // inside DIR (package tarx has the rules); the first refused entry ends
 // the extraction with an error naming it, and what came before it stays.
 // The file system is synced before the reply, so a reply means the files
@@ -102,7 +103,7 @@ func (a *Agent) handleTarUpload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("tar into %s: the body is gzip-compressed; send an uncompressed tar (gunzip it first)", p.Path))
 		return
 	}
-	n, err := tarx.Extract(br, sub, tarx.Limits{MaxEntries: maxTarEntries, MaxNameLen: maxPathLen})
+	n, err := tarx.Extract(br, sub, tarx.Limits{MaxEntries: maxTarEntries, MaxNameLen: maxPathLen, Owners: p.Owners})
 	syncFS(sub)
 	if err != nil {
 		// Read the rest, so that the client, still sending, gets to read
@@ -146,4 +147,41 @@ func tarError(dir string, n tarx.Counts, err error) *Error {
 	e := fsError(fmt.Sprintf("tar into %s: entry %d", dir, ee.Index), fmt.Sprintf("%q", ee.Name), ee.Err)
 	e.Message += before
 	return e
+}
+
+// runtimeFiles are what sietch writes into every guest's root at run time
+// (guest-init and POST /v1/identity): a layer of the image being built
+// leaves them out, as Docker leaves out the files it bind-mounts there.
+var runtimeFiles = map[string]bool{"etc/hostname": true, "etc/hosts": true, "etc/resolv.conf": true}
+
+// handleLayer streams what the guest changed in its root since boot, as
+// an OCI image layer: GET /v1/layer. That is the overlayfs upper
+// directory, with deletions and replaced directories as whiteouts
+// (tarx.WriteLayer); an image build captures each step with it. Files
+// changing while it runs make an inconsistent layer, so the builder asks
+// between steps, with nothing running.
+func (a *Agent) handleLayer(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Layer == "" {
+		writeError(w, apiErr(codeNotImplemented, "this guest's root has no writable layer to read (not booted by guest-init with a root disk)"))
+		return
+	}
+	root, err := os.OpenRoot(a.cfg.Layer)
+	if err != nil {
+		writeError(w, apiErr(codeInternal, "open the root's writable layer: %v", err))
+		return
+	}
+	defer root.Close()
+	// Data still in the page cache is in the upper directory's files
+	// already (overlayfs writes through); sync is for an ext4 upper.
+	unix.Sync()
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.WriteHeader(http.StatusOK)
+	skipped := 0
+	n, err := tarx.WriteLayer(w, root, tarx.Layer{Dir: a.cfg.Layer, Skip: func(name string) bool { return runtimeFiles[name] }},
+		func(string, fs.FileMode) { skipped++ })
+	if err != nil {
+		a.log.Warn("agent: layer cut short", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	a.log.Info("agent: layer sent", "files", n.Files, "dirs", n.Dirs, "symlinks", n.Symlinks, "whiteouts", n.Whiteouts, "bytes", n.Bytes, "skipped", skipped)
 }

@@ -98,6 +98,12 @@ func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.extraEnv = mergeEnv(a.extraEnv, env)
+	if id.Workdir != "" {
+		a.defaultCwd = id.Workdir
+	}
+	if id.User != "" {
+		a.defaultUsr = id.User
+	}
 	a.mu.Unlock()
 	a.log.Info("agent: identity applied", "sandbox", id.SandboxID, "hostname", id.Hostname, "clock_step", time.Duration(res.ClockStepNS), "env", len(id.Env), "labels", len(id.Labels))
 	writeJSON(w, http.StatusOK, res)
@@ -117,6 +123,12 @@ func validateIdentity(id *agentproto.Identity) *Error {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
 			return badRequest("env %.40q: names are non-empty without '=' or NUL; values have no NUL", k)
 		}
+	}
+	if w := id.Workdir; w != "" && (!strings.HasPrefix(w, "/") || len(w) > maxPathLen || strings.IndexByte(w, 0) >= 0) {
+		return badRequest("workdir %.80q: an absolute path without NUL, at most %d bytes", w, maxPathLen)
+	}
+	if u := id.User; len(u) > maxHostname || strings.ContainsAny(u, "\x00:/ ") {
+		return badRequest("user %.80q: a user name or decimal uid (no group), at most %d bytes", u, maxHostname)
 	}
 	if !id.Time.IsZero() && (id.Time.Year() < 2000 || id.Time.Year() > 9999) {
 		return badRequest("time %v is not a plausible wall clock", id.Time)

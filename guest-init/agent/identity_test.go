@@ -248,3 +248,42 @@ func TestClock(t *testing.T) {
 		t.Errorf("step without guest-init: %v; want 501", err)
 	}
 }
+
+// An identity's workdir and user are an exec's when it names none; an
+// exec that names its own keeps them.
+func TestIdentityExecDefaults(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running as another user needs root")
+	}
+	env := startAgent(t, Config{Machine: &fakeMachine{}})
+	ctx := testCtx(t)
+	dir, err := os.MkdirTemp("", "workdir-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755) // the user must be able to enter it
+	if _, err := env.c.SetIdentity(ctx, agentproto.Identity{Workdir: dir, User: "65534"}); err != nil {
+		t.Fatal(err)
+	}
+	run := func(req agentproto.ExecRequest) string {
+		t.Helper()
+		var out bytes.Buffer
+		req.Cmd = "sh"
+		req.Args = []string{"-c", "echo $(id -u) $(pwd)"}
+		if _, err := env.c.Exec(ctx, req, nil, &out, &out); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	if got, want := run(agentproto.ExecRequest{}), "65534 "+dir; got != want {
+		t.Errorf("exec with the identity's defaults: %q; want %q", got, want)
+	}
+	if got, want := run(agentproto.ExecRequest{User: "0", Cwd: "/"}), "0 /"; got != want {
+		t.Errorf("exec naming its own user and cwd: %q; want %q", got, want)
+	}
+	var ae *agentproto.Error
+	if _, err := env.c.SetIdentity(ctx, agentproto.Identity{Workdir: "relative"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Errorf("relative workdir: %v; want 400", err)
+	}
+}

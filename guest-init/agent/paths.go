@@ -21,6 +21,7 @@ type fileParams struct {
 	HasMode   bool
 	Parents   bool // mkdir -p
 	Recursive bool // rm -r
+	Owners    bool // PUT /v1/tar: keep the archive's numeric owners
 }
 
 // parseFileQuery checks a files request's query against root (a cleaned
@@ -28,12 +29,12 @@ type fileParams struct {
 func parseFileQuery(q url.Values, root string) (fileParams, *Error) {
 	for k, v := range q {
 		switch k {
-		case "path", "mode", "parents", "recursive":
+		case "path", "mode", "parents", "recursive", "owners":
 			if len(v) != 1 {
 				return fileParams{}, badRequest("query parameter %q given %d times; give it once", k, len(v))
 			}
 		default:
-			return fileParams{}, badRequest("unknown query parameter %q; known: path, mode, parents, recursive", k)
+			return fileParams{}, badRequest("unknown query parameter %q; known: path, mode, parents, recursive, owners", k)
 		}
 	}
 	p := fileParams{Path: q.Get("path")}
@@ -54,6 +55,9 @@ func parseFileQuery(q url.Values, root string) (fileParams, *Error) {
 		return fileParams{}, badRequest("%v", err)
 	}
 	if p.Recursive, err = parseBool(q, "recursive"); err != nil {
+		return fileParams{}, badRequest("%v", err)
+	}
+	if p.Owners, err = parseBool(q, "owners"); err != nil {
 		return fileParams{}, badRequest("%v", err)
 	}
 	return p, nil

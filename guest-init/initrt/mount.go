@@ -189,3 +189,14 @@ func (m *Mounter) RemountReadOnly(paths []string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// WritableLayer is a path to the root's overlayfs upper directory that
+// works after the switch, through the initramfs root's descriptor (a
+// /proc/self/fd link reaches it from outside the chroot); "" before the
+// switch or without a root disk.
+func (m *Mounter) WritableLayer() string {
+	if m.oldRoot < 0 {
+		return ""
+	}
+	return fmt.Sprintf("/proc/self/fd/%d%s", m.oldRoot, upperDir)
+}

@@ -16,7 +16,7 @@
 //   - Permission bits and the sticky bit are kept; setuid and setgid are
 //     dropped, as tar does without --same-permissions, so an archive cannot
 //     plant a setuid program. Modification times are kept. Owners are not
-//     restored: files belong to whoever extracts.
+//     restored (files belong to whoever extracts) unless Limits.Owners.
 //   - Directory modes and times are set after every entry is written, so a
 //     read-only directory in the archive can still be filled.
 //
@@ -44,6 +44,9 @@ import (
 type Limits struct {
 	MaxEntries int // entries in the archive (default 1<<20)
 	MaxNameLen int // bytes in an entry's name or link target (default 4096, PATH_MAX)
+	// Owners restores each entry's numeric owner (needs CAP_CHOWN), as an
+	// image build's COPY --chown does; else files belong to the extractor.
+	Owners bool
 }
 
 const (
@@ -63,6 +66,8 @@ type Counts struct {
 	Dirs     int64
 	Symlinks int64
 	Bytes    int64 // of regular files' contents
+	// Whiteouts are the deletions and opaque directories WriteLayer wrote.
+	Whiteouts int64
 }
 
 // Kinds of refusal, for errors.Is on an *EntryError.
@@ -98,9 +103,10 @@ func IsEscape(err error) bool {
 
 // dirMeta is a directory's mode and time, set once the archive is done.
 type dirMeta struct {
-	name  string
-	mode  os.FileMode
-	mtime time.Time
+	name     string
+	mode     os.FileMode
+	mtime    time.Time
+	uid, gid int
 }
 
 type extractor struct {
@@ -142,6 +148,11 @@ func Extract(r io.Reader, root *os.Root, lim Limits) (Counts, error) {
 	// Children first, so that setting a parent's time is the last change in it.
 	for i := len(x.dirs) - 1; i >= 0; i-- {
 		d := x.dirs[i]
+		if lim.Owners {
+			if err := root.Lchown(d.name, d.uid, d.gid); err != nil {
+				return x.n, fmt.Errorf("set the owner of directory %s: %w", d.name, err)
+			}
+		}
 		if err := root.Chmod(d.name, d.mode); err != nil {
 			return x.n, fmt.Errorf("set the mode of directory %s: %w", d.name, err)
 		}
@@ -209,7 +220,7 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 			return x.fsErr("make directory", err)
 		}
 		x.n.Dirs++
-		x.dirs = append(x.dirs, dirMeta{name: name, mode: keptMode(hdr.Mode), mtime: hdr.ModTime})
+		x.dirs = append(x.dirs, dirMeta{name: name, mode: keptMode(hdr.Mode), mtime: hdr.ModTime, uid: hdr.Uid, gid: hdr.Gid})
 		return nil
 	case tar.TypeReg, tar.TypeRegA:
 		if sparse(hdr) {
@@ -225,7 +236,7 @@ func (x *extractor) entry(hdr *tar.Header, tr io.Reader) error {
 		if name == "" {
 			return fmt.Errorf("%w: a symlink entry names the directory itself", ErrUnsafe)
 		}
-		return x.symlink(name, hdr.Linkname)
+		return x.symlink(name, hdr)
 	case tar.TypeLink:
 		if name == "" {
 			return fmt.Errorf("%w: a hard link entry names the directory itself", ErrUnsafe)
@@ -326,8 +337,12 @@ func (x *extractor) file(name string, hdr *tar.Header, tr io.Reader) error {
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		err = fmt.Errorf("%w: the archive ends inside this file", ErrFormat)
+	case err == nil && x.lim.Owners:
+		err = f.Chown(hdr.Uid, hdr.Gid)
+		fallthrough
 	case err == nil:
-		// Chmod after create: the umask must not change the archive's mode.
+		// Chmod after create (and chown): the umask must not change the
+		// archive's mode.
 		err = f.Chmod(keptMode(hdr.Mode))
 	}
 	if cerr := f.Close(); err == nil {
@@ -355,7 +370,8 @@ func (x *extractor) file(name string, hdr *tar.Header, tr io.Reader) error {
 // the buffer and read in small chunks.
 type onlyWriter struct{ io.Writer }
 
-func (x *extractor) symlink(name, target string) error {
+func (x *extractor) symlink(name string, hdr *tar.Header) error {
+	target := hdr.Linkname
 	switch {
 	case target == "":
 		return fmt.Errorf("%w: symlink with an empty target", ErrUnsafe)
@@ -373,6 +389,12 @@ func (x *extractor) symlink(name, target string) error {
 	tmp := tempName(dir)
 	if err := x.root.Symlink(target, tmp); err != nil {
 		return x.fsErr("symlink", err)
+	}
+	if x.lim.Owners {
+		if err := x.root.Lchown(tmp, hdr.Uid, hdr.Gid); err != nil {
+			x.root.Remove(tmp)
+			return x.fsErr("set the owner of", err)
+		}
 	}
 	if err := x.replace(tmp, name); err != nil {
 		return err

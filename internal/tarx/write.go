@@ -7,8 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
+	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrChanged is a file that shrank while it was written to the archive:
@@ -24,6 +28,34 @@ var ErrChanged = errors.New("file changed while it was read")
 // each. A file that vanishes during the walk is left out too. The root
 // itself has no entry.
 func Write(w io.Writer, root *os.Root, skipped func(name string, mode fs.FileMode)) (Counts, error) {
+	return write(w, root, skipped, nil)
+}
+
+// Layer says how WriteLayer reads an overlayfs upper directory.
+type Layer struct {
+	// Dir is the upper directory's path, for reading the opaque marker
+	// (the trusted.overlay.opaque extended attribute) that os.Root cannot.
+	Dir string
+	// Skip leaves a name (and, for a directory, all under it) out.
+	Skip func(name string) bool
+}
+
+// WriteLayer writes an overlayfs upper directory as an OCI image layer
+// (image-spec layer.md): what Write writes, plus a ".wh.NAME" entry for
+// each whiteout (a character device 0/0: NAME was deleted from the layers
+// below) and a "DIR/.wh..wh..opq" entry after each opaque directory (one
+// that replaced a directory below rather than merging with it).
+func WriteLayer(w io.Writer, root *os.Root, l Layer, skipped func(name string, mode fs.FileMode)) (Counts, error) {
+	return write(w, root, skipped, &l)
+}
+
+// Whiteout names of the OCI layer format.
+const (
+	WhiteoutPrefix = ".wh."
+	WhiteoutOpaque = ".wh..wh..opq"
+)
+
+func write(w io.Writer, root *os.Root, skipped func(name string, mode fs.FileMode), layer *Layer) (Counts, error) {
 	tw := tar.NewWriter(w)
 	var n Counts
 	seen := map[inode]string{}
@@ -36,6 +68,12 @@ func Write(w io.Writer, root *os.Root, skipped func(name string, mode fs.FileMod
 			return err
 		}
 		if name == "." {
+			return nil
+		}
+		if layer != nil && layer.Skip != nil && layer.Skip(name) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
 			return nil
 		}
 		fi, err := root.Lstat(name)
@@ -52,7 +90,14 @@ func Write(w io.Writer, root *os.Root, skipped func(name string, mode fs.FileMod
 				return err
 			}
 			n.Dirs++
-			return tw.WriteHeader(hdr)
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if layer != nil && opaque(filepath.Join(layer.Dir, name)) {
+				n.Whiteouts++
+				return tw.WriteHeader(whiteout(path.Join(name, WhiteoutOpaque)))
+			}
+			return nil
 		case fi.Mode()&fs.ModeSymlink != 0:
 			target, err := root.Readlink(name)
 			if errors.Is(err, fs.ErrNotExist) {
@@ -69,6 +114,9 @@ func Write(w io.Writer, root *os.Root, skipped func(name string, mode fs.FileMod
 			return tw.WriteHeader(hdr)
 		case fi.Mode().IsRegular():
 			return writeFile(tw, root, name, &n, seen, buf)
+		case layer != nil && fi.Mode()&fs.ModeCharDevice != 0 && rdev(fi) == 0:
+			n.Whiteouts++
+			return tw.WriteHeader(whiteout(path.Join(path.Dir(name), WhiteoutPrefix+path.Base(name))))
 		}
 		if skipped != nil {
 			skipped(name, fi.Mode())
@@ -147,4 +195,24 @@ func header(fi fs.FileInfo, name, link string) (*tar.Header, error) {
 	hdr.Uname, hdr.Gname = "", ""
 	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 	return hdr, nil
+}
+
+// whiteout is an empty entry that marks a deletion in a layer.
+func whiteout(name string) *tar.Header {
+	return &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatPAX}
+}
+
+// opaque says whether an overlayfs upper directory hides the directories
+// below it ("y" in trusted.overlay.opaque).
+func opaque(dir string) bool {
+	var b [8]byte
+	n, err := unix.Lgetxattr(dir, "trusted.overlay.opaque", b[:])
+	return err == nil && string(b[:n]) == "y"
+}
+
+func rdev(fi fs.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Rdev)
+	}
+	return ^uint64(0)
 }

@@ -457,3 +457,13 @@ func (c *Context) openRegular(rel string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// OpenLocal opens a file in the build context for reading, confined to it
+// (a symlink that leads out is refused), as for FROM ./image.tar.
+func (c *Context) OpenLocal(rel string) (*os.File, error) {
+	f, err := c.root.Open(rel)
+	if err != nil {
+		return nil, fmt.Errorf("open %s in the build context: %w", rel, err)
+	}
+	return f, nil
+}

@@ -68,11 +68,36 @@ func (c *Client) DownloadTar(ctx context.Context, dir string, w io.Writer) error
 	return nil
 }
 
+// Layer writes what the guest changed in its root since boot to w, as an
+// OCI image layer (tar with whiteouts). An archive cut short is an error.
+func (c *Client) Layer(ctx context.Context, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/layer", nil, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("agent layer: %w", err)
+	}
+	return nil
+}
+
 // UploadTar extracts the tar archive r holds into dir, which is made with
 // its parents if missing.
 func (c *Client) UploadTar(ctx context.Context, dir string, r io.Reader) (TarResult, error) {
+	return c.uploadTar(ctx, url.Values{"path": {dir}}, r)
+}
+
+// UploadTarOwned is UploadTar keeping the archive's numeric owners, as an
+// image build's COPY --chown needs.
+func (c *Client) UploadTarOwned(ctx context.Context, dir string, r io.Reader) (TarResult, error) {
+	return c.uploadTar(ctx, url.Values{"path": {dir}, "owners": {"true"}}, r)
+}
+
+func (c *Client) uploadTar(ctx context.Context, q url.Values, r io.Reader) (TarResult, error) {
+	dir := q.Get("path")
 	var res TarResult
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, clientBase+"/v1/tar?"+url.Values{"path": {dir}}.Encode(), noClose(r))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, clientBase+"/v1/tar?"+q.Encode(), noClose(r))
 	if err != nil {
 		return res, fmt.Errorf("agent PUT /v1/tar: %w", err)
 	}

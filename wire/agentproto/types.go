@@ -185,6 +185,10 @@ type Identity struct {
 	Entropy   []byte            `json:"entropy,omitempty"` // fresh host randomness for the kernel's pool (base64)
 	Env       map[string]string `json:"env,omitempty"`     // added to every later exec's environment
 	Labels    map[string]string `json:"labels,omitempty"`  // written to LabelsFile for programs to read
+	// Workdir and User are every later exec's working directory and user
+	// when the exec names none: an image's WORKDIR and USER.
+	Workdir string `json:"workdir,omitempty"`
+	User    string `json:"user,omitempty"`
 	// Network is eth0's new address, default route and name servers: a
 	// restored sandbox has a TAP and an address of its own, not its
 	// snapshot's.

@@ -145,6 +145,7 @@ func (in *init1) startAgent() {
 		Reaper:   reaper,
 		Shutdown: in.sd.Shutdown,
 		Machine:  initrt.Machine{},
+		Layer:    in.mnt.WritableLayer(),
 		Logger:   in.log,
 	})
 	in.must(err)
