@@ -11,7 +11,7 @@ GUESTS    := $(BUILD)/testguest
 
 APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex \
 	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2 \
-	debootstrap iputils-ping python3 python3-pytest tmux
+	debootstrap iputils-ping python3 python3-pytest tmux busybox-static
 
 .PHONY: all vmm sietch sietchd deps quickstart hello test test-sdk test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet lint-openapi clean
 
@@ -96,9 +96,10 @@ bench: vmm kernel smoke-initramfs image
 	# Snapshot benchmarks move GiBs per iteration: fewer rounds.
 	$(GO) test -p 1 -run '^$$' -bench 'SnapshotFull|SnapshotDiff|Restore|Fork|WriteFull' -benchtime 3x -count 1 ./vmm ./snapshot | tee -a $(BUILD)/bench.txt
 	# One Linux boot to the agent; sietchd's create-from-snapshot; templates against cold boots;
-	# sessions (warm code runs against new interpreters, terminal echo, tar against plain files).
+	# sessions (warm code runs against new interpreters, terminal echo, tar against plain files);
+	# a Dockerfile build cold against cached.
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_ROOTFS=$(abspath $(ROOTFS)) \
-		$(GO) test -p 1 -run '^$$' -bench 'Agent|CreateFromSnapshot|Templates|Sessions' -benchtime 1x -count 1 ./cmd/vmm ./api | tee -a $(BUILD)/bench.txt
+		$(GO) test -p 1 -run '^$$' -bench 'Agent|CreateFromSnapshot|Templates|Sessions|ImageBuild' -benchtime 1x -count 1 ./cmd/vmm ./api | tee -a $(BUILD)/bench.txt
 	scripts/bench-boot.sh $(KERNEL) $(SMOKE) | tee -a $(BUILD)/bench.txt
 	# sietchd's egress path (firewall and NAT) against a plain routed link.
 	$(GO) test -run '^$$' -bench EgressPath -benchtime 20x -count 3 ./internal/hostnet | tee -a $(BUILD)/bench.txt
@@ -112,7 +113,7 @@ FUZZ_TARGETS := ./boot:FuzzParseImage ./boot:FuzzLoad ./kvm:FuzzIOData ./devices
 	./guest-init/initrt:FuzzParseCmdline ./guest-init/agent:FuzzDecodeExecRequest ./guest-init/agent:FuzzDecodeIdentity ./guest-init/agent:FuzzParseFileQuery ./guest-init/agent:FuzzDecodeRename ./internal/tarx:FuzzExtract ./rootfs:FuzzExtract \
 	./api/client:FuzzExecStream ./api/client:FuzzParseMode ./api/client:FuzzWatchStream ./cmd/sietch:FuzzParseCp ./api:FuzzDecodeRequest \
 	./api:FuzzFilesQuery ./api:FuzzFilesBody ./wire/execstream:FuzzReader ./guest-init/agent:FuzzStreamFrames \
-	./snapshot:FuzzRead ./snapshot:FuzzPayload ./rootfs/dockerfile:FuzzParse ./rootfs/dockerfile:FuzzContextPaths ./internal/hostnet:FuzzPolicyNames
+	./snapshot:FuzzRead ./snapshot:FuzzPayload ./rootfs/dockerfile:FuzzParse ./rootfs/dockerfile:FuzzContextPaths ./rootfs/dockerfile:FuzzAddArchive ./internal/hostnet:FuzzPolicyNames
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -73,7 +73,11 @@ func templateOut(t sandbox.Template) model.Template {
 }
 
 func imageOut(i sandbox.Image) model.Image {
-	return model.Image{Name: i.Name, Kind: i.Kind, SizeBytes: i.SizeBytes, CreatedAt: i.CreatedAt}
+	out := model.Image{Name: i.Name, Kind: i.Kind, SizeBytes: i.SizeBytes, CreatedAt: i.CreatedAt, Source: i.Source}
+	if c := i.Config; c != nil {
+		out.Config = &model.ImageConfig{Env: c.Env, Workdir: c.Workdir, User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd, ExposedPorts: c.ExposedPorts, Labels: c.Labels}
+	}
+	return out
 }
 
 // execIn decodes an exec request; stdin travels as base64.

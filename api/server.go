@@ -114,6 +114,7 @@ func (s *Server) register() {
 	m.Handle("POST", "/v1/sandboxes/{id}/contexts/{ctx}/interrupt", s.interrupt)
 	m.Handle("POST", "/v1/sandboxes/{id}/contexts/{ctx}/restart", s.restartContext)
 	m.Handle("GET", "/v1/images", s.images)
+	m.Handle("POST", "/v1/images", s.buildImage)
 	m.Handle("POST", "/v1/templates", s.buildTemplate)
 	m.Handle("GET", "/v1/templates", s.templates)
 	m.Handle("GET", "/v1/templates/{name}", s.template)

@@ -100,6 +100,16 @@ type Result struct {
 	Took     time.Duration
 }
 
+// ErrInvalid marks a build refused before it ran (errors.Is): the
+// Dockerfile does not parse or plan, the context cannot be read, a base
+// cannot be resolved. The error's text is the cause's.
+var ErrInvalid = errors.New("invalid build")
+
+type invalid struct{ error }
+
+func (e invalid) Is(target error) bool { return target == ErrInvalid }
+func (e invalid) Unwrap() error        { return e.error }
+
 // maxLayerBytes bounds one captured layer.
 const maxLayerBytes = 32 << 30
 
@@ -125,19 +135,19 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	pull.Progress = req.Out
 	df, err := dockerfile.Parse(req.Dockerfile)
 	if err != nil {
-		return nil, err
+		return nil, invalid{err}
 	}
 	var bc *dockerfile.Context
 	if req.Context != "" {
 		if bc, err = dockerfile.OpenContext(req.Context, req.DockerfilePath, dockerfile.Limits{}); err != nil {
-			return nil, err
+			return nil, invalid{err}
 		}
 		defer bc.Close()
 	}
 	run := &build{b: b, req: req, ctx: bc, pull: pull, bases: map[string]v1.Image{}}
 	plan, err := df.Plan(bc, dockerfile.Options{BuildArgs: req.BuildArgs, Target: req.Target, Resolve: run.resolve})
 	if err != nil {
-		return nil, err
+		return nil, invalid{err}
 	}
 	for _, w := range plan.Warnings {
 		fmt.Fprintf(req.Out, "warning: %s\n", w)

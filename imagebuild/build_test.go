@@ -1,7 +1,6 @@
 package imagebuild
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
@@ -13,12 +12,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
 
+	"github.com/sietch-vm/sietch/internal/imagetest"
 	"github.com/sietch-vm/sietch/internal/tarx"
 )
 
@@ -99,39 +95,12 @@ func dump(t *testing.T, img string) string {
 
 // baseTarball is a `docker save` of a tiny image with a user app (1000).
 func baseTarball(t *testing.T) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, f := range []struct{ name, data string }{
-		{"etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"},
-		{"etc/group", "root:x:0:\napp:x:1000:\n"},
-		{"etc/motd", "hello\n"},
-	} {
-		tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data))})
-		tw.Write([]byte(f.data))
-	}
-	tw.Close()
-	data := b.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, _ := img.ConfigFile()
-	cf = cf.DeepCopy()
-	cf.Config.Env = []string{"PATH=/usr/bin:/bin", "BASE=1"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	tag, _ := name.NewTag("base:1")
-	if err := tarball.Write(tag, img, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
+	img := imagetest.Image(t, map[string]string{
+		"etc/passwd": "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+		"etc/group":  "root:x:0:\napp:x:1000:\n",
+		"etc/motd":   "hello\n",
+	}, nil, nil, []string{"PATH=/usr/bin:/bin", "BASE=1"})
+	return imagetest.Save(t, img, "base:1")
 }
 
 const testDockerfile = `FROM ./base.tar AS build

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/sietch-vm/sietch/imagebuild"
+	"github.com/sietch-vm/sietch/internal/tarx"
 	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
@@ -147,6 +149,21 @@ func (m *Manager) BuildImage(ctx context.Context, req ImageBuildSpec, out io.Wri
 	if err := checkName("image", req.Name); err != nil {
 		return Image{}, err
 	}
+	m.imgMu.Lock()
+	if m.building == nil {
+		m.building = map[string]bool{}
+	}
+	if m.building[req.Name] {
+		m.imgMu.Unlock()
+		return Image{}, fmt.Errorf("%w: image %s is being built already; wait for that build", ErrConflict, req.Name)
+	}
+	m.building[req.Name] = true
+	m.imgMu.Unlock()
+	defer func() {
+		m.imgMu.Lock()
+		delete(m.building, req.Name)
+		m.imgMu.Unlock()
+	}()
 	if s, ok := m.spec(req.Name); ok && s.Config == nil {
 		return Image{}, fmt.Errorf("%w: image %s is configured by sietchd (--image or images.json); build under another name", ErrConflict, req.Name)
 	}
@@ -170,13 +187,23 @@ func (m *Manager) BuildImage(ctx context.Context, req ImageBuildSpec, out io.Wri
 	if l.DiskMiB == 0 {
 		l.DiskMiB = buildDiskMiB
 	}
+	// RUN steps fetch packages, as in docker build: the build sandbox
+	// gets the internet (sietchd's NAT and DNS) wherever sietchd has
+	// sandbox networking.
+	var network *NetworkSpec
+	if m.cfg.Network != nil {
+		network = &NetworkSpec{Enabled: true}
+	}
 	b := &imagebuild.Builder{
 		Dir: filepath.Join(m.cfg.StateDir, dirBuildCache),
 		Log: m.log,
 		Boot: func(ctx context.Context, disk string) (imagebuild.Machine, error) {
+			if network == nil {
+				fmt.Fprintf(out, "note: sandbox networking is off on this sietchd (%s): RUN steps have no network\n", cmp.Or(m.cfg.NetworkOff, "started without it"))
+			}
 			spec := base
 			spec.Name, spec.RootFS, spec.Config = "build:"+req.Name, disk, nil
-			sb, err := m.bootSpec(ctx, spec, CreateSpec{Limits: l, Labels: map[string]string{"sietch.build": req.Name}})
+			sb, err := m.bootSpec(ctx, spec, CreateSpec{Limits: l, Labels: map[string]string{"sietch.build": req.Name}, Network: network})
 			if err != nil {
 				return nil, err
 			}
@@ -191,6 +218,10 @@ func (m *Manager) BuildImage(ctx context.Context, req ImageBuildSpec, out io.Wri
 	})
 	if err != nil {
 		m.log.Info("image build failed", "image", req.Name, "err", err)
+		if errors.Is(err, imagebuild.ErrInvalid) {
+			// The message already says what was wrong, with its line.
+			return Image{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
 		return Image{}, err
 	}
 	fi, err := os.Stat(filepath.Join(work, fileBuiltRoot))
@@ -288,4 +319,93 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 	}
 	l.n -= int64(len(p))
 	return l.w.Write(p)
+}
+
+// maxContextBytes bounds a build context sent as a tar archive.
+const maxContextBytes = 8 << 30
+
+// BuildImageTar is BuildImage with the build context sent as a tar archive
+// (as the API receives it), req.DockerfilePath naming the Dockerfile in it.
+// The archive is extracted under the state directory with the rules every
+// upload meets (package tarx: nothing lands outside, no devices, no
+// setuid), at most 8 GiB.
+func (m *Manager) BuildImageTar(ctx context.Context, req ImageBuildSpec, archive io.Reader, out io.Writer) (Image, error) {
+	if err := checkName("image", req.Name); err != nil {
+		return Image{}, err
+	}
+	work := filepath.Join(m.cfg.StateDir, dirBuildCache, "work")
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return Image{}, err
+	}
+	dir, err := os.MkdirTemp(work, "context-")
+	if err != nil {
+		return Image{}, err
+	}
+	defer os.RemoveAll(dir)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return Image{}, err
+	}
+	lr := &io.LimitedReader{R: archive, N: maxContextBytes + 1}
+	_, err = tarx.Extract(lr, root, tarx.Limits{})
+	root.Close()
+	if lr.N <= 0 {
+		return Image{}, fmt.Errorf("%w: the build context is larger than %d GiB; list what the build does not need in .dockerignore", ErrInvalid, maxContextBytes>>30)
+	}
+	if err != nil {
+		return Image{}, fmt.Errorf("%w: build context: %v", ErrInvalid, err)
+	}
+	if req.DockerfilePath == "" {
+		req.DockerfilePath = "Dockerfile"
+	}
+	rel, err := tarx.CleanName(req.DockerfilePath, 4096)
+	if err != nil || rel == "" {
+		return Image{}, fmt.Errorf("%w: dockerfile %q: a path inside the build context", ErrInvalid, req.DockerfilePath)
+	}
+	droot, err := os.OpenRoot(dir)
+	if err != nil {
+		return Image{}, err
+	}
+	// The front end reads NAME.dockerignore beside the Dockerfile by its
+	// host path: neither may be reached through a symlink the client sent.
+	err = noSymlinks(droot, rel)
+	if err == nil {
+		err = noSymlinks(droot, rel+".dockerignore")
+	}
+	if err != nil {
+		droot.Close()
+		return Image{}, fmt.Errorf("%w: dockerfile %s: %v", ErrInvalid, rel, err)
+	}
+	f, err := droot.Open(rel)
+	droot.Close()
+	if err != nil {
+		return Image{}, fmt.Errorf("%w: the build context has no Dockerfile at %s: %v", ErrInvalid, rel, err)
+	}
+	req.Dockerfile, err = io.ReadAll(io.LimitReader(f, 1<<20+1))
+	f.Close()
+	if err != nil {
+		return Image{}, err
+	}
+	req.Context, req.DockerfilePath = dir, filepath.Join(dir, rel)
+	return m.BuildImage(ctx, req, out)
+}
+
+// noSymlinks refuses a path any of whose elements is a symlink (a missing
+// last element is fine).
+func noSymlinks(root *os.Root, rel string) error {
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		fi, err := root.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) && i == len(parts)-1 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("%s is a symlink; send the file itself", p)
+		}
+	}
+	return nil
 }

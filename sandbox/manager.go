@@ -115,12 +115,13 @@ const maxSockPath = 107
 
 // Manager runs the sandboxes of one sietchd.
 type Manager struct {
-	cfg    Config
-	log    *slog.Logger
-	db     *store
-	imgMu  sync.RWMutex // images and specs: image builds add to them
-	images map[string]Image
-	specs  map[string]ImageSpec
+	cfg      Config
+	log      *slog.Logger
+	db       *store
+	imgMu    sync.RWMutex // images, specs and building: image builds add to them
+	images   map[string]Image
+	specs    map[string]ImageSpec
+	building map[string]bool // image names being built
 
 	wakeR, wakeW *os.File       // closing wakeW ends every supervisor's poll
 	quit         chan struct{}  // closed by Close

@@ -54,6 +54,7 @@ var operations = map[string]string{
 	"interruptContext":   "Interrupt",
 	"restartContext":     "RestartContext",
 	"listImages":         "Images",
+	"buildImage":         "BuildImage",
 	"buildTemplate":      "BuildTemplate",
 	"listTemplates":      "Templates",
 	"getTemplate":        "Template",

@@ -272,6 +272,32 @@ type Image struct {
 	Kind      string    `json:"kind"` // "linux" (kernel + initramfs + root disk) or "testguest"
 	SizeBytes int64     `json:"size_bytes"`
 	CreatedAt time.Time `json:"created_at"`
+	// Source is "dockerfile" for an image sietchd built (POST /v1/images);
+	// absent for one it was configured with.
+	Source string       `json:"source,omitempty"`
+	Config *ImageConfig `json:"config,omitempty"`
+}
+
+// ImageConfig is a built image's runtime config: ENV, WORKDIR and USER are
+// every exec's defaults in sandboxes created from it, ENTRYPOINT and CMD
+// the start command of a template built from it, EXPOSE the ports it
+// suggests forwarding.
+type ImageConfig struct {
+	Env          []string          `json:"env,omitempty"` // K=V
+	Workdir      string            `json:"workdir,omitempty"`
+	User         string            `json:"user,omitempty"`
+	Entrypoint   []string          `json:"entrypoint,omitempty"`
+	Cmd          []string          `json:"cmd,omitempty"`
+	ExposedPorts []string          `json:"exposed_ports,omitempty"` // "8000/tcp"
+	Labels       map[string]string `json:"labels,omitempty"`
+}
+
+// ImageBuildEvent is one line of POST /v1/images' application/x-ndjson
+// stream: build output as it comes, then the image or the error.
+type ImageBuildEvent struct {
+	Log   string `json:"log,omitempty"`
+	Image *Image `json:"image,omitempty"`
+	Error *Error `json:"error,omitempty"`
 }
 
 // SandboxStats is GET /v1/sandboxes/{id}/stats: a running sandbox's

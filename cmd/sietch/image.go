@@ -29,14 +29,19 @@ type imageBuild struct {
 	out, cache               string
 	opts                     rootfs.Options
 	verbose                  bool
+	// From a Dockerfile, through sietchd: -f, and out is the image's name.
+	file, context, target string
+	buildArgs             map[string]string
+	noCache               bool
 }
 
-func cmdImage(args []string, stdout, stderr io.Writer) int {
+func cmdImage(c *cli, args []string) int {
+	stdout, stderr := c.stdout, c.stderr
 	if len(args) == 0 || args[0] != "build" {
 		fmt.Fprint(stderr, "sietch image: want a subcommand: build\n\n", usage)
 		return exitUsage
 	}
-	b, err := parseImageBuild(args[1:])
+	b, err := parseImageBuild(args[1:], &c.g)
 	if errors.Is(err, pflag.ErrHelp) {
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -50,6 +55,9 @@ func cmdImage(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if b.file != "" {
+		return b.runDockerfile(ctx, c)
+	}
 	path, err := b.run(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "sietch image build: %v\n", err)
@@ -59,11 +67,20 @@ func cmdImage(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func parseImageBuild(args []string) (imageBuild, error) {
+func parseImageBuild(args []string, g *globals) (imageBuild, error) {
 	var b imageBuild
 	var size string
+	var buildArgs []string
 	fs := pflag.NewFlagSet("image build", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	if g != nil {
+		g.add(fs)
+	}
+	fs.StringVarP(&b.file, "file", "f", "", "build from this Dockerfile, in sietchd (RUN steps in a build sandbox); -o names the image")
+	fs.StringVar(&b.context, "context", "", "the build context directory (with -f; default the Dockerfile's directory)")
+	fs.StringArrayVar(&buildArgs, "build-arg", nil, "NAME=VALUE for an ARG (with -f; repeatable)")
+	fs.StringVar(&b.target, "target", "", "the stage to build (with -f; default the last)")
+	fs.BoolVar(&b.noCache, "no-cache", false, "run every step even when cached (with -f)")
 	fs.StringVar(&b.fromDir, "from-dir", "", "build from this directory tree")
 	fs.StringVar(&b.fromOCI, "from-oci", "", "build from a `docker save` tarball or an OCI layout directory")
 	fs.StringVar(&b.fromRegistry, "from-registry", "", "pull REF (e.g. python:3.12) from an OCI registry, linux/amd64; credentials from `docker login`")
@@ -81,6 +98,14 @@ func parseImageBuild(args []string) (imageBuild, error) {
 	}
 	if fs.NArg() > 0 {
 		return b, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if b.file != "" {
+		return b, b.checkDockerfile(fs, buildArgs)
+	}
+	for _, f := range []string{"context", "build-arg", "target", "no-cache"} {
+		if fs.Changed(f) {
+			return b, fmt.Errorf("--%s goes with -f Dockerfile", f)
+		}
 	}
 	sources := 0
 	for _, set := range []bool{b.fromDir != "", b.fromOCI != "", b.fromRegistry != "", b.debian != "", b.useDefault} {

@@ -44,9 +44,16 @@ func TestParseImageBuild(t *testing.T) {
 		{args: []string{"--from-dir", "a", "-o", "r", "--size", "lots"}, wantErr: "bad size"},
 		{args: []string{"--from-dir", "a", "-o", "r", "extra"}, wantErr: "unexpected argument"},
 		{args: []string{"--nope"}, wantErr: "unknown flag"},
+		{args: []string{"-f", "app/Dockerfile", "-o", "app", "--build-arg", "V=3.12", "--build-arg", "X=a=b", "--target", "final", "--no-cache"},
+			want: imageBuild{file: "app/Dockerfile", out: "app", target: "final", noCache: true, buildArgs: map[string]string{"V": "3.12", "X": "a=b"}}},
+		{args: []string{"-f", "Dockerfile"}, wantErr: "-o NAME is required"},
+		{args: []string{"-f", "Dockerfile", "-o", "out/app.ext4"}, wantErr: "names the image in sietchd"},
+		{args: []string{"-f", "Dockerfile", "-o", "app", "--size", "1G"}, wantErr: "--size does not go with -f"},
+		{args: []string{"-f", "Dockerfile", "-o", "app", "--build-arg", "NOVALUE"}, wantErr: "want NAME=VALUE"},
+		{args: []string{"--from-dir", "a", "-o", "r", "--target", "x"}, wantErr: "--target goes with -f"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			got, err := parseImageBuild(tc.args)
+			got, err := parseImageBuild(tc.args, nil)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)

@@ -21,7 +21,7 @@ import (
 
 // linuxTimeout bounds the sietch end-to-end run: one Linux boot to the
 // agent (tens of seconds here), python3's first start, then restores.
-const linuxTimeout = 10 * time.Minute
+const linuxTimeout = 18 * time.Minute
 
 // artifact finds a build output from the environment (set by `make test`)
 // or the repository's build/ tree, or skips saying how to build it.
@@ -340,6 +340,10 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	t0 = time.Now()
 	(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).storm(q)
 	t.Logf("the fork bomb check took %v", time.Since(t0).Round(time.Millisecond))
+
+	t0 = time.Now()
+	(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).dockerfile()
+	t.Logf("the Dockerfile checks took %v", time.Since(t0).Round(time.Millisecond))
 
 	must("rm", p, q, ids[2])
 	must("template", "rm", "default")

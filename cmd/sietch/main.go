@@ -59,7 +59,9 @@ Snapshots:
   fork        start N sandboxes from one sandbox's snapshot
 Images and server:
   images      list the images sietchd offers
-  image build build an ext4 root filesystem image (see docs/IMAGES.md)
+  image build build an ext4 root filesystem image (see docs/IMAGES.md); with
+              -f Dockerfile -o NAME, sietchd builds it in a sandbox and offers it
+              as image NAME
   health      ask whether sietchd is up (needs no token)
 AI agents:
   mcp         serve sandboxes as MCP tools to an agent (stdio, or --http ADDR)
@@ -190,7 +192,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		return exitOK
 	}
 	if name == "image" {
-		return cmdImage(args[1:], c.stdout, c.stderr)
+		return cmdImage(c, args[1:])
 	}
 	cmd, ok := commands[name]
 	if !ok {

@@ -15,7 +15,7 @@ import (
 )
 
 var cmdTemplate = &command{
-	synopsis: "template build NAME [--image IMAGE] [--start-cmd CMD] [--ready-port PORT] [--ready-cmd CMD] [--ready-timeout D] [--context LANG]... [--cpus N] [--memory SIZE] [--disk SIZE] | template ls | template rm NAME...",
+	synopsis: "template build NAME [--image IMAGE | -f Dockerfile [--build-context DIR] [--build-arg K=V]... [--target S]] [--start-cmd CMD] [--ready-port PORT] [--ready-cmd CMD] [--ready-timeout D] [--context LANG]... [--cpus N] [--memory SIZE] [--disk SIZE] | template ls | template rm NAME...",
 	summary: "Templates: an image booted once, its start command left running, snapshotted when its ready command passes. " +
 		"Every sandbox created from a template resumes that snapshot in milliseconds with its own identity. " +
 		"build shows each step (boot, start, ready, contexts, snapshot) and prints the name; rm is refused while sandboxes or snapshots need the template.",
@@ -44,7 +44,41 @@ var cmdTemplate = &command{
 	},
 }
 
+// templateDockerfile is template build's -f: the image to build first,
+// named as the template, whose ENTRYPOINT and CMD become the start command.
+type templateDockerfile struct {
+	file, context, target string
+	buildArgs             []string
+}
+
 func parseTemplateBuild(fs *pflag.FlagSet, args []string) (model.TemplateRequest, error) {
+	req, _, err := parseTemplateBuildFile(fs, args)
+	return req, err
+}
+
+func parseTemplateBuildFile(fs *pflag.FlagSet, args []string) (model.TemplateRequest, templateDockerfile, error) {
+	var df templateDockerfile
+	fs.StringVarP(&df.file, "file", "f", "", "build the image from this Dockerfile first (named as the template; its ENTRYPOINT/CMD is the start command unless --start-cmd)")
+	fs.StringVar(&df.context, "build-context", "", "the Dockerfile's build context (with -f; default its directory)")
+	fs.StringArrayVar(&df.buildArgs, "build-arg", nil, "NAME=VALUE for an ARG (with -f; repeatable)")
+	fs.StringVar(&df.target, "target", "", "the stage to build (with -f)")
+	req, err := parseTemplateFlags(fs, args)
+	if err != nil {
+		return req, df, err
+	}
+	if df.file == "" {
+		for _, f := range []string{"build-context", "build-arg", "target"} {
+			if fs.Changed(f) {
+				return req, df, fmt.Errorf("--%s goes with -f Dockerfile", f)
+			}
+		}
+	} else if req.Image != "" {
+		return req, df, errors.New("-f builds the template's image: give -f or --image, not both")
+	}
+	return req, df, nil
+}
+
+func parseTemplateFlags(fs *pflag.FlagSet, args []string) (model.TemplateRequest, error) {
 	var req model.TemplateRequest
 	var l limitFlags
 	fs.StringVarP(&req.Image, "image", "i", "", "image to boot (default: default)")
@@ -78,9 +112,22 @@ func parseTemplateBuild(fs *pflag.FlagSet, args []string) (model.TemplateRequest
 var templatePoll = 250 * time.Millisecond
 
 func (c *cli) templateBuild(ctx context.Context, fs *pflag.FlagSet, args []string) int {
-	req, err := parseTemplateBuild(fs, args)
+	req, df, err := parseTemplateBuildFile(fs, args)
 	if rc, done := c.parsed("template", fs, err); done {
 		return rc
+	}
+	if df.file != "" {
+		b := imageBuild{file: df.file, context: df.context, target: df.target, out: req.Name}
+		if err := b.checkDockerfile(fs, df.buildArgs); err != nil {
+			_, _ = c.parsed("template", fs, err)
+			return exitUsage
+		}
+		quiet := *c
+		quiet.stdout = io.Discard // the template's name is printed at the end
+		if rc := b.runDockerfile(ctx, &quiet); rc != exitOK {
+			return rc
+		}
+		req.Image = req.Name
 	}
 	api, err := c.connect(true)
 	if err != nil {

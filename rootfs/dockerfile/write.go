@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -77,6 +79,9 @@ func (c *Context) writeFile(tw *tar.Writer, hdr *tar.Header, f File) error {
 		return err
 	}
 	defer fh.Close()
+	if fi, err := fh.Stat(); err == nil {
+		hdr.ModTime = fi.ModTime() // kept, as docker build keeps it
+	}
 	if err := tw.WriteHeader(hdr); err != nil {
 		return err
 	}
@@ -131,6 +136,9 @@ func (c *Context) writeArchive(tw *tar.Writer, f File) error {
 		return strings.TrimPrefix(path.Join(dest, clean), "/"), nil
 	}
 	tr := tar.NewReader(r)
+	// Unpacked bytes count against the context's bound: a small archive
+	// (sparse entries, a compression bomb) must not expand without end.
+	budget := c.limits.MaxBytes
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -139,6 +147,13 @@ func (c *Context) writeArchive(tw *tar.Writer, f File) error {
 		if err != nil {
 			return fmt.Errorf("ADD %s: %w", f.Path, err)
 		}
+		if hdr.Typeflag == tar.TypeGNUSparse || hasSparseRecords(hdr) {
+			return fmt.Errorf("ADD %s: entry %q is a sparse file, which is not unpacked (make the archive without tar -S)", f.Path, hdr.Name)
+		}
+		if hdr.Size < 0 || hdr.Size > budget {
+			return fmt.Errorf("ADD %s: unpacked, it holds more than %d bytes (the build context's bound)", f.Path, c.limits.MaxBytes)
+		}
+		budget -= hdr.Size
 		name, err := under(hdr.Name)
 		if err != nil {
 			return err
@@ -172,4 +187,102 @@ func (c *Context) writeArchive(tw *tar.Writer, f File) error {
 			}
 		}
 	}
+}
+
+// WriteTar writes the context as a client sends it to a builder: every
+// entry .dockerignore leaves in (files, directories, symlinks; modes and
+// times), plus the context files named in keep even if ignored (the
+// Dockerfile and the ignore file, as docker build sends them), plus add:
+// files that are not in the context (a Dockerfile kept elsewhere), by the
+// name they get in the archive. Devices and other special files are left
+// out.
+func (c *Context) WriteTar(w io.Writer, keep []string, add map[string][]byte) error {
+	if err := c.walk(); err != nil {
+		return err
+	}
+	tw := tar.NewWriter(w)
+	seen := map[string]bool{}
+	addEntry := func(rel string) error {
+		if seen[rel] {
+			return nil
+		}
+		seen[rel] = true
+		fi, err := c.root.Lstat(rel)
+		if err != nil {
+			return fmt.Errorf("build context: %w", err)
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if link, err = c.root.Readlink(rel); err != nil {
+				return fmt.Errorf("build context: %w", err)
+			}
+		} else if !fi.IsDir() && !fi.Mode().IsRegular() {
+			return nil
+		}
+		hdr, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name, hdr.Uname, hdr.Gname, hdr.Uid, hdr.Gid, hdr.Format = rel, "", "", 0, 0, tar.FormatPAX
+		if fi.IsDir() {
+			hdr.Name += "/"
+			return tw.WriteHeader(hdr)
+		}
+		if !fi.Mode().IsRegular() {
+			return tw.WriteHeader(hdr)
+		}
+		f, err := c.openRegular(rel)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		n, err := io.Copy(tw, io.LimitReader(f, hdr.Size))
+		if err == nil && n != hdr.Size {
+			err = fmt.Errorf("%s shrank while it was read", rel)
+		}
+		return err
+	}
+	for _, rel := range c.paths {
+		if err := addEntry(rel); err != nil {
+			return err
+		}
+	}
+	for _, rel := range keep {
+		if rel == "" {
+			continue
+		}
+		if err := addEntry(rel); err != nil {
+			return err
+		}
+	}
+	names := make([]string, 0, len(add))
+	for n := range add {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if seen[n] {
+			return fmt.Errorf("%s is in the build context already", n)
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(add[n])), Format: tar.FormatPAX}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(add[n]); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+// hasSparseRecords says whether a PAX header describes a sparse file.
+func hasSparseRecords(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }

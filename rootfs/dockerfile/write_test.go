@@ -107,3 +107,90 @@ func TestWriteCopyHostileArchive(t *testing.T) {
 		}
 	}
 }
+
+// The context a client sends leaves out what .dockerignore ignores, keeps
+// the Dockerfile and the ignore file, and keeps symlinks as links.
+func TestWriteTar(t *testing.T) {
+	c := openTree(t, map[string]string{
+		"Dockerfile":     "FROM scratch\n",
+		".dockerignore":  "node_modules\nDockerfile\n.dockerignore\n**/*.log\n",
+		"app/main.py":    "x",
+		"app/debug.log":  "x",
+		"node_modules/a": "x",
+		"app/link":       "symlink:main.py",
+	}, "", Limits{})
+	var b bytes.Buffer
+	if err := c.WriteTar(&b, []string{"Dockerfile", ".dockerignore"}, map[string][]byte{".sietch-build/Dockerfile": []byte("FROM x\n")}); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries(t, b.Bytes()) {
+		names = append(names, strings.Fields(e)[0])
+	}
+	slices.Sort(names)
+	want := []string{".dockerignore", ".sietch-build/Dockerfile", "Dockerfile", "app/", "app/link", "app/main.py"}
+	if !slices.Equal(names, want) {
+		t.Errorf("context archive %q; want %q", names, want)
+	}
+}
+
+// FuzzAddArchive: whatever archive an ADD unpacks, WriteCopy either
+// refuses it or writes entries that all stay under the destination, with
+// hard links pointing under it too and no setuid bits.
+func FuzzAddArchive(f *testing.F) {
+	for _, names := range [][]string{{"a/b"}, {"../x"}, {"/abs", "a/../../b"}, {"./", "a/./b/"}} {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, n := range names {
+			tw.WriteHeader(&tar.Header{Name: n, Mode: 0o4755, Size: 1})
+			tw.Write([]byte("x"))
+		}
+		tw.WriteHeader(&tar.Header{Name: "l", Typeflag: tar.TypeLink, Linkname: "../etc/shadow"})
+		tw.Close()
+		f.Add(b.Bytes())
+	}
+	dir := f.TempDir()
+	// A small bound, so that an archive whose entries declare (or, sparse,
+	// expand to) gigabytes is refused quickly rather than written.
+	c, err := OpenContext(dir, "", Limits{MaxBytes: 1 << 20})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer c.Close()
+	f.Fuzz(func(t *testing.T, archive []byte) {
+		p := filepath.Join(dir, "in.tar")
+		if err := os.WriteFile(p, archive, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		info, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp := &CopyStep{FromStage: -1, Dest: "/opt/app", Files: []File{{Path: "in.tar", Dest: "/opt/app", Type: TypeFile, Size: info.Size(), Extract: Uncompressed}}}
+		var out bytes.Buffer
+		if err := c.WriteCopy(&out, cp, Owner{}); err != nil {
+			return
+		}
+		tr := tar.NewReader(&out)
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				return
+			}
+			for _, n := range []string{hdr.Name, hdr.Linkname} {
+				if n == "" || hdr.Typeflag == tar.TypeSymlink && n == hdr.Linkname {
+					continue
+				}
+				if n != "opt/app" && n != "opt/app/" && !strings.HasPrefix(n, "opt/app/") {
+					t.Fatalf("entry %q (link %q) leaves /opt/app", hdr.Name, hdr.Linkname)
+				}
+				if strings.Contains("/"+n+"/", "/../") {
+					t.Fatalf("entry %q has a .. element", n)
+				}
+			}
+			if hdr.Mode&0o6000 != 0 {
+				t.Fatalf("entry %q keeps setuid/setgid: %o", hdr.Name, hdr.Mode)
+			}
+		}
+	})
+}

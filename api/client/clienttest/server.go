@@ -182,6 +182,12 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string][]model.Image{"images": {{Name: "default", Kind: "linux", SizeBytes: 512 << 20,
 			CreatedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}}})
 	})
+	auth("POST /v1/images", func(w http.ResponseWriter, r *http.Request) {
+		// No builder here: the archive is read and the build refused the
+		// way sietchd refuses a Dockerfile it cannot parse.
+		io.Copy(io.Discard, r.Body)
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "the in-memory sietchd builds no images", false)
+	})
 	auth("POST /v1/sandboxes", s.create)
 	auth("GET /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()

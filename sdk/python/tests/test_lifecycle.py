@@ -86,3 +86,15 @@ def test_service_calls(client: Client, testguest: str):
     assert testguest in [i.name for i in client.images()]
     assert "sietch_sandboxes" in client.metrics()
     assert "operationId: createSandbox" in client.openapi()
+
+
+def test_build_image_refused_with_its_line(client: Client, tmp_path):
+    # A Dockerfile the builder cannot run is refused before any sandbox
+    # boots, with its line; the context travels as a tar of the directory.
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nRUN --mount=type=cache,target=/c true\n")
+    (tmp_path / "app.py").write_text("print(1)\n")
+    logs: list[str] = []
+    with pytest.raises(sietch.BadRequestError, match="Dockerfile:2") as e:
+        client.build_image("refused", tmp_path, on_log=logs.append)
+    assert "--mount" in str(e.value)
+    assert "refused" not in [i.name for i in client.images()]

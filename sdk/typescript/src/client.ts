@@ -6,8 +6,24 @@ import * as http from "node:http";
 import * as https from "node:https";
 import { type Duplex, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { ConnectionError, ProtocolError, SietchError, UnauthorizedError, errorFromResponse } from "./errors.js";
+import { ConnectionError, ERROR_CLASSES, ProtocolError, SietchError, UnauthorizedError, errorFromResponse } from "./errors.js";
 import { type Health, type ImageInfo, type ModelName, decode } from "./models.js";
+import { ndjson } from "./ndjson.js";
+
+/** Maximum length of one line of a build's stream. */
+const maxBuildLine = 1 << 20;
+
+/** What buildImage builds. */
+export interface ImageBuildOptions extends CallOptions {
+  /** The Dockerfile's path inside the context archive; default "Dockerfile". */
+  dockerfile?: string;
+  /** The stage to build; default the last. */
+  target?: string;
+  buildArgs?: Record<string, string>;
+  noCache?: boolean;
+  /** Hears the build's output as it comes. */
+  onLog?: (text: string) => void;
+}
 
 /** Where sietchd listens unless told otherwise. */
 export const DEFAULT_ADDR = "/var/lib/sietch/sietchd.sock";
@@ -153,6 +169,37 @@ export class Client {
   async listImages(opts: CallOptions = {}): Promise<ImageInfo[]> {
     const out = await this.json<{ images: unknown[] }>({ method: "GET", path: "/v1/images", expect: 200, signal: opts.signal });
     return list(out, "images", "Image");
+  }
+
+  /**
+   * Builds image name from a Dockerfile in sietchd: RUN steps run in a
+   * build sandbox and each step's result is cached. context is the build
+   * context as a tar archive holding the Dockerfile (Node has no tar
+   * writer of its own: make it with `tar -c -C DIR .`, or stream one);
+   * sietchd applies its .dockerignore. A build refused, or one that failed
+   * (a RUN's exit status, with its line), is a SietchError of its code.
+   */
+  async buildImage(name: string, context: Body, opts: ImageBuildOptions = {}): Promise<ImageInfo> {
+    const q = new URLSearchParams({ name });
+    if (opts.dockerfile) q.set("dockerfile", opts.dockerfile);
+    if (opts.target) q.set("target", opts.target);
+    if (opts.noCache) q.set("no_cache", "true");
+    for (const [k, v] of Object.entries(opts.buildArgs ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) q.append("build_arg", `${k}=${v}`);
+    const what = "POST /v1/images";
+    const res = await this.open({
+      method: "POST", path: `/v1/images?${q}`, what, body: context, expect: 200, signal: opts.signal,
+      headers: { "Content-Type": "application/x-tar", Accept: "application/x-ndjson" },
+    });
+    for await (const line of ndjson(res, what, maxBuildLine, opts.signal)) {
+      const ev = decode<{ log?: string; image?: ImageInfo; error?: { code: string; message: string; retry?: boolean } }>("ImageBuildEvent", line);
+      if (ev.log !== undefined) opts.onLog?.(ev.log);
+      if (ev.error !== undefined) {
+        const cls = ERROR_CLASSES[ev.error.code] ?? SietchError;
+        throw new cls(`${what}: ${ev.error.message}`, { status: 200, code: ev.error.code, retry: ev.error.retry === true });
+      }
+      if (ev.image !== undefined) return ev.image;
+    }
+    throw new ProtocolError(`${what}: the stream ended before the image or an error (sietchd restarted?)`);
   }
 
   /**

@@ -1,7 +1,7 @@
 // sietch: the TypeScript SDK for sietchd, KVM microVM sandboxes.
 
 export { Client, DEFAULT_ADDR, DEFAULT_TOKEN_FILE, parseAddr } from "./client.js";
-export type { Body, CallOptions, ClientOptions, ConnectOptions } from "./client.js";
+export type { Body, CallOptions, ClientOptions, ConnectOptions, ImageBuildOptions } from "./client.js";
 export { Sandbox, withSandbox } from "./sandbox.js";
 export type { ContextOptions, CreateOptions } from "./sandbox.js";
 export { Files, Watcher } from "./files.js";

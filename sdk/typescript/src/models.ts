@@ -63,7 +63,11 @@ export const MODELS = {
   RunEnd: { status: "status", execution_count: "executionCount", duration_ms: "durationMs", exit_code: "exitCode" },
   PortRequest: { guest_port: "guestPort", host_port: "hostPort", host_addr: "hostAddr" },
   Port: { guest_port: "guestPort", host_addr: "hostAddr", host_port: "hostPort" },
-  Image: { name: "name", kind: "kind", size_bytes: "sizeBytes", created_at: "createdAt:date" },
+  Image: { name: "name", kind: "kind", size_bytes: "sizeBytes", created_at: "createdAt:date", source: "source", config: "config:ImageConfig" },
+  ImageConfig: {
+    env: "env", workdir: "workdir", user: "user", entrypoint: "entrypoint", cmd: "cmd", exposed_ports: "exposedPorts", labels: "labels:map",
+  },
+  ImageBuildEvent: { log: "log", image: "image:Image", error: "error:Error" },
   SandboxStats: {
     cgroup: "cgroup", cpu_user_s: "cpuUserS", cpu_system_s: "cpuSystemS", cpu_limit: "cpuLimit", cpu_periods: "cpuPeriods",
     cpu_throttled_periods: "cpuThrottledPeriods", cpu_throttled_s: "cpuThrottledS", memory_bytes: "memoryBytes",
@@ -345,7 +349,27 @@ export interface ImageInfo {
   kind: "linux" | "testguest";
   sizeBytes: number;
   createdAt: Date;
+  /** "dockerfile" for an image sietchd built; absent for a configured one. */
+  source?: "dockerfile";
+  config?: ImageConfig;
 }
+
+/**
+ * A built image's runtime config: ENV, WORKDIR and USER are every exec's
+ * defaults in its sandboxes; ENTRYPOINT and CMD a template's start command;
+ * EXPOSE the ports it suggests forwarding.
+ */
+export interface ImageConfig {
+  env?: string[];
+  workdir?: string;
+  user?: string;
+  entrypoint?: string[];
+  cmd?: string[];
+  /** Such as "8000/tcp". */
+  exposedPorts?: string[];
+  labels?: Record<string, string>;
+}
+
 
 export interface Health {
   status: "ok";

@@ -8,6 +8,7 @@ export const OPERATIONS: Readonly<Record<string, string>> = Object.freeze({
   getOpenAPIDocument: "Client#openAPIDocument",
   getMetrics: "Client#metrics",
   listImages: "Client#listImages",
+  buildImage: "Client#buildImage",
 
   createSandbox: "Sandbox.create",
   listSandboxes: "Sandbox.list",

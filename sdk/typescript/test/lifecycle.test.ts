@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { Client, NotFoundError, Sandbox, Snapshot, Template, WrongStateError, InUseError } from "../src/index.js";
+import { BadRequestError, Client, NotFoundError, Sandbox, Snapshot, Template, WrongStateError, InUseError } from "../src/index.js";
 import { assertShape, noServer, testGuest } from "./env.js";
 
 const made: Sandbox[] = [];
@@ -29,6 +29,13 @@ describe("service", { skip: noServer }, () => {
     const images = await c.listImages();
     for (const i of images) assertShape("Image", i);
     assert.ok(images.some((i) => i.name === testGuest && i.kind === "testguest"));
+  });
+
+  it("buildImage refuses a Dockerfile it cannot run, with its line", async () => {
+    const c = Client.default();
+    const archive = ustar({ Dockerfile: "FROM scratch\nRUN --mount=type=cache,target=/c true\n" });
+    await assert.rejects(c.buildImage("refused", archive), (e: unknown) => e instanceof BadRequestError && /Dockerfile:2/.test(e.message) && /--mount/.test(e.message));
+    assert.ok(!(await c.listImages()).some((i) => i.name === "refused"));
   });
 
   it("templates list, and unknown ones are NotFoundError", async () => {
@@ -122,3 +129,27 @@ describe("sandbox lifecycle", { skip: noServer }, () => {
     await assert.rejects(Sandbox.connect(id), NotFoundError);
   });
 });
+
+/** A ustar archive of small files (Node has no tar writer of its own). */
+function ustar(files: Record<string, string>): Buffer {
+  const blocks: Buffer[] = [];
+  for (const [name, text] of Object.entries(files)) {
+    const data = Buffer.from(text);
+    const h = Buffer.alloc(512);
+    h.write(name, 0);
+    h.write("0000644\0", 100);
+    h.write("0000000\0", 108);
+    h.write("0000000\0", 116);
+    h.write(data.length.toString(8).padStart(11, "0") + "\0", 124);
+    h.write("00000000000\0", 136);
+    h.write("        ", 148);
+    h.write("0", 156);
+    h.write("ustar\0" + "00", 257);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
+    blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
+}

@@ -5,16 +5,20 @@ to no sandbox (health, metrics, images, snapshots, the API document)."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import socket
+import tarfile
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, Union
 
 from . import _codec
 from .errors import (
+    ERROR_CLASSES,
+    APIError,
     ConfigurationError,
     ProtocolError,
     SietchConnectionError,
@@ -23,7 +27,7 @@ from .errors import (
     StreamClosedError,
     error_from_response,
 )
-from .models import Health, Image, Snapshot
+from .models import Health, Image, ImageBuildEvent, Snapshot
 
 DEFAULT_ADDR = "/var/lib/sietch/sietchd.sock"
 DEFAULT_TOKEN_FILE = "/var/lib/sietch/token"
@@ -46,6 +50,7 @@ DEFAULT: Any = _Default()
 _MAX_JSON = 64 << 20
 _MAX_ERROR = 64 << 10
 _MAX_TEXT = 32 << 20
+_MAX_BUILD_LINE = 1 << 20  # one event of a build stream
 # How much of a streamed request body (a file object) is sent at a time.
 _BLOCK = 256 << 10
 
@@ -337,6 +342,61 @@ class Client:
     def images(self) -> list[Image]:
         """The images sandboxes start from."""
         return _decode_list(Image, self.call("GET", "/v1/images"), "images")
+
+    def build_image(
+        self,
+        name: str,
+        context: str | os.PathLike[str] | bytes | IO[bytes],
+        *,
+        dockerfile: str | None = None,
+        target: str | None = None,
+        build_args: dict[str, str] | None = None,
+        no_cache: bool = False,
+        on_log: Callable[[str], None] | None = None,
+    ) -> Image:
+        """Build image ``name`` from a Dockerfile in sietchd: RUN steps run
+        in a build sandbox, each step's result is cached. ``context`` is the
+        build context: a directory (sent as a tar archive, built in memory;
+        sietchd applies its .dockerignore) or a tar archive already made.
+        ``dockerfile`` is the Dockerfile's path inside it (default
+        Dockerfile). ``on_log`` hears the build's output as it comes. A
+        build refused or failed (a RUN's exit status, with its line) raises
+        the API error."""
+        if isinstance(context, (str, os.PathLike)):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+                for entry in sorted(os.listdir(context)):
+                    tf.add(os.path.join(context, entry), arcname=entry)
+            body: Body = buf.getvalue()
+        else:
+            body = context
+        query: list[tuple[str, str]] = [("name", name)]
+        if dockerfile:
+            query.append(("dockerfile", dockerfile))
+        if target:
+            query.append(("target", target))
+        if no_cache:
+            query.append(("no_cache", "true"))
+        for k, v in sorted((build_args or {}).items()):
+            query.append(("build_arg", f"{k}={v}"))
+        resp = self.request(
+            "POST",
+            "/v1/images?" + urllib.parse.urlencode(query),
+            body=body,
+            headers={"Content-Type": "application/x-tar", "Accept": "application/x-ndjson"},
+            timeout=None,
+        )
+        with resp:
+            for doc in resp.lines(_MAX_BUILD_LINE):
+                ev = _codec.decode(ImageBuildEvent, doc)
+                if ev.log and on_log is not None:
+                    on_log(ev.log)
+                if ev.error is not None:
+                    cls = ERROR_CLASSES.get(ev.error.code, APIError)
+                    raise cls(ev.error.message, status=200, code=ev.error.code, retry=bool(ev.error.retry))
+                if ev.image is not None:
+                    return ev.image
+        raise ProtocolError("POST /v1/images: the stream ended before the image or an error (sietchd restarted?)")
 
     def snapshots(self) -> list[Snapshot]:
         """Every snapshot, oldest first, with what depends on each."""

@@ -308,11 +308,37 @@ class PortRequest:
 
 
 @dataclass
+class ImageConfig:
+    """A built image's runtime config: ENV, WORKDIR and USER are every
+    exec's defaults in its sandboxes; ENTRYPOINT and CMD a template's start
+    command; EXPOSE the ports it suggests forwarding."""
+
+    env: list[str] | None = None  # K=V
+    workdir: str | None = None
+    user: str | None = None
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    exposed_ports: list[str] | None = None  # 8000/tcp
+    labels: dict[str, str] | None = None
+
+
+@dataclass
 class Image:
     name: str
     kind: str  # linux or testguest
     size_bytes: int
     created_at: datetime
+    source: str | None = None  # "dockerfile" for an image sietchd built
+    config: ImageConfig | None = None
+
+
+@dataclass
+class ImageBuildEvent:
+    """One line of a build's stream: output, then the image or the error."""
+
+    log: str | None = None
+    image: Image | None = None
+    error: ErrorInfo | None = None
 
 
 @dataclass
@@ -414,6 +440,8 @@ SCHEMAS: dict[str, type] = {
     "PortRequest": PortRequest,
     "Port": Port,
     "Image": Image,
+    "ImageConfig": ImageConfig,
+    "ImageBuildEvent": ImageBuildEvent,
     "Health": Health,
     "Error": ErrorInfo,
     "ErrorBody": ErrorBody,

@@ -49,6 +49,7 @@ OPERATIONS: dict[str, str] = {
     "interruptContext": "Contexts.interrupt",
     "restartContext": "Contexts.restart",
     "listImages": "Client.images",
+    "buildImage": "Client.build_image",
     "buildTemplate": "Template.build",
     "listTemplates": "Template.list",
     "getTemplate": "Template.get",
