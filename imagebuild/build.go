@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -242,7 +243,11 @@ func (r *build) baseImage(ctx context.Context, base dockerfile.Base) (v1.Image, 
 			return nil, err
 		}
 		if fi.IsDir() {
-			return nil, fmt.Errorf("FROM ./%s: an OCI layout directory as a base is not supported by the builder yet; save it as a tarball (docker save, or skopeo copy oci:DIR docker-archive:FILE)", base.Path)
+			img, err = r.layoutBase(base.Path)
+			if err != nil {
+				return nil, err
+			}
+			break
 		}
 		img, err = tarball.Image(func() (io.ReadCloser, error) { return r.ctx.OpenLocal(base.Path) }, nil)
 		if err == nil {
@@ -457,4 +462,59 @@ func (r *build) tree(ctx context.Context, i int) (string, error) {
 	}
 	r.trees[i] = dir
 	return dir, nil
+}
+
+// maxLayoutBytes bounds an OCI layout copied out of the context.
+const maxLayoutBytes = 16 << 30
+
+// layoutBase reads an OCI layout directory in the context. The layout
+// reader wants a path, and a path would follow the context's symlinks out
+// of it, so the layout's directories and regular files are first copied
+// through the context's confined root (symlinks are left behind: an OCI
+// layout has none).
+func (r *build) layoutBase(rel string) (v1.Image, error) {
+	dir, err := os.MkdirTemp(filepath.Join(r.b.Dir, "work"), "layout-")
+	if err != nil {
+		return nil, err
+	}
+	r.scratch = append(r.scratch, dir)
+	fsys := r.ctx.FS()
+	var total int64
+	err = fs.WalkDir(fsys, rel, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(strings.TrimPrefix(p, rel), "/")))
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(dst, 0o700)
+		case !d.Type().IsRegular():
+			return nil
+		}
+		in, err := fsys.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		n, err := io.Copy(out, io.LimitReader(in, maxLayoutBytes-total+1))
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if total += n; err == nil && total > maxLayoutBytes {
+			err = fmt.Errorf("larger than %d GiB", maxLayoutBytes>>30)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("FROM ./%s: copy the OCI layout: %w", rel, err)
+	}
+	img, err := rootfs.LoadImage(dir)
+	if err != nil {
+		return nil, fmt.Errorf("FROM ./%s: %w", rel, err)
+	}
+	return img, nil
 }

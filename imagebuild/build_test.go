@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/sys/unix"
 
 	"github.com/sietch-vm/sietch/internal/imagetest"
@@ -238,5 +240,42 @@ func TestBuildRunFails(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "something went wrong") || len(runs) != 1 {
 		t.Errorf("log %q, runs %q: want the step's output and no step after it", log.String(), runs)
+	}
+}
+
+// FROM an OCI layout directory in the context: the layout is read through
+// the context's confined root, so a symlink planted in it is left behind.
+func TestBuildFromLayout(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the fake machine writes owned files: needs root")
+	}
+	ctxDir := t.TempDir()
+	base := filepath.Join(ctxDir, "base")
+	p, err := layout.Write(base, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := imagetest.Image(t, map[string]string{"etc/os-release": "ID=layout\n"}, nil, nil, []string{"PATH=/bin"})
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/shadow", filepath.Join(base, "evil")); err != nil {
+		t.Fatal(err)
+	}
+	var runs []string
+	b := &Builder{Dir: t.TempDir(), Boot: func(ctx context.Context, disk string) (Machine, error) {
+		return &fakeMachine{lower: dump(t, disk), upper: t.TempDir(), log: &runs}, nil
+	}}
+	out := filepath.Join(t.TempDir(), "img.ext4")
+	var log bytes.Buffer
+	if _, err := b.Build(context.Background(), Request{Dockerfile: []byte("FROM ./base\nRUN touch /built\n"), Context: ctxDir, Output: out, Out: &log}); err != nil {
+		t.Fatalf("build: %v\n%s", err, log.String())
+	}
+	tree := dump(t, out)
+	if got, err := os.ReadFile(filepath.Join(tree, "etc/os-release")); err != nil || string(got) != "ID=layout\n" {
+		t.Errorf("/etc/os-release from the layout: %q, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(tree, "built")); err != nil {
+		t.Errorf("the RUN's /built is missing: %v", err)
 	}
 }

@@ -63,6 +63,10 @@ func stagingDir(out string) (string, error) {
 	return stage, nil
 }
 
+// LoadImage reads a `docker save` tarball (one image) or an OCI image
+// layout directory (this machine's platform from its index).
+func LoadImage(src string) (v1.Image, error) { return loadImage(src) }
+
 func loadImage(src string) (v1.Image, error) {
 	fi, err := os.Stat(src)
 	if err != nil {

@@ -96,9 +96,8 @@ func (m *Manager) startBuildOver(req TemplateSpec, replaceStale bool) (*template
 	if !ok {
 		return nil, fmt.Errorf("%w: no image %q to build template %s from (sietch images lists them)", ErrNotFound, req.Image, req.Name)
 	}
-	if c := spec.Config; c != nil && req.StartCmd == "" && len(c.Entrypoint)+len(c.Cmd) > 0 {
-		// A Dockerfile's ENTRYPOINT and CMD are what its image runs.
-		req.StartCmd = "exec " + shellJoin(append(slices.Clone(c.Entrypoint), c.Cmd...))
+	if req.StartCmd == "" {
+		req.StartCmd = imageStartCmd(spec.Config)
 	}
 	if spec.Kind != KindLinux && (req.StartCmd != "" || req.ReadyCmd != "" || req.ReadyPort != 0) {
 		return nil, fmt.Errorf("%w: image %s is a %s image without a guest agent: a template of it takes no start command or ready check", ErrInvalid, spec.Name, spec.Kind)
@@ -651,6 +650,16 @@ func (m *Manager) reapSnapshots() {
 			m.log.Warn("remove a snapshot nothing needs", "snapshot", s.ID, "role", s.Role, "err", err)
 		}
 	}
+}
+
+// imageStartCmd is what a built image runs, as a template's start command
+// (sh -c): its ENTRYPOINT followed by its CMD, as docker run would; "" for
+// an image with neither, or a configured image.
+func imageStartCmd(c *ImageConfig) string {
+	if c == nil || len(c.Entrypoint)+len(c.Cmd) == 0 {
+		return ""
+	}
+	return "exec " + shellJoin(append(slices.Clone(c.Entrypoint), c.Cmd...))
 }
 
 // shellJoin quotes words for sh -c.

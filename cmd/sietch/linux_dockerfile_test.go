@@ -22,7 +22,7 @@ var busyboxApplets = []string{"sh", "mkdir", "id", "cat", "ls", "rm", "echo", "p
 // e2eDockerfile is two stages: a file made in the first, copied into the
 // second with context files (minus what .dockerignore leaves out), an
 // ARG overridden on the command line, ENV, WORKDIR, USER and a RUN that
-// deletes a file of the base.
+// sets a mode and deletes a file of the base.
 const e2eDockerfile = `FROM {{BASE}} AS build
 RUN mkdir -p /out && echo built > /out/artifact
 
@@ -32,7 +32,7 @@ ENV APP_MODE=test GREETING=$GREETING
 WORKDIR /app
 COPY --from=build /out/artifact /app/
 COPY --chown=app:app src/ /app/src/
-RUN echo "$APP_MODE $(id -u) $(pwd)" > /app/ran && rm /etc/motd
+RUN echo "$APP_MODE $(id -u) $(pwd)" > /app/ran && chmod 604 /app/ran && rm /etc/motd
 USER app
 EXPOSE 8000
 CMD ["sleep", "600"]
@@ -121,8 +121,8 @@ func (e *e2eCLI) dockerfile() {
 	id := e.must("create", "--image", "e2eimg")
 	t.Logf("%s: created from the built image in %v", id, time.Since(t0).Round(time.Millisecond))
 	out, errOut, code := e.sietch(nil, "exec", id, "--", "sh", "-c",
-		`id -u; pwd; echo $APP_MODE $GREETING; cat /app/artifact /app/src/main.txt /app/ran; ls /app/src; stat -c '%u:%g' /app/src/main.txt; cat /etc/motd 2>/dev/null || echo no motd`)
-	want := "1000\n/app\ntest hello\nbuilt\nfrom the context\ntest 0 /app\nmain.txt\n1000:1000\nno motd\n"
+		`id -u; pwd; echo $APP_MODE $GREETING; cat /app/artifact /app/src/main.txt /app/ran; ls /app/src; stat -c '%u:%g' /app/src/main.txt; stat -c %a /app/ran; cat /etc/motd 2>/dev/null || echo no motd`)
+	want := "1000\n/app\ntest hello\nbuilt\nfrom the context\ntest 0 /app\nmain.txt\n1000:1000\n604\nno motd\n"
 	if code != 0 || out != want {
 		t.Errorf("exec in a sandbox from the built image: exit %d, stderr %q\n got %q\nwant %q", code, errOut, out, want)
 	}

@@ -467,3 +467,7 @@ func (c *Context) OpenLocal(rel string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// FS reads the build context, confined to it (os.Root: no symlink leads
+// out), as for FROM ./layout-dir.
+func (c *Context) FS() fs.FS { return c.root.FS() }
