@@ -145,7 +145,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 		}
 		defer bc.Close()
 	}
-	run := &build{b: b, req: req, ctx: bc, pull: pull, bases: map[string]v1.Image{}}
+	run := &build{b: b, req: req, ctx: bc, pull: pull, bases: map[string]v1.Image{}, bctx: ctx}
 	plan, err := df.Plan(bc, dockerfile.Options{BuildArgs: req.BuildArgs, Target: req.Target, Resolve: run.resolve})
 	if err != nil {
 		return nil, invalid{err}
@@ -188,6 +188,7 @@ type build struct {
 	bases         map[string]v1.Image
 	scratch       []string // files and directories to remove at the end
 	steps, cached int
+	bctx          context.Context // the build's, for the pulls planning makes
 }
 
 func (r *build) cleanup() {
@@ -199,7 +200,7 @@ func (r *build) cleanup() {
 // resolve is the plan's Options.Resolve: a registry base's manifest digest
 // and config, or a local tarball's.
 func (r *build) resolve(base dockerfile.Base) (dockerfile.Resolved, error) {
-	img, err := r.baseImage(context.Background(), base)
+	img, err := r.baseImage(r.bctx, base)
 	if err != nil {
 		return dockerfile.Resolved{}, err
 	}

@@ -94,10 +94,16 @@ func (m *Manager) buildBase() (ImageSpec, error) {
 // loadBuiltImages registers the images earlier builds left in the state
 // directory. A configured image of the same name wins.
 func (m *Manager) loadBuiltImages() {
+	// What builds cut short by a restart left: their scratch directories.
+	os.RemoveAll(filepath.Join(m.cfg.StateDir, dirBuildCache, "work"))
 	dir := filepath.Join(m.cfg.StateDir, dirBuiltImages)
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+		if strings.HasPrefix(e.Name(), ".") {
+			os.RemoveAll(filepath.Join(dir, e.Name())) // an unfinished build's image
+			continue
+		}
+		if !e.IsDir() {
 			continue
 		}
 		data, err := os.ReadFile(filepath.Join(dir, e.Name(), fileBuiltImage))
