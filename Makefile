@@ -11,7 +11,7 @@ GUESTS    := $(BUILD)/testguest
 
 APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex \
 	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2 \
-	debootstrap iputils-ping python3 python3-pytest tmux busybox-static
+	debootstrap iputils-ping python3 python3-pytest tmux busybox-static xvfb
 
 .PHONY: all vmm sietch sietchd deps quickstart hello test test-sdk test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet lint-openapi clean
 

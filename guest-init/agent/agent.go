@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sietch-vm/sietch/guest-init/agent/desktop"
 )
 
 // Limits on what a client may send.
@@ -47,15 +49,16 @@ type Agent struct {
 	srv     *http.Server
 
 	mu         sync.Mutex
-	execs      map[string]*process     // running, by id
-	contexts   map[string]*codeContext // code contexts, by id
-	defaultMu  sync.Mutex              // one start of the default context at a time
-	identityMu sync.Mutex              // one POST /v1/identity at a time
-	extraEnv   []string                // from POST /v1/identity: on top of Config.Env in every exec
-	defaultCwd string                  // from POST /v1/identity: an exec's cwd when it names none
-	defaultUsr string                  // from POST /v1/identity: an exec's user when it names none
-	relays     map[net.Conn]bool       // hijacked port relays, closed by Close
-	watches    int                     // running GET /v1/watch streams
+	execs      map[string]*process         // running, by id
+	contexts   map[string]*codeContext     // code contexts, by id
+	defaultMu  sync.Mutex                  // one start of the default context at a time
+	identityMu sync.Mutex                  // one POST /v1/identity at a time
+	extraEnv   []string                    // from POST /v1/identity: on top of Config.Env in every exec
+	defaultCwd string                      // from POST /v1/identity: an exec's cwd when it names none
+	defaultUsr string                      // from POST /v1/identity: an exec's user when it names none
+	relays     map[net.Conn]bool           // hijacked port relays, closed by Close
+	displays   map[string]*desktop.Display // X connections, by display, kept open
+	watches    int                         // running GET /v1/watch streams
 	closed     bool
 }
 
@@ -139,6 +142,13 @@ func (a *Agent) Close() error {
 	for _, c := range ctxs {
 		a.killContext(c)
 	}
+	a.mu.Lock()
+	displays := a.displays
+	a.displays = nil
+	a.mu.Unlock()
+	for _, d := range displays {
+		d.Close()
+	}
 	a.fsRoot.Close()
 	return err
 }
@@ -183,6 +193,9 @@ func (a *Agent) routes() http.Handler {
 	handle("POST", "/v1/rename", a.handleRename)
 	handle("GET", "/v1/tar", a.handleTarDownload)
 	handle("GET", "/v1/layer", a.handleLayer)
+	handle("GET", "/v1/desktop", a.handleDesktop)
+	handle("GET", "/v1/desktop/screenshot", a.handleScreenshot)
+	handle("POST", "/v1/desktop/input", a.handleInput)
 	handle("PUT", "/v1/tar", a.handleTarUpload)
 	handle("GET", "/v1/watch", a.handleWatch)
 	for path, methods := range allowed {

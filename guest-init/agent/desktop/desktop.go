@@ -1,0 +1,167 @@
+// Package desktop is the guest agent's hold on an X display: one X
+// connection, kept open, through which it takes screenshots (GetImage on
+// the root window, encoded as PNG) and injects input (the XTEST
+// extension: pointer motion, buttons, keys, text with any Unicode
+// character). Where every guest process start and system call is costly,
+// as on hosts that emulate guest kernel mode, an action is a few X
+// requests on a socket that is already open, not a program (xdotool,
+// import) started per action.
+package desktop
+
+import (
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"log"
+	"strings"
+	"sync"
+
+	"github.com/jezek/xgb"
+	"github.com/jezek/xgb/xproto"
+	"github.com/jezek/xgb/xtest"
+)
+
+// Display is one X display, held open. Its methods may be called from
+// several goroutines; actions are applied one at a time, in order.
+type Display struct {
+	name string
+	mu   sync.Mutex
+	conn *xgb.Conn
+	root xproto.Window
+	w, h int
+	// The keyboard mapping, read once and after each change.
+	minKey, maxKey xproto.Keycode
+	perKey         int
+	syms           []xproto.Keysym
+}
+
+func init() {
+	// xgb logs to stderr (a missing ~/.Xauthority, a closed connection);
+	// the agent reports errors itself.
+	xgb.Logger = log.New(io.Discard, "", 0)
+}
+
+// ErrNoDisplay means the X server does not answer: it is not running (yet).
+var ErrNoDisplay = errors.New("no X display")
+
+// Open connects to display (":1") and checks that it has the XTEST
+// extension and a TrueColor root of 24 or 32 bits (what Xvfb and Xvnc
+// give).
+func Open(display string) (*Display, error) {
+	if !validName(display) {
+		return nil, fmt.Errorf("display %q: want :N or :N.S, such as :1", display)
+	}
+	conn, err := xgb.NewConnDisplay(display)
+	if err != nil {
+		return nil, fmt.Errorf("%w %s: %v (is the X server running?)", ErrNoDisplay, display, err)
+	}
+	d := &Display{name: display, conn: conn}
+	if err := xtest.Init(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("display %s has no XTEST extension, which input needs: %w", display, err)
+	}
+	setup := xproto.Setup(conn)
+	scr := setup.DefaultScreen(conn)
+	if scr.RootDepth != 24 && scr.RootDepth != 32 {
+		conn.Close()
+		return nil, fmt.Errorf("display %s: root depth %d; screenshots need 24 or 32 bits (start the X server with -screen 0 WxHx24)", display, scr.RootDepth)
+	}
+	d.root, d.w, d.h = scr.Root, int(scr.WidthInPixels), int(scr.HeightInPixels)
+	d.minKey, d.maxKey = setup.MinKeycode, setup.MaxKeycode
+	if err := d.readKeymap(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func validName(s string) bool {
+	rest, ok := strings.CutPrefix(s, ":")
+	if !ok || rest == "" || len(rest) > 8 {
+		return false
+	}
+	for _, r := range rest {
+		if (r < '0' || r > '9') && r != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// Close ends the connection.
+func (d *Display) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.conn.Close()
+	return nil
+}
+
+// Size is the screen's size in pixels.
+func (d *Display) Size() (w, h int) { return d.w, d.h }
+
+// Screenshot reads the screen's pixels in r (the whole screen when r is
+// empty), which must lie inside the screen.
+func (d *Display) Screenshot(r image.Rectangle) (*image.RGBA, error) {
+	screen := image.Rect(0, 0, d.w, d.h)
+	if r.Empty() {
+		r = screen
+	}
+	if !r.In(screen) {
+		return nil, fmt.Errorf("region %v is not inside the %dx%d screen", r, d.w, d.h)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	img := image.NewRGBA(image.Rect(0, 0, r.Dx(), r.Dy()))
+	// One GetImage reply holds at most what a reply's 32-bit length says;
+	// bands of rows keep each well under it and under the server's limits.
+	const bandBytes = 4 << 20
+	rows := max(1, bandBytes/(4*r.Dx()))
+	for y := 0; y < r.Dy(); y += rows {
+		n := min(rows, r.Dy()-y)
+		rep, err := xproto.GetImage(d.conn, xproto.ImageFormatZPixmap, xproto.Drawable(d.root),
+			int16(r.Min.X), int16(r.Min.Y+y), uint16(r.Dx()), uint16(n), 0xffffffff).Reply()
+		if err != nil {
+			return nil, fmt.Errorf("screenshot of %s: %w", d.name, err)
+		}
+		if len(rep.Data) < 4*r.Dx()*n {
+			return nil, fmt.Errorf("screenshot of %s: %d bytes for %dx%d pixels; the X server's format is not 32 bits per pixel", d.name, len(rep.Data), r.Dx(), n)
+		}
+		// ZPixmap at depth 24/32 on little-endian X servers: B, G, R, pad.
+		for i := 0; i < r.Dx()*n; i++ {
+			o := img.Pix[(y*r.Dx()+i)*4:]
+			s := rep.Data[i*4:]
+			o[0], o[1], o[2], o[3] = s[2], s[1], s[0], 0xff
+		}
+	}
+	return img, nil
+}
+
+// Cursor is where the pointer is.
+func (d *Display) Cursor() (x, y int, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rep, err := xproto.QueryPointer(d.conn, d.root).Reply()
+	if err != nil {
+		return 0, 0, fmt.Errorf("pointer of %s: %w", d.name, err)
+	}
+	return int(rep.RootX), int(rep.RootY), nil
+}
+
+// fake injects one XTEST event.
+func (d *Display) fake(typ byte, detail byte, x, y int) error {
+	return xtest.FakeInputChecked(d.conn, typ, detail, 0, d.root, int16(x), int16(y), 0).Check()
+}
+
+// sync waits until the server has handled everything sent so far.
+func (d *Display) sync() error {
+	_, err := xproto.GetInputFocus(d.conn).Reply()
+	return err
+}
+
+func (d *Display) inScreen(x, y int) error {
+	if x < 0 || y < 0 || x >= d.w || y >= d.h {
+		return fmt.Errorf("point (%d, %d) is outside the %dx%d screen", x, y, d.w, d.h)
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+package agent
+
+import (
+	"errors"
+	"image"
+	"image/png"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/sietch-vm/sietch/guest-init/agent/desktop"
+	"github.com/sietch-vm/sietch/wire/agentproto"
+)
+
+// maxActions bounds one POST /v1/desktop/input.
+const maxActions = 256
+
+// display returns the agent's connection to an X display, opened on first
+// use and kept; a connection that failed is dropped so the next request
+// opens a new one (the X server restarted).
+func (a *Agent) display(name string) (*desktop.Display, *Error) {
+	if name == "" {
+		name = agentproto.DefaultDisplay
+	}
+	a.mu.Lock()
+	d := a.displays[name]
+	a.mu.Unlock()
+	if d != nil {
+		return d, nil
+	}
+	d, err := desktop.Open(name)
+	if errors.Is(err, desktop.ErrNoDisplay) {
+		return nil, apiErr(codeConflict, "%v; a desktop sandbox runs one on %s", err, agentproto.DefaultDisplay)
+	}
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if old := a.displays[name]; old != nil {
+		d.Close()
+		return old, nil
+	}
+	if a.displays == nil {
+		a.displays = map[string]*desktop.Display{}
+	}
+	a.displays[name] = d
+	return d, nil
+}
+
+// dropDisplay forgets a connection that failed.
+func (a *Agent) dropDisplay(name string, d *desktop.Display) {
+	if name == "" {
+		name = agentproto.DefaultDisplay
+	}
+	a.mu.Lock()
+	if a.displays[name] == d {
+		delete(a.displays, name)
+	}
+	a.mu.Unlock()
+	d.Close()
+}
+
+func desktopState(d *desktop.Display) (agentproto.DesktopState, error) {
+	w, h := d.Size()
+	x, y, err := d.Cursor()
+	return agentproto.DesktopState{Width: w, Height: h, CursorX: x, CursorY: y}, err
+}
+
+// handleDesktop answers the screen size and pointer: GET /v1/desktop?display=.
+func (a *Agent) handleDesktop(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("display")
+	d, e := a.display(name)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	st, err := desktopState(d)
+	if err != nil {
+		a.dropDisplay(name, d)
+		writeError(w, apiErr(codeConflict, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// handleScreenshot answers a PNG of the screen or a region of it: GET
+// /v1/desktop/screenshot?display=&x=&y=&w=&h=.
+func (a *Agent) handleScreenshot(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	region, e := regionQuery(q)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	d, e := a.display(q.Get("display"))
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	img, err := d.Screenshot(region)
+	if err != nil {
+		if region != (image.Rectangle{}) {
+			writeError(w, badRequest("%v", err))
+			return
+		}
+		a.dropDisplay(q.Get("display"), d)
+		writeError(w, apiErr(codeConflict, "%v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	// Fast, not small: the PNG crosses a local vsock, and encoding time
+	// is guest CPU.
+	enc := png.Encoder{CompressionLevel: png.BestSpeed}
+	if err := enc.Encode(w, img); err != nil {
+		a.log.Warn("agent: screenshot cut short", "err", err)
+	}
+}
+
+// regionQuery reads x, y, w, h (all or none).
+func regionQuery(q url.Values) (image.Rectangle, *Error) {
+	var v [4]int
+	given := 0
+	for i, k := range []string{"x", "y", "w", "h"} {
+		s := q.Get(k)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > 1<<15 {
+			return image.Rectangle{}, badRequest("%s=%q: want a whole number of pixels, 0 to 32768", k, s)
+		}
+		v[i] = n
+		given++
+	}
+	switch {
+	case given == 0:
+		return image.Rectangle{}, nil
+	case given != 4:
+		return image.Rectangle{}, badRequest("a region needs all of x, y, w and h")
+	case v[2] == 0 || v[3] == 0:
+		return image.Rectangle{}, badRequest("region %dx%d is empty", v[2], v[3])
+	}
+	return image.Rect(v[0], v[1], v[0]+v[2], v[1]+v[3]), nil
+}
+
+// handleInput applies input actions in order and answers when they are
+// done: POST /v1/desktop/input. The first refused action stops the rest;
+// the error names it.
+func (a *Agent) handleInput(w http.ResponseWriter, r *http.Request) {
+	var in agentproto.DesktopInput
+	if e := decodeJSON(r.Body, maxJSONBody, &in); e != nil {
+		writeError(w, e)
+		return
+	}
+	if len(in.Actions) == 0 || len(in.Actions) > maxActions {
+		writeError(w, badRequest("%d actions: send 1 to %d", len(in.Actions), maxActions))
+		return
+	}
+	d, e := a.display(in.Display)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	for i, act := range in.Actions {
+		var err error
+		switch act.Type {
+		case agentproto.ActionMove:
+			err = d.Move(act.X, act.Y)
+		case agentproto.ActionClick:
+			err = d.Click(act.X, act.Y, max(act.Button, 1), max(act.Count, 1))
+		case agentproto.ActionDrag:
+			err = d.Drag(act.X, act.Y, act.X2, act.Y2)
+		case agentproto.ActionScroll:
+			err = d.Scroll(act.DY)
+		case agentproto.ActionType:
+			err = d.Type(act.Text)
+		case agentproto.ActionKey:
+			err = d.Key(act.Keys)
+		default:
+			writeError(w, badRequest("action %d: type %q; want move, click, drag, scroll, type or key", i+1, act.Type))
+			return
+		}
+		if err != nil {
+			writeError(w, badRequest("action %d (%s): %v", i+1, act.Type, err))
+			return
+		}
+	}
+	st, err := desktopState(d)
+	if err != nil {
+		a.dropDisplay(in.Display, d)
+		writeError(w, apiErr(codeConflict, "%v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}

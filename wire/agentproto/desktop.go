@@ -1,0 +1,87 @@
+package agentproto
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// DefaultDisplay is the X display a desktop sandbox runs.
+const DefaultDisplay = ":1"
+
+// Desktop action types (DesktopAction.Type).
+const (
+	ActionMove   = "move"   // X, Y
+	ActionClick  = "click"  // X, Y, Button (default 1), Count (default 1)
+	ActionDrag   = "drag"   // X, Y to X2, Y2 with the left button
+	ActionScroll = "scroll" // DY steps: negative up, positive down
+	ActionType   = "type"   // Text, any Unicode
+	ActionKey    = "key"    // Keys: a combination such as ctrl+l
+)
+
+// DesktopAction is one input action.
+type DesktopAction struct {
+	Type   string `json:"type"`
+	X      int    `json:"x,omitempty"`
+	Y      int    `json:"y,omitempty"`
+	X2     int    `json:"x2,omitempty"`
+	Y2     int    `json:"y2,omitempty"`
+	Button int    `json:"button,omitempty"`
+	Count  int    `json:"count,omitempty"`
+	DY     int    `json:"dy,omitempty"`
+	Text   string `json:"text,omitempty"`
+	Keys   string `json:"keys,omitempty"`
+}
+
+// DesktopInput is the body of POST /v1/desktop/input: actions applied in
+// order; the reply comes once they are done.
+type DesktopInput struct {
+	Display string          `json:"display,omitempty"` // default DefaultDisplay
+	Actions []DesktopAction `json:"actions"`
+}
+
+// DesktopState is the reply of GET /v1/desktop and POST /v1/desktop/input.
+type DesktopState struct {
+	Width   int `json:"width"`
+	Height  int `json:"height"`
+	CursorX int `json:"cursor_x"`
+	CursorY int `json:"cursor_y"`
+}
+
+// Desktop reads the display's screen size and pointer.
+func (c *Client) Desktop(ctx context.Context, display string) (DesktopState, error) {
+	var st DesktopState
+	err := c.doJSON(ctx, http.MethodGet, "/v1/desktop", url.Values{"display": {display}}, nil, &st)
+	return st, err
+}
+
+// DesktopInput applies actions in order.
+func (c *Client) DesktopInput(ctx context.Context, in DesktopInput) (DesktopState, error) {
+	var st DesktopState
+	err := c.doJSON(ctx, http.MethodPost, "/v1/desktop/input", nil, in, &st)
+	return st, err
+}
+
+// Screenshot writes a PNG of the display's region r (the whole screen
+// when empty) to w.
+func (c *Client) Screenshot(ctx context.Context, display string, r image.Rectangle, w io.Writer) error {
+	q := url.Values{"display": {display}}
+	if !r.Empty() {
+		for k, v := range map[string]int{"x": r.Min.X, "y": r.Min.Y, "w": r.Dx(), "h": r.Dy()} {
+			q.Set(k, strconv.Itoa(v))
+		}
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/desktop/screenshot", q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("agent screenshot: %w", err)
+	}
+	return nil
+}
