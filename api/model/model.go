@@ -415,3 +415,34 @@ type WatchEvent struct {
 	IsDir bool      `json:"is_dir,omitempty"`
 	Time  time.Time `json:"time"`
 }
+
+// DesktopAction is one input action on a sandbox's X display. Type is
+// "move" (x, y), "click" (x, y, button 1–3, count 1–3), "drag" (x, y to
+// x2, y2), "scroll" (dy: negative up), "type" (text, any Unicode) or "key"
+// (keys: a combination such as "ctrl+l").
+type DesktopAction struct {
+	Type   string `json:"type"`
+	X      int    `json:"x,omitempty"`
+	Y      int    `json:"y,omitempty"`
+	X2     int    `json:"x2,omitempty"`
+	Y2     int    `json:"y2,omitempty"`
+	Button int    `json:"button,omitempty"`
+	Count  int    `json:"count,omitempty"`
+	DY     int    `json:"dy,omitempty"`
+	Text   string `json:"text,omitempty"`
+	Keys   string `json:"keys,omitempty"`
+}
+
+// DesktopInput is the body of POST /v1/sandboxes/{id}/input.
+type DesktopInput struct {
+	Display string          `json:"display,omitempty"` // default ":1"
+	Actions []DesktopAction `json:"actions"`
+}
+
+// DesktopState is a display's screen size and pointer position.
+type DesktopState struct {
+	Width   int `json:"width"`
+	Height  int `json:"height"`
+	CursorX int `json:"cursor_x"`
+	CursorY int `json:"cursor_y"`
+}

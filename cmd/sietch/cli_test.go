@@ -85,6 +85,14 @@ func pTemplateBuild(a []string) (any, error) {
 	return parseTemplateBuild(testFlags(), a)
 }
 func pExec(a []string) (any, error) { return parseExec(testFlags(), a) }
+func pInput(a []string) (any, error) {
+	_, in, err := parseInput(testFlags(), a)
+	return in, err
+}
+func pScreenshot(a []string) (any, error) {
+	id, out, display, region, err := parseScreenshot(testFlags(), a)
+	return fmt.Sprint(id, " ", out, " ", display, " ", region), err
+}
 func pPort(a []string) (any, error) { return parsePort(testFlags(), a) }
 func pRm(a []string) (any, error)   { return parseIDs(testFlags(), a) }
 func pLs(a []string) (any, error)   { return nil, noArgs(testFlags(), a) }
@@ -129,6 +137,20 @@ func TestParseCommands(t *testing.T) {
 			model.TemplateRequest{Name: "web", StartCmd: "srv", ReadyCmd: "curl -f x", ReadyTimeoutS: 90, Limits: model.Limits{MemoryMiB: 512, DiskMiB: 1024}}, ""},
 		{"template", pTemplateBuild, []string{"web", "-i", "py"}, model.TemplateRequest{Name: "web", Image: "py"}, ""},
 		{"template", pTemplateBuild, nil, nil, "one template NAME"},
+		{"input", pInput, []string{"sb-1", "click", "10", "20", "--", "key", "ctrl+l", "--", "type", "hello", "world", "--", "scroll", "-3", "--", "click", "5", "6", "3", "2", "--", "drag", "1", "2", "3", "4"},
+			model.DesktopInput{Actions: []model.DesktopAction{{Type: "click", X: 10, Y: 20, Button: 1, Count: 1}, {Type: "key", Keys: "ctrl+l"}, {Type: "type", Text: "hello world"},
+				{Type: "scroll", DY: -3}, {Type: "click", X: 5, Y: 6, Button: 3, Count: 2}, {Type: "drag", X: 1, Y: 2, X2: 3, Y2: 4}}}, ""},
+		{"input", pInput, []string{"--display", ":2", "sb-1", "move", "1", "1"}, model.DesktopInput{Display: ":2", Actions: []model.DesktopAction{{Type: "move", X: 1, Y: 1}}}, ""},
+		{"input", pInput, []string{"sb-1"}, nil, "want a sandbox ID and an action"},
+		{"input", pInput, []string{"sb-1", "click", "10"}, nil, "takes 2 to 4 numbers"},
+		{"input", pInput, []string{"sb-1", "click", "x", "y"}, nil, "not a whole number"},
+		{"input", pInput, []string{"sb-1", "teleport", "1"}, nil, "unknown action"},
+		{"input", pInput, []string{"sb-1", "key", "ctrl", "l"}, nil, "one combination"},
+		{"input", pInput, []string{"sb-1", "type", "a", "--"}, nil, "empty action"},
+		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--region", "0,10,64,32"}, "sb-1 s.png  (0,10)-(64,42)", ""},
+		{"screenshot", pScreenshot, []string{"sb-1"}, nil, "-o FILE.png"},
+		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--region", "1,2,3"}, nil, "X,Y,W,H"},
+		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--region", "1,2,0,3"}, nil, "empty"},
 		{"template", pTemplateBuild, []string{"web", "--timeout", "1h"}, nil, "each create"},
 		{"template", pTemplateBuild, []string{"web", "-l", "a=b"}, nil, "each create"},
 		{"template", pTemplateBuild, []string{"app", "-f", "Dockerfile", "--build-arg", "A=1", "--ready-port", "8000"}, model.TemplateRequest{Name: "app", ReadyPort: 8000}, ""},

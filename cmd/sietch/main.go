@@ -50,6 +50,9 @@ Files in sandboxes (ID:/path):
   rm ID:/path remove files; -r whole trees
   mv          rename or move within a sandbox
   watch       print changes under a directory as they happen (-r: recursively)
+Desktops (sandboxes that run an X server):
+  screenshot  save a PNG of the screen (or a region)
+  input       click, move, drag, scroll, type text, press keys
 Templates:
   template    build, list and remove templates (sandboxes resume them in milliseconds)
 Snapshots:
@@ -119,35 +122,37 @@ func init() {
 	// Set here, not in the declaration: the run functions refer to
 	// commands (for help), which would be an initialisation cycle.
 	commands = map[string]*command{
-		"create":    cmdCreate,
-		"ls":        cmdLs,
-		"rm":        cmdRm,
-		"pause":     cmdPause,
-		"resume":    cmdResume,
-		"exec":      cmdExec,
-		"run":       cmdRun,
-		"shell":     cmdShell,
-		"ps":        cmdPs,
-		"logs":      cmdLogs,
-		"kill":      cmdKill,
-		"wait":      cmdWait,
-		"cp":        cmdCp,
-		"console":   cmdConsole,
-		"stats":     cmdStats,
-		"net":       cmdNet,
-		"port":      cmdPort,
-		"snapshot":  cmdSnapshot,
-		"snapshots": cmdSnapshots,
-		"restore":   cmdRestore,
-		"fork":      cmdFork,
-		"images":    cmdImages,
-		"template":  cmdTemplate,
-		"health":    cmdHealth,
-		"stat":      cmdStat,
-		"mkdir":     cmdMkdir,
-		"mv":        cmdMv,
-		"watch":     cmdWatch,
-		"mcp":       cmdMcp,
+		"create":     cmdCreate,
+		"ls":         cmdLs,
+		"rm":         cmdRm,
+		"pause":      cmdPause,
+		"resume":     cmdResume,
+		"exec":       cmdExec,
+		"run":        cmdRun,
+		"shell":      cmdShell,
+		"ps":         cmdPs,
+		"logs":       cmdLogs,
+		"kill":       cmdKill,
+		"wait":       cmdWait,
+		"cp":         cmdCp,
+		"console":    cmdConsole,
+		"stats":      cmdStats,
+		"screenshot": cmdScreenshot,
+		"input":      cmdInput,
+		"net":        cmdNet,
+		"port":       cmdPort,
+		"snapshot":   cmdSnapshot,
+		"snapshots":  cmdSnapshots,
+		"restore":    cmdRestore,
+		"fork":       cmdFork,
+		"images":     cmdImages,
+		"template":   cmdTemplate,
+		"health":     cmdHealth,
+		"stat":       cmdStat,
+		"mkdir":      cmdMkdir,
+		"mv":         cmdMv,
+		"watch":      cmdWatch,
+		"mcp":        cmdMcp,
 	}
 }
 

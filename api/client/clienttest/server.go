@@ -188,6 +188,13 @@ func (s *Server) routes() http.Handler {
 		io.Copy(io.Discard, r.Body)
 		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "the in-memory sietchd builds no images", false)
 	})
+	desktopless := s.withBox(func(w http.ResponseWriter, r *http.Request, b *box) {
+		io.Copy(io.Discard, r.Body)
+		writeError(w, http.StatusConflict, model.CodeConflict, "sandbox "+b.sb.ID+" runs no X server (the in-memory sietchd has no desktops)", false)
+	})
+	auth("GET /v1/sandboxes/{id}/desktop", desktopless)
+	auth("GET /v1/sandboxes/{id}/screenshot", desktopless)
+	auth("POST /v1/sandboxes/{id}/input", desktopless)
 	auth("POST /v1/sandboxes", s.create)
 	auth("GET /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()

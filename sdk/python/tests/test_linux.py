@@ -143,3 +143,12 @@ def test_snapshot_restore_fork(client: Client, sb: Sandbox):
     finally:
         for f in forks:
             f.delete()
+
+
+def test_desktop_without_an_x_server(sb: Sandbox):
+    # This image runs no X server: the agent says so, and sietchd refuses
+    # an empty action list before asking it.
+    with pytest.raises(sietch.ConflictError, match="X server"):
+        sb.screenshot()
+    with pytest.raises(sietch.BadRequestError, match="actions"):
+        sb.input([])

@@ -68,6 +68,9 @@ export const MODELS = {
     env: "env", workdir: "workdir", user: "user", entrypoint: "entrypoint", cmd: "cmd", exposed_ports: "exposedPorts", labels: "labels:map",
   },
   ImageBuildEvent: { log: "log", image: "image:Image", error: "error:Error" },
+  DesktopAction: { type: "type", x: "x", y: "y", x2: "x2", y2: "y2", button: "button", count: "count", dy: "dy", text: "text", keys: "keys" },
+  DesktopInput: { display: "display", actions: "actions:DesktopAction[]" },
+  DesktopState: { width: "width", height: "height", cursor_x: "cursorX", cursor_y: "cursorY" },
   SandboxStats: {
     cgroup: "cgroup", cpu_user_s: "cpuUserS", cpu_system_s: "cpuSystemS", cpu_limit: "cpuLimit", cpu_periods: "cpuPeriods",
     cpu_throttled_periods: "cpuThrottledPeriods", cpu_throttled_s: "cpuThrottledS", memory_bytes: "memoryBytes",
@@ -370,6 +373,37 @@ export interface ImageConfig {
   labels?: Record<string, string>;
 }
 
+
+/**
+ * One input action on a sandbox's display: move (x, y); click (x, y,
+ * button 1-3, count 1-3); drag (x, y to x2, y2); scroll (dy, negative up);
+ * type (text, any Unicode); key (keys such as "ctrl+l").
+ */
+export interface DesktopAction {
+  type: "move" | "click" | "drag" | "scroll" | "type" | "key";
+  x?: number;
+  y?: number;
+  x2?: number;
+  y2?: number;
+  button?: number;
+  count?: number;
+  dy?: number;
+  text?: string;
+  keys?: string;
+}
+
+export interface DesktopInput {
+  /** The X display; default ":1". */
+  display?: string;
+  actions: DesktopAction[];
+}
+
+export interface DesktopState {
+  width: number;
+  height: number;
+  cursorX: number;
+  cursorY: number;
+}
 
 export interface Health {
   status: "ok";

@@ -9,6 +9,9 @@ export const OPERATIONS: Readonly<Record<string, string>> = Object.freeze({
   getMetrics: "Client#metrics",
   listImages: "Client#listImages",
   buildImage: "Client#buildImage",
+  getDesktop: "Sandbox#desktop",
+  takeScreenshot: "Sandbox#screenshot",
+  sendInput: "Sandbox#input",
 
   createSandbox: "Sandbox.create",
   listSandboxes: "Sandbox.list",

@@ -9,6 +9,8 @@ import { Files } from "./files.js";
 import {
   type ContextInfo,
   type ContextLanguage,
+  type DesktopAction,
+  type DesktopState,
   type Limits,
   type NetworkInfo,
   type NetworkSpec,
@@ -164,6 +166,44 @@ export class Sandbox {
       { method: "PUT", path: this.path("/network"), json: encode("NetworkSpec", spec), expect: 200, signal: opts.signal, what: `network of ${this.id}` },
       "Network",
     );
+  }
+
+  /** Its X display's screen size and pointer (display default ":1"). */
+  async desktop(opts: CallOptions & { display?: string } = {}): Promise<DesktopState> {
+    const q = opts.display ? `?${new URLSearchParams({ display: opts.display })}` : "";
+    return this.client.json({ method: "GET", path: this.path(`/desktop${q}`), expect: 200, signal: opts.signal, what: `desktop of ${this.id}` }, "DesktopState");
+  }
+
+  /** A PNG of its screen, or of region [x, y, width, height]. */
+  async screenshot(opts: CallOptions & { display?: string; region?: [number, number, number, number] } = {}): Promise<Buffer> {
+    const q = new URLSearchParams();
+    if (opts.display) q.set("display", opts.display);
+    if (opts.region) for (const [i, k] of ["x", "y", "w", "h"].entries()) q.set(k, String(opts.region[i]));
+    const qs = q.size > 0 ? `?${q}` : "";
+    return this.client.bytes({ method: "GET", path: this.path(`/screenshot${qs}`), expect: 200, signal: opts.signal, what: `screenshot of ${this.id}` }, 64 << 20);
+  }
+
+  /** Applies mouse and keyboard actions in order; answers once they are done. */
+  async input(actions: DesktopAction[], opts: CallOptions & { display?: string } = {}): Promise<DesktopState> {
+    return this.client.json(
+      { method: "POST", path: this.path("/input"), json: encode("DesktopInput", { display: opts.display, actions }), expect: 200, signal: opts.signal, what: `input to ${this.id}` },
+      "DesktopState",
+    );
+  }
+
+  /** Clicks button (1 left, 2 middle, 3 right) count times at (x, y). */
+  async click(x: number, y: number, opts: CallOptions & { button?: number; count?: number } = {}): Promise<DesktopState> {
+    return this.input([{ type: "click", x, y, button: opts.button ?? 1, count: opts.count ?? 1 }], opts);
+  }
+
+  /** Types text (any Unicode) into whatever has the focus. */
+  async typeText(text: string, opts: CallOptions = {}): Promise<DesktopState> {
+    return this.input([{ type: "type", text }], opts);
+  }
+
+  /** Presses a key combination such as "ctrl+l". */
+  async press(keys: string, opts: CallOptions = {}): Promise<DesktopState> {
+    return this.input([{ type: "key", keys }], opts);
   }
 
   /** Its snapshots, oldest first. */

@@ -37,6 +37,10 @@ describe("a Linux sandbox from the template", { skip: noServer ?? noTemplate }, 
     assert.notEqual(t.exitCode, 0);
   });
 
+  it("desktop calls on an image with no X server: the agent says so", async () => {
+    await assert.rejects(sb.screenshot(), (e: unknown) => e instanceof ConflictError && /X server/.test((e as Error).message));
+  });
+
   it("execStream: events in the order the command made them", async () => {
     const events: ExecEvent[] = [];
     for await (const ev of sb.execStream("echo one; sleep 0.3; echo two >&2; sleep 0.3; echo three")) events.push(ev);

@@ -308,6 +308,38 @@ class PortRequest:
 
 
 @dataclass
+class DesktopAction:
+    """One input action: move (x, y); click (x, y, button 1-3, count
+    1-3); drag (x, y to x2, y2); scroll (dy, negative up); type (text);
+    key (keys such as "ctrl+l")."""
+
+    type: str
+    x: int | None = None
+    y: int | None = None
+    x2: int | None = None
+    y2: int | None = None
+    button: int | None = None
+    count: int | None = None
+    dy: int | None = None
+    text: str | None = None
+    keys: str | None = None
+
+
+@dataclass
+class DesktopInput:
+    actions: list[DesktopAction]
+    display: str | None = None  # default ":1"
+
+
+@dataclass
+class DesktopState:
+    width: int
+    height: int
+    cursor_x: int
+    cursor_y: int
+
+
+@dataclass
 class ImageConfig:
     """A built image's runtime config: ENV, WORKDIR and USER are every
     exec's defaults in its sandboxes; ENTRYPOINT and CMD a template's start
@@ -442,6 +474,9 @@ SCHEMAS: dict[str, type] = {
     "Image": Image,
     "ImageConfig": ImageConfig,
     "ImageBuildEvent": ImageBuildEvent,
+    "DesktopAction": DesktopAction,
+    "DesktopInput": DesktopInput,
+    "DesktopState": DesktopState,
     "Health": Health,
     "Error": ErrorInfo,
     "ErrorBody": ErrorBody,

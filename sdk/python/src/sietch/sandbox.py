@@ -19,6 +19,9 @@ from .files import Files
 from .models import (
     Context,
     CreateRequest,
+    DesktopAction,
+    DesktopInput,
+    DesktopState,
     ExecEvent,
     ForkRequest,
     Limits,
@@ -229,6 +232,45 @@ class Sandbox:
         req = ForkRequest(count=count, snapshot=sid)
         doc = self._client.call("POST", self._path("/fork"), json_body=req, expect=201, long=True, timeout=request_timeout)
         return [Sandbox(info, self._client) for info in _decode_list(SandboxInfo, doc, "sandboxes")]
+
+    # -- the desktop (sandboxes that run an X server) --------------------
+
+    def desktop(self, display: str | None = None) -> DesktopState:
+        """The X display's screen size and pointer (display default :1)."""
+        query = {"display": display} if display else None
+        return _codec.decode(DesktopState, self._client.call("GET", self._path("/desktop"), query=query))
+
+    def screenshot(self, region: tuple[int, int, int, int] | None = None, display: str | None = None) -> bytes:
+        """A PNG of the screen, or of ``region`` (x, y, width, height)."""
+        query: dict[str, str] = {}
+        if display:
+            query["display"] = display
+        if region is not None:
+            x, y, w, h = region
+            query.update({"x": str(x), "y": str(y), "w": str(w), "h": str(h)})
+        with self._client.request("GET", self._path("/screenshot"), query=query or None) as r:
+            return r.read_bounded(64 << 20)
+
+    def input(self, actions: builtins.list[DesktopAction], display: str | None = None) -> DesktopState:
+        """Apply mouse and keyboard actions in order; returns the display
+        once they are done. The first refused action raises, naming it."""
+        doc = self._client.call("POST", self._path("/input"), json_body=DesktopInput(actions=actions, display=display))
+        return _codec.decode(DesktopState, doc)
+
+    def click(self, x: int, y: int, button: int = 1, count: int = 1) -> DesktopState:
+        return self.input([DesktopAction(type="click", x=x, y=y, button=button, count=count)])
+
+    def type_text(self, text: str) -> DesktopState:
+        """Type text (any Unicode) into whatever has the focus."""
+        return self.input([DesktopAction(type="type", text=text)])
+
+    def press(self, keys: str) -> DesktopState:
+        """Press a key combination such as "ctrl+l" or "Return"."""
+        return self.input([DesktopAction(type="key", keys=keys)])
+
+    def scroll(self, dy: int) -> DesktopState:
+        """Turn the wheel dy steps: negative up, positive down."""
+        return self.input([DesktopAction(type="scroll", dy=dy)])
 
     def console(self) -> str:
         """The serial console log so far."""

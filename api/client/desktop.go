@@ -1,0 +1,68 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"image"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/sietch-vm/sietch/api/model"
+)
+
+// Desktop reads a sandbox's X display ("": the default, :1): its screen
+// size and pointer.
+func (c *Client) Desktop(ctx context.Context, id, display string) (model.DesktopState, error) {
+	var st model.DesktopState
+	err := c.call(ctx, http.MethodGet, sandboxPath(id, "/desktop"+displayQuery(display, nil)), nil, &st, http.StatusOK)
+	return st, err
+}
+
+// Screenshot writes a PNG of a sandbox's screen (region r, or all of it
+// when r is empty) to w.
+func (c *Client) Screenshot(ctx context.Context, id, display string, r image.Rectangle, w io.Writer) error {
+	q := url.Values{}
+	if !r.Empty() {
+		q.Set("x", strconv.Itoa(r.Min.X))
+		q.Set("y", strconv.Itoa(r.Min.Y))
+		q.Set("w", strconv.Itoa(r.Dx()))
+		q.Set("h", strconv.Itoa(r.Dy()))
+	}
+	req, err := c.newRequest(ctx, http.MethodGet, sandboxPath(id, "/screenshot"+displayQuery(display, q)), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.send(req, http.StatusOK)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("screenshot of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Input applies mouse and keyboard actions in order on a sandbox's
+// display and returns the display once they are done.
+func (c *Client) Input(ctx context.Context, id string, in model.DesktopInput) (model.DesktopState, error) {
+	var st model.DesktopState
+	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/input"), in, &st, http.StatusOK)
+	return st, err
+}
+
+// displayQuery is "?display=…&more", or "" when there is nothing.
+func displayQuery(display string, q url.Values) string {
+	if q == nil {
+		q = url.Values{}
+	}
+	if display != "" {
+		q.Set("display", display)
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + q.Encode()
+}
