@@ -2,50 +2,51 @@
 package desktoptest
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
 
-// Xvfb starts an Xvfb of w×h×24 with a black root on a free display
-// number, stopped when the test ends, and returns the display (":90"). It
-// skips the test where Xvfb is not installed.
+// Xvfb starts an Xvfb of w×h×24 with a black root, stopped when the test
+// ends, and returns its display (":N"). The server picks a free display
+// number itself and reports it (-displayfd), so tests in parallel never
+// share one. It skips the test where Xvfb is not installed.
 func Xvfb(t testing.TB, w, h int) string {
 	t.Helper()
 	bin, err := exec.LookPath("Xvfb")
 	if err != nil {
 		t.Skip("needs Xvfb (apt-get install xvfb; make deps installs it)")
 	}
-	for n := 90; n < 190; n++ {
-		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
-			continue
-		}
-		display := fmt.Sprintf(":%d", n)
-		cmd := exec.Command(bin, display, "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp", "-br")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-		sock := filepath.Join("/tmp/.X11-unix", fmt.Sprintf("X%d", n))
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			select {
-			case <-exited:
-				// Another server took the number first: try the next.
-				goto next
-			default:
-			}
-			if _, err := os.Stat(sock); err == nil {
-				return display
-			}
-		}
-		t.Fatalf("Xvfb %s did not start within 20 s", display)
-	next:
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free X display number in :90 to :189")
+	defer r.Close()
+	cmd := exec.Command(bin, "-displayfd", "3", "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp", "-br")
+	cmd.ExtraFiles = []*os.File{wr}
+	if err := cmd.Start(); err != nil {
+		wr.Close()
+		t.Fatal(err)
+	}
+	wr.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	got := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		got <- strings.TrimSpace(line)
+	}()
+	select {
+	case n := <-got:
+		if n == "" {
+			t.Fatal("Xvfb exited before it reported its display")
+		}
+		return ":" + n
+	case <-time.After(30 * time.Second):
+		t.Fatal("Xvfb did not report its display within 30 s")
+	}
 	return ""
 }
