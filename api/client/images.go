@@ -55,6 +55,8 @@ func (c *Client) BuildImage(ctx context.Context, b ImageBuild, contextTar io.Rea
 	}
 	req.Header.Set("Content-Type", "application/x-tar")
 	req.Header.Set("Accept", "application/x-ndjson")
+	// A refusal of the query (a bad name) comes back before the context is sent.
+	req.Header.Set("Expect", "100-continue")
 	resp, err := c.send(req, http.StatusOK)
 	if err != nil {
 		return model.Image{}, err
