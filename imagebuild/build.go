@@ -349,22 +349,32 @@ func (r *build) stage(ctx context.Context, i int) (v1.Image, error) {
 		r.cached++
 		fmt.Fprintf(r.req.Out, "[%s %d/%d] CACHED Dockerfile:%d %s\n", name, k+1, len(st.Steps), st.Steps[k].Line, st.Steps[k].Original)
 	}
-	img, err := r.withLayers(base, layers)
-	if err != nil {
-		return nil, err
-	}
 	if resume == len(st.Steps)-1 {
-		return img, nil
+		return r.withLayers(base, layers)
 	}
-	m, err := r.boot(ctx, img, name)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
+	// The build sandbox boots at the first step that needs one: a change
+	// to ENV, CMD or LABEL alone boots nothing.
+	var m Machine
+	defer func() {
+		if m != nil {
+			m.Close()
+		}
+	}()
 	cur := slices.Clone(layers)
+	bootLayers := layers
 	for k := resume + 1; k < len(st.Steps); k++ {
 		s := &st.Steps[k]
 		fmt.Fprintf(r.req.Out, "[%s %d/%d] Dockerfile:%d %s\n", name, k+1, len(st.Steps), s.Line, s.Original)
+		if m == nil && needsMachine(s.Kind) {
+			img, err := r.withLayers(base, cur)
+			if err != nil {
+				return nil, err
+			}
+			if m, err = r.boot(ctx, img, name); err != nil {
+				return nil, err
+			}
+			bootLayers = slices.Clone(cur)
+		}
 		changed, err := r.step(ctx, m, s)
 		if err != nil {
 			return nil, &dockerfile.LineError{Line: s.Line, Err: err}
@@ -374,7 +384,7 @@ func (r *build) stage(ctx context.Context, i int) (v1.Image, error) {
 			if err != nil {
 				return nil, &dockerfile.LineError{Line: s.Line, Err: err}
 			}
-			cur = append(slices.Clone(layers), d)
+			cur = append(slices.Clone(bootLayers), d)
 		}
 		if err := r.store(s.Key, entry{Layers: cur}); err != nil {
 			return nil, fmt.Errorf("cache step: %w", err)
@@ -518,4 +528,14 @@ func (r *build) layoutBase(rel string) (v1.Image, error) {
 		return nil, fmt.Errorf("FROM ./%s: %w", rel, err)
 	}
 	return img, nil
+}
+
+// needsMachine says whether a step runs in, or writes into, the build
+// sandbox; the others only change the image's config.
+func needsMachine(k dockerfile.Kind) bool {
+	switch k {
+	case dockerfile.Run, dockerfile.Copy, dockerfile.Add, dockerfile.Workdir:
+		return true
+	}
+	return false
 }

@@ -224,6 +224,31 @@ func TestBuild(t *testing.T) {
 	if got := read("app/artifact"); !strings.Contains(got, "BASE=1") {
 		t.Errorf("/app/artifact after a partial rebuild: %q", got)
 	}
+
+	// A change to the CMD alone boots nothing: the files are the cache's.
+	boots, runs = 0, nil
+	testDockerfileNow := strings.Replace(testDockerfile, `"http.server"`, `"http.server", "9000"`, 1)
+	var log2 bytes.Buffer
+	out := filepath.Join(t.TempDir(), "img.ext4")
+	res, err := b.Build(context.Background(), Request{Dockerfile: []byte(testDockerfileNow), Context: ctxDir, Output: out, Out: &log2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if boots != 0 || res.Cached != res.Steps-1 || strings.Join(res.Config.Cmd, " ") != "python3 -m http.server 9000" {
+		t.Errorf("rebuild after a CMD change: %d boots, %d of %d cached, CMD %q\n%s", boots, res.Cached, res.Steps, res.Config.Cmd, log2.String())
+	}
+	if got := readIn(t, dump(t, out), "app/ran"); !strings.Contains(got, "APP_MODE=test") {
+		t.Errorf("image after a CMD change lost /app/ran: %q", got)
+	}
+}
+
+func readIn(t *testing.T, tree, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(tree, p))
+	if err != nil {
+		return "<" + err.Error() + ">"
+	}
+	return string(b)
 }
 
 // A RUN that fails stops the build with its line and exit status, and its
