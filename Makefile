@@ -13,7 +13,7 @@ APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex
 	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2 \
 	debootstrap iputils-ping python3 python3-pytest tmux busybox-static xvfb
 
-.PHONY: all vmm sietch sietchd deps quickstart hello test test-sdk test-short kernel smoke-initramfs initramfs image testguests bench fuzz vet lint-openapi clean
+.PHONY: all vmm sietch sietchd deps quickstart hello test test-sdk test-short kernel smoke-initramfs initramfs image image-desktop testguests bench fuzz vet lint-openapi clean
 
 all: vmm sietch sietchd
 
@@ -62,12 +62,19 @@ initramfs:
 image:
 	$(GO) run ./cmd/sietch image build --default --cache $(BUILD)/images -o $(ROOTFS)
 
+# The desktop image: the default one with Xvfb, x11vnc and a font
+# (sietchd offers it as the image "desktop" when build/desktop.ext4 exists).
+image-desktop:
+	$(GO) run ./cmd/sietch image build --desktop --cache $(BUILD)/images -o $(BUILD)/desktop.ext4
+
 # Everything, including the KVM tests and the Linux end-to-end tests. The
 # root image needs the Debian mirror: if it cannot be built, the end-to-end
 # test says so and skips (the rest still runs).
 test: kernel smoke-initramfs vet lint-openapi
 	$(MAKE) image || echo "*** make image failed: TestLinuxEndToEnd will skip (see above) ***"
+	$(MAKE) image-desktop || echo "*** make image-desktop failed: the desktop end-to-end checks will skip (see above) ***"
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_SMOKE_INITRAMFS=$(abspath $(SMOKE)) SIETCH_ROOTFS=$(abspath $(ROOTFS)) \
+		SIETCH_DESKTOP_ROOTFS=$(abspath $(BUILD)/desktop.ext4) \
 		$(GO) test -count=1 -timeout 25m ./...
 	$(MAKE) test-sdk
 

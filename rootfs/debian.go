@@ -129,17 +129,35 @@ func trimDebian(root string) error {
 	return nil
 }
 
+// DesktopPackages are the desktop image's packages on top of
+// DefaultPackages: an X server (Xvfb), a VNC server for viewing it, the
+// small X utilities (xsetroot, xrandr) and a font. The agent does
+// screenshots and input itself, over one X connection (docs/AGENT.md).
+var DesktopPackages = []string{"xvfb", "x11vnc", "x11-xserver-utils", "fonts-dejavu-core"}
+
 // Default returns the path of the default image (Debian bookworm minbase
 // with DefaultPackages), building it into cacheDir first unless an image
 // built from the same inputs is already there.
 func Default(ctx context.Context, cacheDir string, o Options) (string, error) {
+	return cached(ctx, cacheDir, "default", DefaultPackages, o)
+}
+
+// Desktop is Default with DesktopPackages too: the image of desktop
+// sandboxes.
+func Desktop(ctx context.Context, cacheDir string, o Options) (string, error) {
+	return cached(ctx, cacheDir, "desktop", append(slices.Clone(DefaultPackages), DesktopPackages...), o)
+}
+
+// cached returns the image of packages on Debian DefaultSuite in
+// cacheDir, building it first unless one of the same inputs is there.
+func cached(ctx context.Context, cacheDir, what string, packages []string, o Options) (string, error) {
 	if cacheDir == "" {
-		return "", errors.New("default image: no cache directory given")
+		return "", fmt.Errorf("%s image: no cache directory given", what)
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("default image: create cache directory: %w", err)
+		return "", fmt.Errorf("%s image: create cache directory: %w", what, err)
 	}
-	out := filepath.Join(cacheDir, defaultKey(o)+".ext4")
+	out := filepath.Join(cacheDir, imageKey(packages, o)+".ext4")
 	if _, err := os.Stat(out); err == nil {
 		progressf(o.Progress, "rootfs: using cached %s\n", out)
 		return out, nil
@@ -147,25 +165,26 @@ func Default(ctx context.Context, cacheDir string, o Options) (string, error) {
 	// One builder per image: a second caller waits, then finds it built.
 	lock, err := os.OpenFile(out+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return "", fmt.Errorf("default image: lock: %w", err)
+		return "", fmt.Errorf("%s image: lock: %w", what, err)
 	}
 	defer lock.Close()
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return "", fmt.Errorf("default image: lock: %w", err)
+		return "", fmt.Errorf("%s image: lock: %w", what, err)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
-	if err := FromDebian(ctx, DefaultSuite, DefaultMirror, DefaultPackages, out, o); err != nil {
-		return "", fmt.Errorf("default image: %w", err)
+	if err := FromDebian(ctx, DefaultSuite, DefaultMirror, packages, out, o); err != nil {
+		return "", fmt.Errorf("%s image: %w", what, err)
 	}
 	return out, nil
 }
 
-// defaultKey hashes every input of the default image.
-func defaultKey(o Options) string {
-	pkgs := slices.Clone(DefaultPackages)
+// imageKey hashes every input of a cached image. The default image's key
+// is what it was before the desktop image existed, so caches stay good.
+func imageKey(packages []string, o Options) string {
+	pkgs := slices.Clone(packages)
 	slices.Sort(pkgs)
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%d\n%q\n", defaultRecipe, DefaultSuite, DefaultMirror, strings.Join(pkgs, ","), o.SizeBytes, o.Label)

@@ -68,3 +68,24 @@ func (m *Manager) DesktopInput(ctx context.Context, id, display string, actions 
 	}
 	return desktopStateOf(st), nil
 }
+
+// DesktopStart brings a desktop sandbox's display up: Xvfb on :1 at
+// 1280×800×24 (-noreset: the screen stays as clients left it when the
+// last one goes), then a marker file once it accepts clients. It is the
+// start command of a template built from the desktop image; the agent
+// does screenshots and input over its own X connection.
+const DesktopStart = `Xvfb :1 -screen 0 1280x800x24 -nolisten tcp -noreset -br >/run/sietch-xvfb.log 2>&1 &
+while [ ! -e /tmp/.X11-unix/X1 ]; do sleep 1; done
+touch /run/sietch-desktop.ready
+wait`
+
+// DesktopConfig is the desktop image's config: its start command and the
+// ready check that waits for the X server.
+func DesktopConfig() *ImageConfig {
+	return &ImageConfig{
+		Env:      []string{"DISPLAY=:1"},
+		Cmd:      []string{"sh", "-c", DesktopStart},
+		ReadyCmd: "test -e /run/sietch-desktop.ready",
+		Display:  ":1",
+	}
+}

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"github.com/sietch-vm/sietch/wire/agentproto"
+	"image"
+	"io"
 
 	"bytes"
 	"context"
@@ -98,6 +100,9 @@ func (m *Manager) startBuildOver(req TemplateSpec, replaceStale bool) (*template
 	}
 	if req.StartCmd == "" {
 		req.StartCmd = imageStartCmd(spec.Config)
+		if req.StartCmd != "" && req.ReadyCmd == "" && req.ReadyPort == 0 {
+			req.ReadyCmd = spec.Config.ReadyCmd
+		}
 	}
 	if spec.Kind != KindLinux && (req.StartCmd != "" || req.ReadyCmd != "" || req.ReadyPort != 0) {
 		return nil, fmt.Errorf("%w: image %s is a %s image without a guest agent: a template of it takes no start command or ready check", ErrInvalid, spec.Name, spec.Kind)
@@ -245,6 +250,16 @@ func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time
 			if err := m.waitReady(rctx, run, t.rec.ReadyCmd, readyTimeout); err != nil {
 				return Snapshot{}, err
 			}
+		}
+	}
+	if spec, _ := m.spec(t.rec.Image); spec.Config != nil && spec.Config.Display != "" {
+		// The agent's X connection and its shared memory, opened and
+		// touched once here, are in the snapshot: a sandbox's first
+		// screenshot does not pay for them (seconds where guest kernel
+		// mode is emulated).
+		ac := m.agentFor(run)
+		if err := m.agentDone(run, ac.Screenshot(ctx, spec.Config.Display, image.Rectangle{}, io.Discard)); err != nil {
+			return Snapshot{}, fmt.Errorf("warm the desktop's display %s: %w", spec.Config.Display, err)
 		}
 	}
 	if len(t.rec.Contexts) > 0 {

@@ -208,6 +208,12 @@ type ImageConfig struct {
 	Cmd          []string          `json:"cmd,omitempty"`
 	ExposedPorts []string          `json:"exposed_ports,omitempty"` // "8000/tcp"
 	Labels       map[string]string `json:"labels,omitempty"`
+	// ReadyCmd is a template's ready check when its start command is the
+	// image's (the desktop image's waits for its X server).
+	ReadyCmd string `json:"ready_cmd,omitempty"`
+	// Display is an X display a template of the image warms before its
+	// snapshot (the agent's connection and a first screenshot).
+	Display string `json:"display,omitempty"`
 }
 
 // ExecSpec is a command to run in a sandbox through its agent.

@@ -20,7 +20,7 @@ const outsideDockerfile = ".sietch-build/Dockerfile"
 
 // checkDockerfile checks `image build -f`'s flags.
 func (b *imageBuild) checkDockerfile(fs *pflag.FlagSet, buildArgs []string) error {
-	for _, f := range []string{"from-dir", "from-oci", "from-registry", "debian", "default", "packages", "mirror", "size", "label", "cache"} {
+	for _, f := range []string{"from-dir", "from-oci", "from-registry", "debian", "default", "desktop", "packages", "mirror", "size", "label", "cache"} {
 		if fs.Changed(f) {
 			return fmt.Errorf("--%s does not go with -f Dockerfile", f)
 		}

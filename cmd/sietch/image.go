@@ -25,7 +25,7 @@ type imageBuild struct {
 	fromRegistry             string
 	packages                 []string
 	mirror                   string
-	useDefault               bool
+	useDefault, useDesktop   bool
 	out, cache               string
 	opts                     rootfs.Options
 	verbose                  bool
@@ -88,6 +88,7 @@ func parseImageBuild(args []string, g *globals) (imageBuild, error) {
 	fs.StringSliceVar(&b.packages, "packages", nil, "extra Debian packages (with --debian)")
 	fs.StringVar(&b.mirror, "mirror", rootfs.DefaultMirror, "Debian mirror (with --debian)")
 	fs.BoolVar(&b.useDefault, "default", false, "build (or reuse) the default Debian image")
+	fs.BoolVar(&b.useDesktop, "desktop", false, "build (or reuse) the desktop image: the default one with an X server (Xvfb), x11vnc and a font")
 	fs.StringVarP(&b.out, "output", "o", "", "image file to write")
 	fs.StringVar(&size, "size", "", "image size (e.g. 2G, 512M); default: content * 1.3 + 64M")
 	fs.StringVar(&b.opts.Label, "label", "", "ext4 volume label (default rootfs)")
@@ -108,15 +109,15 @@ func parseImageBuild(args []string, g *globals) (imageBuild, error) {
 		}
 	}
 	sources := 0
-	for _, set := range []bool{b.fromDir != "", b.fromOCI != "", b.fromRegistry != "", b.debian != "", b.useDefault} {
+	for _, set := range []bool{b.fromDir != "", b.fromOCI != "", b.fromRegistry != "", b.debian != "", b.useDefault, b.useDesktop} {
 		if set {
 			sources++
 		}
 	}
 	if sources != 1 {
-		return b, errors.New("give exactly one of --from-dir, --from-oci, --from-registry, --debian, --default")
+		return b, errors.New("give exactly one of --from-dir, --from-oci, --from-registry, --debian, --default, --desktop, -f Dockerfile")
 	}
-	if b.out == "" && !b.useDefault {
+	if b.out == "" && !b.useDefault && !b.useDesktop {
 		return b, errors.New("-o OUT.ext4 is required")
 	}
 	if len(b.packages) > 0 && b.debian == "" {
@@ -125,8 +126,8 @@ func parseImageBuild(args []string, g *globals) (imageBuild, error) {
 	if fs.Changed("mirror") && b.debian == "" {
 		return b, errors.New("--mirror goes with --debian")
 	}
-	if b.cache != "" && !b.useDefault && b.fromRegistry == "" {
-		return b, errors.New("--cache goes with --default or --from-registry")
+	if b.cache != "" && !b.useDefault && !b.useDesktop && b.fromRegistry == "" {
+		return b, errors.New("--cache goes with --default, --desktop or --from-registry")
 	}
 	if size != "" {
 		n, err := parseSize(size)
@@ -162,7 +163,11 @@ func (b imageBuild) run(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	path, err := rootfs.Default(ctx, cache, b.opts)
+	build := rootfs.Default
+	if b.useDesktop {
+		build = rootfs.Desktop
+	}
+	path, err := build(ctx, cache, b.opts)
 	if err != nil || b.out == "" {
 		return path, err
 	}

@@ -170,6 +170,24 @@ func defaultImage(buildDir string) (sandbox.ImageSpec, error) {
 		Cmdline: defaultCmdline, MemMiB: defaultMemMiB}, nil
 }
 
+// desktopMemMiB is the desktop image's memory: an X server and its
+// clients on top of what the default image needs.
+const desktopMemMiB = 512
+
+// desktopImage is the image "desktop" when the build directory has
+// desktop.ext4 (`make image-desktop`): the default image's kernel and
+// initramfs with that root, and the desktop's start command and ready
+// check for a template built from it.
+func desktopImage(buildDir string, def sandbox.ImageSpec) (sandbox.ImageSpec, bool) {
+	root := filepath.Join(buildDir, "desktop.ext4")
+	if _, err := os.Stat(root); err != nil {
+		return sandbox.ImageSpec{}, false
+	}
+	d := def
+	d.Name, d.RootFS, d.MemMiB, d.Config = "desktop", root, desktopMemMiB, sandbox.DesktopConfig()
+	return d, true
+}
+
 // defaultBuildDir is build/ in the source tree sietchd was built in: the
 // directory beside the bin/ that holds it.
 func defaultBuildDir() string {

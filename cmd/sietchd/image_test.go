@@ -131,4 +131,15 @@ func TestDefaultImage(t *testing.T) {
 	if err != nil || len(specs) != 1 || specs[0].Name != "default" {
 		t.Fatalf("without images.json: %+v %v", specs, err)
 	}
+	// With desktop.ext4 built too: the image desktop, on the default
+	// image's kernel and initramfs, with the desktop's template config.
+	os.WriteFile(filepath.Join(build, "desktop.ext4"), []byte("x"), 0o644)
+	specs, err = configuredImages(t.TempDir(), build, slog.New(slog.DiscardHandler))
+	if err != nil || len(specs) != 2 || specs[1].Name != "desktop" {
+		t.Fatalf("with desktop.ext4: %+v %v", specs, err)
+	}
+	d := specs[1]
+	if d.Kernel != spec.Kernel || d.Initrd != spec.Initrd || d.RootFS != filepath.Join(build, "desktop.ext4") || d.Config == nil || d.Config.Display != ":1" || d.Config.ReadyCmd == "" {
+		t.Errorf("desktop image %+v (config %+v)", d, d.Config)
+	}
 }

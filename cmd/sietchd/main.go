@@ -253,7 +253,11 @@ func configuredImages(stateDir, buildDir string, log *slog.Logger) ([]sandbox.Im
 		log.Warn("no images: sandboxes cannot be created until there is one", "why", err.Error())
 		return nil, nil
 	}
-	return []sandbox.ImageSpec{spec}, nil
+	specs = []sandbox.ImageSpec{spec}
+	if d, ok := desktopImage(buildDir, spec); ok {
+		specs = append(specs, d)
+	}
+	return specs, nil
 }
 
 // findVMM resolves the vmm binary: the flag, else vmm beside this

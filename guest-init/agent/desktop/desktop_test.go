@@ -1,6 +1,7 @@
 package desktop
 
 import (
+	"bytes"
 	"image"
 	"image/color"
 	"strings"
@@ -95,6 +96,25 @@ func TestScreenshot(t *testing.T) {
 	}
 	if got := img.RGBAAt(10, 10); got != (color.RGBA{0, 0, 0, 0xff}) {
 		t.Errorf("pixel outside the window: %v; want the black root", got)
+	}
+	// The shared memory path is taken with a local server, and the
+	// socket path gives the same picture.
+	if !d.Shared() {
+		t.Errorf("screenshots of a local Xvfb do not go through shared memory")
+	}
+	mem := d.mem
+	d.mem = nil
+	viaSocket, err := d.Screenshot(image.Rect(30, 20, 160, 100))
+	d.mem = mem
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaShm, err := d.Screenshot(image.Rect(30, 20, 160, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(viaSocket.Pix, viaShm.Pix) {
+		t.Errorf("a region read through shared memory differs from the same read over the socket")
 	}
 	part, err := d.Screenshot(image.Rect(130, 80, 150, 100))
 	if err != nil {

@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// Xvfb starts an Xvfb of w×h×24 with a black root, stopped when the test
+// Xvfb starts an Xvfb of w×h×24 with a black root (not reset when its
+// last client leaves), stopped when the test
 // ends, and returns its display (":N"). The server picks a free display
 // number itself and reports it (-displayfd), so tests in parallel never
 // share one. It skips the test where Xvfb is not installed.
@@ -26,7 +27,7 @@ func Xvfb(t testing.TB, w, h int) string {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	cmd := exec.Command(bin, "-displayfd", "3", "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp", "-br")
+	cmd := exec.Command(bin, "-displayfd", "3", "-screen", "0", fmt.Sprintf("%dx%dx24", w, h), "-nolisten", "tcp", "-br", "-noreset")
 	cmd.ExtraFiles = []*os.File{wr}
 	if err := cmd.Start(); err != nil {
 		wr.Close()
