@@ -112,7 +112,17 @@ func (c *Context) loadIgnore(dockerfile string) error {
 	var data []byte
 	if dockerfile != "" {
 		name := dockerfile + ".dockerignore"
-		if f, err := os.Open(name); err == nil {
+		// Inside the context it is read through the context's root, as
+		// every context file is: a symlink there must not lead out (a
+		// builder that received the context from a client relies on it).
+		// A Dockerfile kept outside the context is the caller's own file.
+		open := func() (*os.File, error) { return os.Open(name) }
+		absDir, err1 := filepath.Abs(c.dir)
+		absName, err2 := filepath.Abs(name)
+		if rel, err := filepath.Rel(absDir, absName); err1 == nil && err2 == nil && err == nil && filepath.IsLocal(rel) {
+			open = func() (*os.File, error) { return c.root.Open(rel) }
+		}
+		if f, err := open(); err == nil {
 			data, err = readBounded(f, name)
 			if err != nil {
 				return err

@@ -227,6 +227,24 @@ func TestDockerfileIgnorePrecedence(t *testing.T) {
 	}
 }
 
+// The Dockerfile's own ignore file is read through the context's root
+// when it lies in the context: one that is a symlink out of it is refused,
+// not followed.
+func TestDockerfileIgnoreConfined(t *testing.T) {
+	outside := t.TempDir()
+	writeTree(t, outside, map[string]string{"secret": "host secret pattern"})
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"Dockerfile": "FROM scratch\n", "Dockerfile.dockerignore": "symlink:" + filepath.Join(outside, "secret")})
+	c, err := OpenContext(dir, filepath.Join(dir, "Dockerfile"), Limits{})
+	if err == nil {
+		c.Close()
+		t.Fatalf("an ignore file that is a symlink out of the context was read (ignore file %q)", c.IgnoreFile)
+	}
+	if strings.Contains(err.Error(), "host secret") {
+		t.Errorf("the error shows the outside file's content: %v", err)
+	}
+}
+
 func TestMaliciousContext(t *testing.T) {
 	outside := t.TempDir()
 	writeTree(t, outside, map[string]string{"secret": "host secret", "dir/file": "f"})
