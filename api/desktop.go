@@ -1,12 +1,11 @@
 package api
 
 import (
-	"image"
 	"net/http"
-	"strconv"
 
 	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/sandbox"
+	"github.com/sietch-vm/sietch/wire/agentproto"
 )
 
 // maxDesktopActions bounds one input request; the agent holds the same.
@@ -31,31 +30,9 @@ func (s *Server) desktop(w http.ResponseWriter, r *http.Request) {
 // /v1/sandboxes/{id}/screenshot?display=&x=&y=&w=&h=.
 func (s *Server) screenshot(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	var v [4]int
-	given := 0
-	for i, k := range []string{"x", "y", "w", "h"} {
-		if q.Get(k) == "" {
-			continue
-		}
-		n, err := strconv.Atoi(q.Get(k))
-		if err != nil || n < 0 || n > 1<<15 {
-			writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%s=%q: want a whole number of pixels, 0 to 32768", k, q.Get(k))
-			return
-		}
-		v[i] = n
-		given++
-	}
-	var region image.Rectangle
-	switch given {
-	case 0:
-	case 4:
-		if v[2] == 0 || v[3] == 0 {
-			writeError(w, http.StatusBadRequest, model.CodeBadRequest, "region %dx%d is empty", v[2], v[3])
-			return
-		}
-		region = image.Rect(v[0], v[1], v[0]+v[2], v[1]+v[3])
-	default:
-		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%s", "a region needs all of x, y, w and h")
+	region, err := agentproto.ParseRegion(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%v", err)
 		return
 	}
 	l := newLazyWriter(w, "image/png")

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,7 +27,7 @@ func (r *build) step(ctx context.Context, m Machine, s *dockerfile.Step) (bool, 
 	switch s.Kind {
 	case dockerfile.Run:
 		env := s.Env
-		if !hasVar(env, "PATH=") {
+		if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
 			env = append([]string{defaultPath}, env...)
 		}
 		if err := m.Mkdir(ctx, s.Workdir); err != nil {
@@ -62,15 +63,6 @@ func (r *build) step(ctx context.Context, m Machine, s *dockerfile.Step) (bool, 
 		return true, err
 	}
 	return false, nil
-}
-
-func hasVar(env []string, prefix string) bool {
-	for _, e := range env {
-		if strings.HasPrefix(e, prefix) {
-			return true
-		}
-	}
-	return false
 }
 
 // owner resolves --chown (user[:group], names or ids) in the image being

@@ -5,8 +5,6 @@ import (
 	"image"
 	"image/png"
 	"net/http"
-	"net/url"
-	"strconv"
 
 	"github.com/sietch-vm/sietch/guest-init/agent/desktop"
 	"github.com/sietch-vm/sietch/wire/agentproto"
@@ -88,9 +86,9 @@ func (a *Agent) handleDesktop(w http.ResponseWriter, r *http.Request) {
 // /v1/desktop/screenshot?display=&x=&y=&w=&h=.
 func (a *Agent) handleScreenshot(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	region, e := regionQuery(q)
-	if e != nil {
-		writeError(w, e)
+	region, err := agentproto.ParseRegion(q)
+	if err != nil {
+		writeError(w, badRequest("%v", err))
 		return
 	}
 	d, e := a.display(q.Get("display"))
@@ -115,33 +113,6 @@ func (a *Agent) handleScreenshot(w http.ResponseWriter, r *http.Request) {
 	if err := enc.Encode(w, img); err != nil {
 		a.log.Warn("agent: screenshot cut short", "err", err)
 	}
-}
-
-// regionQuery reads x, y, w, h (all or none).
-func regionQuery(q url.Values) (image.Rectangle, *Error) {
-	var v [4]int
-	given := 0
-	for i, k := range []string{"x", "y", "w", "h"} {
-		s := q.Get(k)
-		if s == "" {
-			continue
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 || n > 1<<15 {
-			return image.Rectangle{}, badRequest("%s=%q: want a whole number of pixels, 0 to 32768", k, s)
-		}
-		v[i] = n
-		given++
-	}
-	switch {
-	case given == 0:
-		return image.Rectangle{}, nil
-	case given != 4:
-		return image.Rectangle{}, badRequest("a region needs all of x, y, w and h")
-	case v[2] == 0 || v[3] == 0:
-		return image.Rectangle{}, badRequest("region %dx%d is empty", v[2], v[3])
-	}
-	return image.Rect(v[0], v[1], v[0]+v[2], v[1]+v[3]), nil
 }
 
 // handleInput applies input actions in order and answers when they are

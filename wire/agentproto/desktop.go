@@ -85,3 +85,35 @@ func (c *Client) Screenshot(ctx context.Context, display string, r image.Rectang
 	}
 	return nil
 }
+
+// maxRegionCoord bounds a region's numbers (X11 coordinates are 16-bit).
+const maxRegionCoord = 1 << 15
+
+// ParseRegion reads a screenshot region from a query: all of x, y, w and
+// h, or none of them (the whole screen, an empty rectangle). sietchd's API
+// and the agent take the same query.
+func ParseRegion(q url.Values) (image.Rectangle, error) {
+	var v [4]int
+	given := 0
+	for i, k := range []string{"x", "y", "w", "h"} {
+		s := q.Get(k)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > maxRegionCoord {
+			return image.Rectangle{}, fmt.Errorf("%s=%q: want a whole number of pixels, 0 to %d", k, s, maxRegionCoord)
+		}
+		v[i] = n
+		given++
+	}
+	switch {
+	case given == 0:
+		return image.Rectangle{}, nil
+	case given != 4:
+		return image.Rectangle{}, fmt.Errorf("a region needs all of x, y, w and h")
+	case v[2] == 0 || v[3] == 0:
+		return image.Rectangle{}, fmt.Errorf("region %dx%d is empty", v[2], v[3])
+	}
+	return image.Rect(v[0], v[1], v[0]+v[2], v[1]+v[3]), nil
+}
