@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,7 +48,11 @@ func (e *e2eCLI) network() {
 		t.Log("network: skipped, this host routes 198.51.100.0/24, which the test's namespace would take")
 		return
 	}
-	holder := exec.Command("unshare", "-n", "sleep", "3600")
+	// The holder is cloned into its new namespace (not unshare(1), which
+	// moves itself there some time after it starts: a link moved to its
+	// namespace before then lands in the host's).
+	holder := exec.Command("sleep", "3600")
+	holder.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	if err := holder.Start(); err != nil {
 		t.Fatalf("network namespace: %v", err)
 	}
