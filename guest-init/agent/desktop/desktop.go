@@ -16,6 +16,7 @@ import (
 	"log"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jezek/xgb"
 	"github.com/jezek/xgb/shm"
@@ -42,6 +43,12 @@ type Display struct {
 	// mode costs seconds for a 4 MB screen. nil: screenshots use GetImage.
 	seg shm.Seg
 	mem []byte
+	// The keymap changed (MappingNotify): read it again before using it.
+	stale atomic.Bool
+	// The buttons PointerEvent last left pressed, and the keysyms
+	// KeyEvent bound to spare keycodes while they are held.
+	buttons uint8
+	held    map[xproto.Keysym]xproto.Keycode
 }
 
 func init() {
@@ -82,7 +89,33 @@ func Open(display string) (*Display, error) {
 		return nil, err
 	}
 	d.attachShm()
+	go d.drain()
 	return d, nil
+}
+
+// drain reads what the server sends unasked until the connection ends:
+// events every client gets (MappingNotify when anyone changes the
+// keymap, this agent included) and errors of requests sent without
+// waiting (PointerEvent, KeyEvent). Unread, they would fill xgb's queue
+// and stall the connection.
+func (d *Display) drain() {
+	for {
+		ev, err := d.conn.WaitForEvent()
+		if ev == nil && err == nil {
+			return // closed
+		}
+		if _, ok := ev.(xproto.MappingNotifyEvent); ok {
+			d.stale.Store(true)
+		}
+	}
+}
+
+// freshKeymap reads the keymap again if it changed; the caller holds d.mu.
+func (d *Display) freshKeymap() error {
+	if d.stale.Swap(false) {
+		return d.readKeymap()
+	}
+	return nil
 }
 
 // attachShm sets up the MIT-SHM segment, or leaves screenshots to

@@ -120,6 +120,9 @@ func (d *Display) Type(text string) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.freshKeymap(); err != nil {
+		return err
+	}
 	for _, r := range text {
 		if err := d.typeRune(r); err != nil {
 			return fmt.Errorf("type %q: %w", r, err)
@@ -138,6 +141,9 @@ func (d *Display) Key(combo string) error {
 	var codes []xproto.Keycode
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.freshKeymap(); err != nil {
+		return err
+	}
 	for _, p := range parts {
 		sym, ok := keysymOf(p)
 		if !ok {
@@ -289,19 +295,14 @@ func (d *Display) press(code xproto.Keycode, shift bool) error {
 // tells clients of the change (MappingNotify); the press is synced before
 // the binding goes, so the client reads the key while it is bound.
 func (d *Display) withBinding(code xproto.Keycode, sym xproto.Keysym, fn func() error) error {
-	syms := make([]xproto.Keysym, d.perKey)
-	for i := range syms {
-		syms[i] = sym
-	}
-	if err := xproto.ChangeKeyboardMappingChecked(d.conn, 1, code, byte(d.perKey), syms).Check(); err != nil {
-		return fmt.Errorf("bind keycode %d: %w", code, err)
+	if err := d.bind(code, sym); err != nil {
+		return err
 	}
 	err := fn()
 	if err == nil {
 		err = d.sync()
 	}
-	clear(syms)
-	if uerr := xproto.ChangeKeyboardMappingChecked(d.conn, 1, code, byte(d.perKey), syms).Check(); err == nil && uerr != nil {
+	if uerr := d.bind(code, 0); err == nil && uerr != nil {
 		err = fmt.Errorf("unbind keycode %d: %w", code, uerr)
 	}
 	return err
