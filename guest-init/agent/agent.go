@@ -34,8 +34,14 @@ type Config struct {
 	LabelsFile string                    // where POST /v1/identity writes the labels; "": agentproto.LabelsFile
 	// Layer is the root's writable layer (the overlayfs upper directory)
 	// for GET /v1/layer; "": 501.
-	Layer  string
-	Logger *slog.Logger // nil: discard
+	Layer string
+	// NoVNC is the directory of noVNC's page, served with the display's
+	// VNC; "": DefaultNoVNC. Without a vnc.html there, no page is served.
+	NoVNC string
+	// DevToolsPort is where the desktop browser serves the DevTools
+	// protocol; 0: DevToolsPort.
+	DevToolsPort int
+	Logger       *slog.Logger // nil: discard
 }
 
 // Agent serves the guest agent's HTTP API.
@@ -58,6 +64,9 @@ type Agent struct {
 	defaultUsr string                      // from POST /v1/identity: an exec's user when it names none
 	relays     map[net.Conn]bool           // hijacked port relays, closed by Close
 	displays   map[string]*desktop.Display // X connections, by display, kept open
+	vnc        map[string]*vncServer       // VNC servers, by display, once asked for
+	browserMu  sync.Mutex                  // one start of the browser at a time
+	browser    *process                    // the browser POST /v1/desktop/browser started
 	watches    int                         // running GET /v1/watch streams
 	closed     bool
 }
@@ -143,9 +152,12 @@ func (a *Agent) Close() error {
 		a.killContext(c)
 	}
 	a.mu.Lock()
-	displays := a.displays
-	a.displays = nil
+	displays, vnc := a.displays, a.vnc
+	a.displays, a.vnc = nil, nil
 	a.mu.Unlock()
+	for _, s := range vnc {
+		s.close()
+	}
 	for _, d := range displays {
 		d.Close()
 	}
@@ -196,6 +208,8 @@ func (a *Agent) routes() http.Handler {
 	handle("GET", "/v1/desktop", a.handleDesktop)
 	handle("GET", "/v1/desktop/screenshot", a.handleScreenshot)
 	handle("POST", "/v1/desktop/input", a.handleInput)
+	handle("POST", "/v1/desktop/vnc", a.handleVNC)
+	handle("POST", "/v1/desktop/browser", a.handleBrowser)
 	handle("PUT", "/v1/tar", a.handleTarUpload)
 	handle("GET", "/v1/watch", a.handleWatch)
 	for path, methods := range allowed {

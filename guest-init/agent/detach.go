@@ -20,22 +20,29 @@ const maxKeptExited = 32
 // with its id and pid (status). Its output goes to a ring (and req.Log)
 // until it exits; it stays listed until deleted.
 func (a *Agent) startDetached(w http.ResponseWriter, req agentproto.ExecRequest, status int) {
-	if req.Log != "" && (req.Log[0] != '/' || len(req.Log) > 4096) {
-		writeError(w, badRequest("log %q: want an absolute path in the guest", req.Log))
-		return
-	}
-	p, attr, argv, e := a.begin(&req)
+	p, e := a.detach(req)
 	if e != nil {
 		writeError(w, e)
 		return
+	}
+	writeJSON(w, status, agentproto.Started{ID: p.id, PID: p.pid})
+}
+
+// detach starts req as a detached process (see startDetached).
+func (a *Agent) detach(req agentproto.ExecRequest) (*process, *Error) {
+	if req.Log != "" && (req.Log[0] != '/' || len(req.Log) > 4096) {
+		return nil, badRequest("log %q: want an absolute path in the guest", req.Log)
+	}
+	p, attr, argv, e := a.begin(&req)
+	if e != nil {
+		return nil, e
 	}
 	p.detached, p.ring = true, newOutputRing()
 	// With a log, output is one stream, in the order it was written.
 	files, err := openStdio(&req, p, req.Log != "")
 	if err != nil {
 		a.unregister(p)
-		writeError(w, apiErr(codeInternal, "exec %s: %v", req.Cmd, err))
-		return
+		return nil, apiErr(codeInternal, "exec %s: %v", req.Cmd, err)
 	}
 	var logf *os.File
 	if req.Log != "" {
@@ -43,8 +50,7 @@ func (a *Agent) startDetached(w http.ResponseWriter, req agentproto.ExecRequest,
 			files.close()
 			p.closeParent()
 			a.unregister(p)
-			writeError(w, fsError("open the log", req.Log, err))
-			return
+			return nil, fsError("open the log", req.Log, err)
 		}
 	}
 	attr.Files = files.child
@@ -60,8 +66,7 @@ func (a *Agent) startDetached(w http.ResponseWriter, req agentproto.ExecRequest,
 			logf.Close()
 		}
 		a.unregister(p)
-		writeError(w, startError(&req, attr.Dir, err))
-		return
+		return nil, startError(&req, attr.Dir, err)
 	}
 	a.mu.Lock()
 	p.proc, p.pid = proc, proc.Pid
@@ -69,7 +74,7 @@ func (a *Agent) startDetached(w http.ResponseWriter, req agentproto.ExecRequest,
 	a.log.Info("agent: detached process started", "id", p.id, "pid", p.pid, "cmd", argv[0], "args", req.Args, "log", req.Log)
 	go a.wait(p)
 	go a.collect(p, proc, logf, time.Duration(req.TimeoutMS)*time.Millisecond)
-	writeJSON(w, status, agentproto.Started{ID: p.id, PID: p.pid})
+	return p, nil
 }
 
 // collect copies a detached process's output to its ring (and log) until

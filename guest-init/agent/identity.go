@@ -66,6 +66,9 @@ func (a *Agent) handleIdentity(w http.ResponseWriter, r *http.Request) {
 	// one still runs: apply one identity at a time.
 	a.identityMu.Lock()
 	defer a.identityMu.Unlock()
+	// A new identity is a new machine: the VNC password of the one it was
+	// restored from must not open its desktop.
+	a.forgetVNCPasswords()
 	var res agentproto.IdentityResult
 	if machine {
 		before := time.Now()

@@ -117,3 +117,75 @@ func ParseRegion(q url.Values) (image.Rectangle, error) {
 	}
 	return image.Rect(v[0], v[1], v[0]+v[2], v[1]+v[3]), nil
 }
+
+// VNC ports in the guest: a display :N is served on VNCPortBase+N (RFB)
+// and WebPortBase+N (noVNC's page and its WebSocket), on 127.0.0.1 only.
+const (
+	VNCPortBase = 5900
+	WebPortBase = 6080
+)
+
+// VNCRequest is the body of POST /v1/desktop/vnc: serve the display over
+// VNC with this password (6 to 8 characters: VNC authentication uses 8),
+// which replaces any set before; sessions already in keep going.
+type VNCRequest struct {
+	Display  string `json:"display,omitempty"` // default DefaultDisplay
+	Password string `json:"password"`
+}
+
+// VNCState is the reply of POST /v1/desktop/vnc: the guest ports serving
+// the display. WebPort is 0 where the guest has no noVNC to serve.
+type VNCState struct {
+	Port    int `json:"port"`
+	WebPort int `json:"web_port,omitempty"`
+}
+
+// StartVNC serves the display over VNC with a new password.
+func (c *Client) StartVNC(ctx context.Context, req VNCRequest) (VNCState, error) {
+	var st VNCState
+	err := c.doJSON(ctx, http.MethodPost, "/v1/desktop/vnc", nil, req, &st)
+	return st, err
+}
+
+// BrowserRequest is the body of POST /v1/desktop/browser: open URL in the
+// desktop's browser, starting it if it is not running.
+type BrowserRequest struct {
+	Display string `json:"display,omitempty"` // default DefaultDisplay
+	URL     string `json:"url"`
+}
+
+// BrowserState is the reply of POST /v1/desktop/browser.
+type BrowserState struct {
+	// Started: the browser was not running and has been started with the
+	// URL; it shows the page once it is up. Otherwise the URL was opened
+	// in a new tab of the running browser.
+	Started bool `json:"started"`
+	// DevToolsPort is the guest port of the Chrome DevTools protocol
+	// (127.0.0.1 only; forward it for CDP tools).
+	DevToolsPort int `json:"devtools_port"`
+	PID          int `json:"pid,omitempty"`
+}
+
+// OpenURL opens a URL in the desktop's browser.
+func (c *Client) OpenURL(ctx context.Context, req BrowserRequest) (BrowserState, error) {
+	var st BrowserState
+	err := c.doJSON(ctx, http.MethodPost, "/v1/desktop/browser", nil, req, &st)
+	return st, err
+}
+
+// CheckBrowserURL accepts what POST /v1/desktop/browser opens: absolute
+// http, https, file, data and about URLs of at most 8 KiB.
+func CheckBrowserURL(s string) error {
+	if len(s) > 8<<10 {
+		return fmt.Errorf("a URL of %d bytes: at most 8 KiB", len(s))
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("url %q: %v", s, err)
+	}
+	switch u.Scheme {
+	case "http", "https", "file", "data", "about":
+		return nil
+	}
+	return fmt.Errorf("url %q: want an absolute http, https, file, data or about URL", s)
+}
