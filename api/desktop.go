@@ -1,7 +1,10 @@
 package api
 
 import (
+	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/sandbox"
@@ -59,4 +62,40 @@ func (s *Server) input(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, desktopOut(st))
+}
+
+// vnc serves a sandbox's desktop over VNC with a new password and
+// forwards host ports to it: POST /v1/sandboxes/{id}/vnc.
+func (s *Server) vnc(w http.ResponseWriter, r *http.Request) {
+	var in model.VNCRequest
+	if !decode(w, r, &in, true) {
+		return
+	}
+	info, err := s.m.VNC(r.Context(), r.PathValue("id"), sandbox.VNCSpec{Display: in.Display, HostAddr: in.HostAddr, HostPort: in.HostPort})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := model.VNC{Display: info.Display, Password: info.Password, HostAddr: info.HostAddr, HostPort: info.HostPort}
+	if info.WebPort != 0 {
+		u := url.URL{Scheme: "http", Host: net.JoinHostPort(info.HostAddr, strconv.Itoa(info.WebPort)), Path: "/",
+			RawQuery: url.Values{"password": {info.Password}}.Encode()}
+		out.WebURL = u.String()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// browser opens a URL in a sandbox's desktop browser: POST
+// /v1/sandboxes/{id}/browser.
+func (s *Server) browser(w http.ResponseWriter, r *http.Request) {
+	var in model.BrowserRequest
+	if !decode(w, r, &in, false) {
+		return
+	}
+	st, err := s.m.OpenURL(r.Context(), r.PathValue("id"), in.Display, in.URL)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, model.Browser{Started: st.Started, DevToolsPort: st.DevToolsPort, PID: st.PID})
 }

@@ -5,12 +5,16 @@ import (
 	"context"
 	"image"
 	"image/png"
+	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
 	"github.com/sietch-vm/sietch/guest-init/agent/desktop/desktoptest"
+	"github.com/sietch-vm/sietch/guest-init/agent/desktop/rfb"
 	"github.com/sietch-vm/sietch/sandbox"
 	"github.com/sietch-vm/sietch/wire/agentproto"
 )
@@ -65,6 +69,47 @@ func TestDesktopThroughSietchd(t *testing.T) {
 	} {
 		if code, body := e.do(tc.method, tc.path, tc.body); code != tc.status {
 			t.Errorf("%s %s: %d %s; want %d", tc.method, tc.path, code, body, tc.status)
+		}
+	}
+
+	// VNC: a password per call and a host port forwarded to the agent's
+	// VNC server, where a client gets in with it and not with the last.
+	var v1, v2 model.VNC
+	e.call("POST", base+"/vnc", model.VNCRequest{Display: display}, http.StatusOK, &v1)
+	e.call("POST", base+"/vnc", model.VNCRequest{Display: display}, http.StatusOK, &v2)
+	if len(v1.Password) != 8 || v1.Password == v2.Password || v1.HostPort == 0 || v2.HostPort != v1.HostPort || v1.HostAddr != "127.0.0.1" {
+		t.Fatalf("two VNC calls: %+v, %+v; want 8-character passwords, new each time, on one forwarded port", v1, v2)
+	}
+	login := func(password string) (rfb.ServerInit, error) {
+		conn, err := net.Dial("tcp", net.JoinHostPort(v2.HostAddr, strconv.Itoa(v2.HostPort)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return rfb.Login(conn, password, 10*time.Second)
+	}
+	if si, err := login(v2.Password); err != nil || si.Width != 400 || si.Height != 300 {
+		t.Errorf("VNC through sietchd's forward: %+v %v; want a 400x300 screen", si, err)
+	}
+	var refused *rfb.RefusedError
+	if _, err := login(v1.Password); !errors.As(err, &refused) {
+		t.Errorf("VNC with the replaced password: %v; want refused", err)
+	}
+	for _, tc := range []struct {
+		path   string
+		body   any
+		status int
+	}{
+		{base + "/vnc", model.VNCRequest{Display: ":98"}, http.StatusConflict},
+		{base + "/vnc", model.VNCRequest{Display: display, HostAddr: "localhost"}, http.StatusBadRequest},
+		{base + "/vnc", `{"display": ":1", "password": "mine"}`, http.StatusBadRequest}, // passwords are made, not given
+		{base + "/browser", model.BrowserRequest{Display: display, URL: "javascript:alert(1)"}, http.StatusBadRequest},
+		{base + "/browser", model.BrowserRequest{Display: display}, http.StatusBadRequest},
+		{base + "/browser", model.BrowserRequest{Display: ":199", URL: "https://example.test/"}, http.StatusConflict},
+		{"/v1/sandboxes/sb-nope/vnc", nil, http.StatusNotFound},
+	} {
+		if code, body := e.do("POST", tc.path, tc.body); code != tc.status {
+			t.Errorf("POST %s %v: %d %s; want %d", tc.path, tc.body, code, body, tc.status)
 		}
 	}
 	e.call("DELETE", base, nil, http.StatusNoContent, nil)

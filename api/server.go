@@ -101,6 +101,8 @@ func (s *Server) register() {
 	m.Handle("GET", "/v1/sandboxes/{id}/desktop", s.desktop)
 	m.Handle("GET", "/v1/sandboxes/{id}/screenshot", s.screenshot)
 	m.Handle("POST", "/v1/sandboxes/{id}/input", s.input)
+	m.Handle("POST", "/v1/sandboxes/{id}/vnc", s.vnc)
+	m.Handle("POST", "/v1/sandboxes/{id}/browser", s.browser)
 	m.Handle("GET", "/v1/sandboxes/{id}/stats", s.stats)
 	m.Handle("GET", "/v1/sandboxes/{id}/network", s.network)
 	m.Handle("PUT", "/v1/sandboxes/{id}/network", s.setNetwork)

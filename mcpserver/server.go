@@ -66,6 +66,7 @@ func New(api *client.Client, opts Options) *Server {
 	s.addSandboxTools()
 	s.addExecTools()
 	s.addFileTools()
+	s.addDesktopTools()
 	return s
 }
 

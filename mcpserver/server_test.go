@@ -90,6 +90,7 @@ func TestToolsHaveSchemasAndDescriptions(t *testing.T) {
 		"exec": {"sandbox_id"}, "run_code": {"sandbox_id", "code"},
 		"read_file": {"sandbox_id", "path"}, "write_file": {"sandbox_id", "path", "content"}, "list_directory": {"sandbox_id", "path"},
 		"snapshot": {"sandbox_id"}, "restore": {"snapshot_id"}, "fork": {"sandbox_id"},
+		"screenshot": {"sandbox_id"}, "computer": {"sandbox_id", "actions"}, "open_url": {"sandbox_id", "url"},
 	}
 	res, err := f.cs.ListTools(t.Context(), nil)
 	if err != nil {
@@ -350,5 +351,37 @@ func TestDeleteAndErrors(t *testing.T) {
 	call(t, f.cs, "list_templates", nil, &temps)
 	if len(temps.Templates) != 1 || temps.Templates[0].Name != "default" || len(temps.Images) != 1 {
 		t.Errorf("list_templates: %+v", temps)
+	}
+}
+
+// The desktop tools pass a sandbox's refusal on with what to do, and
+// refuse malformed arguments themselves.
+func TestDesktopToolErrors(t *testing.T) {
+	f := newFixture(t)
+	var sb SandboxOutput
+	call(t, f.cs, "create_sandbox", nil, &sb)
+	id := sb.Sandbox.ID
+	for name, tc := range map[string]struct {
+		args map[string]any
+		want string
+	}{
+		"screenshot": {map[string]any{"sandbox_id": id}, "runs no X server"},
+		"computer":   {map[string]any{"sandbox_id": id, "actions": []map[string]any{{"type": "click", "x": 1, "y": 2}}}, "runs no X server"},
+		"open_url":   {map[string]any{"sandbox_id": id, "url": "https://example.test/"}, "runs no X server"},
+	} {
+		if res := call(t, f.cs, name, tc.args, nil); !res.IsError || !strings.Contains(textOf(res), tc.want) {
+			t.Errorf("%s on a sandbox without a desktop: error %v %q; want %q", name, res.IsError, textOf(res), tc.want)
+		}
+	}
+	for _, args := range []map[string]any{
+		{"sandbox_id": id, "region": []int{1, 2, 3}},
+		{"sandbox_id": id, "region": []int{0, 0, 0, 10}},
+	} {
+		if res := call(t, f.cs, "screenshot", args, nil); !res.IsError || !strings.Contains(textOf(res), "region") {
+			t.Errorf("screenshot %v: %q; want the region refused", args, textOf(res))
+		}
+	}
+	if res := call(t, f.cs, "computer", map[string]any{"sandbox_id": id, "actions": []any{}}, nil); !res.IsError {
+		t.Errorf("computer with no actions was accepted")
 	}
 }

@@ -66,3 +66,19 @@ func displayQuery(display string, q url.Values) string {
 	}
 	return "?" + q.Encode()
 }
+
+// VNC makes a new VNC password for a sandbox's desktop (the one before
+// stops working) and returns the forwarded host port and noVNC's URL.
+func (c *Client) VNC(ctx context.Context, id string, req model.VNCRequest) (model.VNC, error) {
+	var v model.VNC
+	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/vnc"), req, &v, http.StatusOK)
+	return v, err
+}
+
+// OpenURL opens a URL in the browser of a sandbox's desktop, starting the
+// browser if it is not running.
+func (c *Client) OpenURL(ctx context.Context, id string, req model.BrowserRequest) (model.Browser, error) {
+	var b model.Browser
+	err := c.call(ctx, http.MethodPost, sandboxPath(id, "/browser"), req, &b, http.StatusOK)
+	return b, err
+}

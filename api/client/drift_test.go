@@ -58,6 +58,8 @@ var operations = map[string]string{
 	"getDesktop":         "Desktop",
 	"takeScreenshot":     "Screenshot",
 	"sendInput":          "Input",
+	"serveVNC":           "VNC",
+	"openURL":            "OpenURL",
 	"buildTemplate":      "BuildTemplate",
 	"listTemplates":      "Templates",
 	"getTemplate":        "Template",

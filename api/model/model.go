@@ -446,3 +446,38 @@ type DesktopState struct {
 	CursorX int `json:"cursor_x"`
 	CursorY int `json:"cursor_y"`
 }
+
+// VNCRequest is the body of POST /v1/sandboxes/{id}/vnc.
+type VNCRequest struct {
+	Display  string `json:"display,omitempty"`   // default ":1"
+	HostAddr string `json:"host_addr,omitempty"` // default 127.0.0.1
+	HostPort int    `json:"host_port,omitempty"` // 0: any free port, or the forward made before
+}
+
+// VNC is how to view a sandbox's desktop: a VNC server (RFB, VNC
+// authentication) at host_addr:host_port with password, made for this
+// request (the one before stops working), and noVNC's page in a browser at
+// web_url when the image has noVNC.
+type VNC struct {
+	Display  string `json:"display"`
+	Password string `json:"password"`
+	HostAddr string `json:"host_addr"`
+	HostPort int    `json:"host_port"`
+	WebURL   string `json:"web_url,omitempty"`
+}
+
+// BrowserRequest is the body of POST /v1/sandboxes/{id}/browser.
+type BrowserRequest struct {
+	Display string `json:"display,omitempty"` // default ":1"
+	URL     string `json:"url"`
+}
+
+// Browser is the reply of POST /v1/sandboxes/{id}/browser: started (the
+// browser was not running and now starts with the URL) or not (a new tab
+// of the running browser), and the guest port of its DevTools protocol,
+// which `POST …/ports` forwards for CDP tools.
+type Browser struct {
+	Started      bool `json:"started"`
+	DevToolsPort int  `json:"devtools_port"`
+	PID          int  `json:"pid,omitempty"`
+}

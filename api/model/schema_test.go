@@ -21,7 +21,7 @@ var types = map[string]any{
 	"SignalRequest": SignalRequest{}, "ExecEvent": ExecEvent{}, "ExecExit": ExecExit{},
 	"ContextRequest": ContextRequest{}, "Context": Context{}, "RunRequest": RunRequest{},
 	"RunEvent": RunEvent{}, "RunError": RunError{}, "RunEnd": RunEnd{}, "PortRequest": PortRequest{},
-	"Port": Port{}, "Image": Image{}, "ImageConfig": ImageConfig{}, "ImageBuildEvent": ImageBuildEvent{}, "DesktopAction": DesktopAction{}, "DesktopInput": DesktopInput{}, "DesktopState": DesktopState{}, "Health": Health{}, "Error": Error{}, "ErrorBody": ErrorBody{},
+	"Port": Port{}, "Image": Image{}, "ImageConfig": ImageConfig{}, "ImageBuildEvent": ImageBuildEvent{}, "DesktopAction": DesktopAction{}, "DesktopInput": DesktopInput{}, "DesktopState": DesktopState{}, "VNCRequest": VNCRequest{}, "VNC": VNC{}, "BrowserRequest": BrowserRequest{}, "Browser": Browser{}, "Health": Health{}, "Error": Error{}, "ErrorBody": ErrorBody{},
 	"FileInfo": FileInfo{}, "FileList": FileList{}, "MkdirRequest": MkdirRequest{},
 	"RenameRequest": RenameRequest{}, "TarResult": TarResult{}, "WatchEvent": WatchEvent{},
 	"SandboxStats": SandboxStats{}, "NetworkSpec": NetworkSpec{}, "Network": Network{},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -221,4 +222,85 @@ func parseAction(g []string) (model.DesktopAction, error) {
 		return a, fmt.Errorf("unknown action %q: want click, move, drag, scroll, type or key", g[0])
 	}
 	return a, nil
+}
+
+var cmdVNC = &command{
+	synopsis: "vnc ID [--display :1] [--host-port P] [--host-addr A]",
+	summary: "Serve a desktop sandbox's screen over VNC and print where to connect: a host port forwarded to the guest agent's " +
+		"VNC server, a password made now (the one before stops working) and noVNC's page for a web browser. " +
+		"Any VNC client works; the forward ends with the sandbox (or sietch port ID --close P).",
+	example: "  sietch vnc sb-1\n  vncviewer 127.0.0.1::$(sietch vnc sb-1 --json | jq .host_port)\n",
+	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
+		var req model.VNCRequest
+		fs.StringVar(&req.Display, "display", "", "the X display (default :1)")
+		fs.IntVar(&req.HostPort, "host-port", 0, "host TCP port for VNC (default: any free port, or the one an earlier call forwarded)")
+		fs.StringVar(&req.HostAddr, "host-addr", "", "host address to listen on (default 127.0.0.1)")
+		err := fs.Parse(args)
+		if err == nil && fs.NArg() != 1 {
+			err = errors.New("want one sandbox ID")
+		}
+		if err == nil && (req.HostPort < 0 || req.HostPort > 65535) {
+			err = errors.New("--host-port: want 1..65535")
+		}
+		if rc, done := c.parsed("vnc", fs, err); done {
+			return rc
+		}
+		api, err := c.connect(true)
+		if err != nil {
+			return c.fail("vnc", err)
+		}
+		v, err := api.VNC(ctx, fs.Arg(0), req)
+		if err != nil {
+			return c.fail("vnc", err)
+		}
+		if c.g.json {
+			printJSON(c.stdout, v)
+			return exitOK
+		}
+		fmt.Fprintf(c.stdout, "VNC:      %s  (vncviewer %s::%d)\n", net.JoinHostPort(v.HostAddr, strconv.Itoa(v.HostPort)), v.HostAddr, v.HostPort)
+		fmt.Fprintf(c.stdout, "password: %s\n", v.Password)
+		if v.WebURL != "" {
+			fmt.Fprintf(c.stdout, "browser:  %s\n", v.WebURL)
+		}
+		return exitOK
+	},
+}
+
+var cmdBrowser = &command{
+	synopsis: "browser ID URL [--display :1]",
+	summary: "Open URL in a desktop sandbox's browser (Chromium), starting it if it is not running; the first start takes long " +
+		"where guest kernel mode is emulated, and a second call while it comes up says to retry. Drive the page with screenshot " +
+		"and input; CDP tools reach its DevTools port with sietch port ID 9222.",
+	example: "  sietch browser sb-1 https://example.com\n  sietch port sb-1 9222   # then point Playwright/Puppeteer's connectOverCDP at it\n",
+	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
+		var req model.BrowserRequest
+		fs.StringVar(&req.Display, "display", "", "the X display (default :1)")
+		err := fs.Parse(args)
+		if err == nil && fs.NArg() != 2 {
+			err = errors.New("want a sandbox ID and a URL")
+		}
+		if rc, done := c.parsed("browser", fs, err); done {
+			return rc
+		}
+		req.URL = fs.Arg(1)
+		api, err := c.connect(true)
+		if err != nil {
+			return c.fail("browser", err)
+		}
+		b, err := api.OpenURL(ctx, fs.Arg(0), req)
+		if err != nil {
+			return c.fail("browser", err)
+		}
+		if c.g.json {
+			printJSON(c.stdout, b)
+			return exitOK
+		}
+		if b.Started {
+			fmt.Fprintf(c.stdout, "started the browser (pid %d) with %s; it shows the page once it is up\n", b.PID, req.URL)
+		} else {
+			fmt.Fprintf(c.stdout, "opened %s in a new tab\n", req.URL)
+		}
+		fmt.Fprintf(c.stdout, "DevTools: guest port %d (sietch port %s %d)\n", b.DevToolsPort, fs.Arg(0), b.DevToolsPort)
+		return exitOK
+	},
 }

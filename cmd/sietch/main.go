@@ -53,6 +53,8 @@ Files in sandboxes (ID:/path):
 Desktops (sandboxes that run an X server):
   screenshot  save a PNG of the screen (or a region)
   input       click, move, drag, scroll, type text, press keys
+  vnc         view the screen with any VNC client or noVNC (a password per call)
+  browser     open a URL in the desktop's browser
 Templates:
   template    build, list and remove templates (sandboxes resume them in milliseconds)
 Snapshots:
@@ -139,6 +141,8 @@ func init() {
 		"stats":      cmdStats,
 		"screenshot": cmdScreenshot,
 		"input":      cmdInput,
+		"vnc":        cmdVNC,
+		"browser":    cmdBrowser,
 		"net":        cmdNet,
 		"port":       cmdPort,
 		"snapshot":   cmdSnapshot,

@@ -50,7 +50,7 @@ func startMCPEnv(t *testing.T) *mcpEnv {
 		t.Skipf("counter test guest: %v", err)
 	}
 	var dlog lockedBuffer
-	daemon := exec.Command(sietchd, "--state-dir", e.state, "--image", "counter:kind=testguest,kernel="+counter+",mem=64,cmdline=n=100000000000")
+	daemon := exec.Command(sietchd, "--state-dir", e.state, "--net-pool", "off", "--image", "counter:kind=testguest,kernel="+counter+",mem=64,cmdline=n=100000000000")
 	daemon.Stdout, daemon.Stderr = &dlog, &dlog
 	daemon.WaitDelay = 5 * time.Second
 	if err := daemon.Start(); err != nil {

@@ -195,6 +195,8 @@ func (s *Server) routes() http.Handler {
 	auth("GET /v1/sandboxes/{id}/desktop", desktopless)
 	auth("GET /v1/sandboxes/{id}/screenshot", desktopless)
 	auth("POST /v1/sandboxes/{id}/input", desktopless)
+	auth("POST /v1/sandboxes/{id}/vnc", desktopless)
+	auth("POST /v1/sandboxes/{id}/browser", desktopless)
 	auth("POST /v1/sandboxes", s.create)
 	auth("GET /v1/sandboxes", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()

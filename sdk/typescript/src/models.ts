@@ -71,6 +71,10 @@ export const MODELS = {
   DesktopAction: { type: "type", x: "x", y: "y", x2: "x2", y2: "y2", button: "button", count: "count", dy: "dy", text: "text", keys: "keys" },
   DesktopInput: { display: "display", actions: "actions:DesktopAction[]" },
   DesktopState: { width: "width", height: "height", cursor_x: "cursorX", cursor_y: "cursorY" },
+  VNCRequest: { display: "display", host_addr: "hostAddr", host_port: "hostPort" },
+  VNC: { display: "display", password: "password", host_addr: "hostAddr", host_port: "hostPort", web_url: "webUrl" },
+  BrowserRequest: { display: "display", url: "url" },
+  Browser: { started: "started", devtools_port: "devtoolsPort", pid: "pid" },
   SandboxStats: {
     cgroup: "cgroup", cpu_user_s: "cpuUserS", cpu_system_s: "cpuSystemS", cpu_limit: "cpuLimit", cpu_periods: "cpuPeriods",
     cpu_throttled_periods: "cpuThrottledPeriods", cpu_throttled_s: "cpuThrottledS", memory_bytes: "memoryBytes",
@@ -403,6 +407,40 @@ export interface DesktopState {
   height: number;
   cursorX: number;
   cursorY: number;
+}
+
+export interface VNCRequest {
+  /** The X display; default ":1". */
+  display?: string;
+  /** Host address to listen on; default 127.0.0.1. */
+  hostAddr?: string;
+  /** Host port for VNC; 0 or unset: any free port, or the forward made before. */
+  hostPort?: number;
+}
+
+/** How to view a desktop: a VNC server at hostAddr:hostPort with password, made for this call (the one before stops working). */
+export interface VNC {
+  display: string;
+  password: string;
+  hostAddr: string;
+  hostPort: number;
+  /** noVNC's page with the password, when the image has noVNC. */
+  webUrl?: string;
+}
+
+export interface BrowserRequest {
+  /** The X display; default ":1". */
+  display?: string;
+  /** An absolute http, https, file, data or about URL. */
+  url: string;
+}
+
+/** started: the browser was not running and now starts with the URL; false: the URL opened in a new tab. */
+export interface Browser {
+  started: boolean;
+  /** Guest port of the Chrome DevTools protocol (forward it with ports.forward). */
+  devtoolsPort: number;
+  pid?: number;
 }
 
 export interface Health {

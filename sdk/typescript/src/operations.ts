@@ -12,6 +12,8 @@ export const OPERATIONS: Readonly<Record<string, string>> = Object.freeze({
   getDesktop: "Sandbox#desktop",
   takeScreenshot: "Sandbox#screenshot",
   sendInput: "Sandbox#input",
+  serveVNC: "Sandbox#vnc",
+  openURL: "Sandbox#openUrl",
 
   createSandbox: "Sandbox.create",
   listSandboxes: "Sandbox.list",

@@ -11,6 +11,9 @@ import {
   type ContextLanguage,
   type DesktopAction,
   type DesktopState,
+  type VNC,
+  type VNCRequest,
+  type Browser,
   type Limits,
   type NetworkInfo,
   type NetworkSpec,
@@ -204,6 +207,23 @@ export class Sandbox {
   /** Presses a key combination such as "ctrl+l". */
   async press(keys: string, opts: CallOptions = {}): Promise<DesktopState> {
     return this.input([{ type: "key", keys }], opts);
+  }
+
+  /** Serves its desktop over VNC with a password made now (the one before stops working): the forwarded host port, the password, noVNC's URL. */
+  async vnc(opts: CallOptions & VNCRequest = {}): Promise<VNC> {
+    const req: VNCRequest = { display: opts.display, hostAddr: opts.hostAddr, hostPort: opts.hostPort };
+    return this.client.json(
+      { method: "POST", path: this.path("/vnc"), json: encode("VNCRequest", req), expect: 200, signal: opts.signal, what: `VNC of ${this.id}` },
+      "VNC",
+    );
+  }
+
+  /** Opens url in its desktop's browser, starting the browser if it is not running (a second call while it comes up is a ConflictError: retry). */
+  async openUrl(url: string, opts: CallOptions & { display?: string } = {}): Promise<Browser> {
+    return this.client.json(
+      { method: "POST", path: this.path("/browser"), json: encode("BrowserRequest", { url, display: opts.display }), expect: 200, signal: opts.signal, what: `browser of ${this.id}` },
+      "Browser",
+    );
   }
 
   /** Its snapshots, oldest first. */

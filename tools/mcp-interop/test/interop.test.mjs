@@ -49,7 +49,7 @@ test("sietch mcp lists its tools with schemas", { skip: !bin && "SIETCH_BIN is n
     assert.equal(client.getServerVersion()?.name, "sietch");
     const { tools } = await client.listTools();
     const names = tools.map((t) => t.name).sort();
-    for (const want of ["create_sandbox", "delete_sandbox", "exec", "fork", "list_directory", "list_sandboxes", "read_file", "restore", "run_code", "snapshot", "write_file"]) {
+    for (const want of ["computer", "create_sandbox", "delete_sandbox", "exec", "fork", "list_directory", "list_sandboxes", "open_url", "read_file", "restore", "run_code", "screenshot", "snapshot", "write_file"]) {
       assert.ok(names.includes(want), `tool ${want} missing from ${names}`);
     }
     for (const t of tools) {

@@ -36,6 +36,8 @@ from .errors import (
 from .execstream import ExecSession
 from .files import Files
 from .models import (
+    VNC,
+    Browser,
     Context,
     ExecEvent,
     ExecExit,
@@ -68,6 +70,7 @@ __all__ = [
     "APIError",
     "AgentUnavailableError",
     "BadRequestError",
+    "Browser",
     "BodyTooLargeError",
     "Client",
     "CommandResult",
@@ -118,6 +121,7 @@ __all__ = [
     "TarResult",
     "Template",
     "TemplateBuildError",
+    "VNC",
     "TemplateInfo",
     "UnauthorizedError",
     "UnknownFieldError",

@@ -116,6 +116,10 @@ class Response:
             with self._client._reading(self.what, self):
                 line = self.raw.readline(max_line + 1)
             if not line:
+                if self.closed:
+                    # close() from another thread can end the read as a
+                    # clean end of the body.
+                    raise StreamClosedError(f"{self.what}: the stream was closed")
                 return
             if len(line) > max_line:
                 raise ProtocolError(f"{self.what}: a stream line is longer than {max_line} bytes")

@@ -340,6 +340,44 @@ class DesktopState:
 
 
 @dataclass
+class VNCRequest:
+    display: str | None = None  # default ":1"
+    host_addr: str | None = None  # default 127.0.0.1
+    host_port: int | None = None  # 0 or None: any free port, or the forward made before
+
+
+@dataclass
+class VNC:
+    """How to view a sandbox's desktop: a VNC server at host_addr:host_port
+    with password, made for this call (the one before stops working), and
+    noVNC's page at web_url when the image has noVNC."""
+
+    display: str
+    password: str
+    host_addr: str
+    host_port: int
+    web_url: str | None = None
+
+
+@dataclass
+class BrowserRequest:
+    url: str
+    display: str | None = None  # default ":1"
+
+
+@dataclass
+class Browser:
+    """started: the browser was not running and now starts with the URL
+    (its first window takes minutes where guest kernel mode is emulated);
+    False: the URL opened in a new tab. devtools_port is the guest port of
+    the Chrome DevTools protocol (forward it with ports.forward)."""
+
+    started: bool
+    devtools_port: int
+    pid: int | None = None
+
+
+@dataclass
 class ImageConfig:
     """A built image's runtime config: ENV, WORKDIR and USER are every
     exec's defaults in its sandboxes; ENTRYPOINT and CMD a template's start
@@ -477,6 +515,10 @@ SCHEMAS: dict[str, type] = {
     "DesktopAction": DesktopAction,
     "DesktopInput": DesktopInput,
     "DesktopState": DesktopState,
+    "VNCRequest": VNCRequest,
+    "VNC": VNC,
+    "BrowserRequest": BrowserRequest,
+    "Browser": Browser,
     "Health": Health,
     "Error": ErrorInfo,
     "ErrorBody": ErrorBody,

@@ -53,6 +53,8 @@ OPERATIONS: dict[str, str] = {
     "getDesktop": "Sandbox.desktop",
     "takeScreenshot": "Sandbox.screenshot",
     "sendInput": "Sandbox.input",
+    "serveVNC": "Sandbox.vnc",
+    "openURL": "Sandbox.open_url",
     "buildTemplate": "Template.build",
     "listTemplates": "Template.list",
     "getTemplate": "Template.get",

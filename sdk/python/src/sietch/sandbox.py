@@ -17,6 +17,8 @@ from .errors import NotFoundError
 from .execstream import PROTOCOL, ExecSession
 from .files import Files
 from .models import (
+    Browser,
+    BrowserRequest,
     Context,
     CreateRequest,
     DesktopAction,
@@ -36,6 +38,8 @@ from .models import (
     Snapshot,
     SnapshotRequest,
     TTYSize,
+    VNC,
+    VNCRequest,
 )
 
 
@@ -271,6 +275,20 @@ class Sandbox:
     def scroll(self, dy: int) -> DesktopState:
         """Turn the wheel dy steps: negative up, positive down."""
         return self.input([DesktopAction(type="scroll", dy=dy)])
+
+    def vnc(self, display: str | None = None, host_port: int | None = None, host_addr: str | None = None) -> VNC:
+        """Serve the desktop over VNC with a password made now (the one
+        before stops working); returns the forwarded host port, the
+        password and noVNC's URL."""
+        req = VNCRequest(display=display, host_port=host_port, host_addr=host_addr)
+        return _codec.decode(VNC, self._client.call("POST", self._path("/vnc"), json_body=req))
+
+    def open_url(self, url: str, display: str | None = None) -> Browser:
+        """Open url in the desktop's browser, starting it if it is not
+        running (then the page shows once the browser is up; a second call
+        meanwhile raises ConflictError: retry)."""
+        doc = self._client.call("POST", self._path("/browser"), json_body=BrowserRequest(url=url, display=display))
+        return _codec.decode(Browser, doc)
 
     def console(self) -> str:
         """The serial console log so far."""
