@@ -5,6 +5,7 @@ import (
 	"image"
 	"image/png"
 	"net/http"
+	"sync"
 
 	"github.com/sietch-vm/sietch/guest-init/agent/desktop"
 	"github.com/sietch-vm/sietch/wire/agentproto"
@@ -12,6 +13,31 @@ import (
 
 // maxActions bounds one POST /v1/desktop/input.
 const maxActions = 256
+
+// Screenshot images and the PNG encoder's buffers are reused: a fresh 4 MB
+// a screenshot costs page faults in a guest whose kernel is emulated.
+var (
+	shotPool   sync.Pool
+	pngBuffers = &pngPool{}
+)
+
+// getShot is a w×h image from the pool, or a new one.
+func getShot(w, h int) *image.RGBA {
+	if img, ok := shotPool.Get().(*image.RGBA); ok && img.Rect.Dx() == w && img.Rect.Dy() == h {
+		return img
+	}
+	return image.NewRGBA(image.Rect(0, 0, w, h))
+}
+
+// pngPool is a png.EncoderBufferPool.
+type pngPool struct{ p sync.Pool }
+
+func (p *pngPool) Get() *png.EncoderBuffer {
+	b, _ := p.p.Get().(*png.EncoderBuffer)
+	return b
+}
+
+func (p *pngPool) Put(b *png.EncoderBuffer) { p.p.Put(b) }
 
 // display returns the agent's connection to an X display, opened on first
 // use and kept; a connection that failed is dropped so the next request
@@ -96,7 +122,18 @@ func (a *Agent) handleScreenshot(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	img, err := d.Screenshot(region)
+	sw, sh := d.Size()
+	area := region
+	if area.Empty() {
+		area = image.Rect(0, 0, sw, sh)
+	}
+	if !area.In(image.Rect(0, 0, sw, sh)) { // before allocating for it
+		writeError(w, badRequest("region %v is not inside the %dx%d screen", area, sw, sh))
+		return
+	}
+	img := getShot(area.Dx(), area.Dy())
+	defer shotPool.Put(img)
+	err = d.ScreenshotInto(img, area)
 	if err != nil {
 		if region != (image.Rectangle{}) {
 			writeError(w, badRequest("%v", err))
@@ -109,7 +146,7 @@ func (a *Agent) handleScreenshot(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "image/png")
 	// Fast, not small: the PNG crosses a local vsock, and encoding time
 	// is guest CPU.
-	enc := png.Encoder{CompressionLevel: png.BestSpeed}
+	enc := png.Encoder{CompressionLevel: png.BestSpeed, BufferPool: pngBuffers}
 	if err := enc.Encode(w, img); err != nil {
 		a.log.Warn("agent: screenshot cut short", "err", err)
 	}

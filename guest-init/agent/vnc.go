@@ -269,16 +269,16 @@ func (s agentScreen) Size() (int, int) {
 	return d.Size()
 }
 
-func (s agentScreen) Screenshot(r image.Rectangle) (*image.RGBA, error) {
+func (s agentScreen) ScreenshotInto(dst *image.RGBA, r image.Rectangle) error {
 	d, e := s.a.display(s.name)
 	if e != nil {
-		return nil, e
+		return e
 	}
-	img, err := d.Screenshot(r)
+	err := d.ScreenshotInto(dst, r)
 	if err != nil {
 		s.a.dropDisplay(s.name, d)
 	}
-	return img, err
+	return err
 }
 
 func (s agentScreen) PointerEvent(x, y int, buttons uint8) error {

@@ -179,28 +179,38 @@ func (d *Display) Shared() bool { return d.mem != nil }
 func (d *Display) Size() (w, h int) { return d.w, d.h }
 
 // Screenshot reads the screen's pixels in r (the whole screen when r is
-// empty), which must lie inside the screen.
+// empty), which must lie inside the screen, into a new image.
 func (d *Display) Screenshot(r image.Rectangle) (*image.RGBA, error) {
-	screen := image.Rect(0, 0, d.w, d.h)
 	if r.Empty() {
-		r = screen
+		r = image.Rect(0, 0, d.w, d.h)
 	}
-	if !r.In(screen) {
-		return nil, fmt.Errorf("region %v is not inside the %dx%d screen", r, d.w, d.h)
+	img := image.NewRGBA(image.Rect(0, 0, r.Dx(), r.Dy()))
+	return img, d.ScreenshotInto(img, r)
+}
+
+// ScreenshotInto reads the screen's pixels in r into dst, an image of r's
+// size at the origin: a caller that takes many (the VNC server) reuses one
+// image, where a fresh 4 MB each time costs guest page faults.
+func (d *Display) ScreenshotInto(img *image.RGBA, r image.Rectangle) error {
+	screen := image.Rect(0, 0, d.w, d.h)
+	if !r.In(screen) || r.Empty() {
+		return fmt.Errorf("region %v is not inside the %dx%d screen", r, d.w, d.h)
+	}
+	if img.Rect != image.Rect(0, 0, r.Dx(), r.Dy()) || img.Stride != 4*r.Dx() {
+		return fmt.Errorf("screenshot into a %v image with stride %d: want %v packed", img.Rect, img.Stride, image.Rect(0, 0, r.Dx(), r.Dy()))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	img := image.NewRGBA(image.Rect(0, 0, r.Dx(), r.Dy()))
 	if d.mem != nil {
 		// The region's rows, packed (32 bits a pixel, rows padded to 32
 		// bits: no padding), from the start of the segment.
 		_, err := shm.GetImage(d.conn, xproto.Drawable(d.root), int16(r.Min.X), int16(r.Min.Y), uint16(r.Dx()), uint16(r.Dy()),
 			0xffffffff, xproto.ImageFormatZPixmap, d.seg, 0).Reply()
 		if err != nil {
-			return nil, fmt.Errorf("screenshot of %s (shared memory): %w", d.name, err)
+			return fmt.Errorf("screenshot of %s (shared memory): %w", d.name, err)
 		}
 		toRGBA(img.Pix, d.mem[:4*r.Dx()*r.Dy()])
-		return img, nil
+		return nil
 	}
 	// One GetImage reply holds at most what a reply's 32-bit length says;
 	// bands of rows keep each well under it and under the server's limits.
@@ -211,14 +221,14 @@ func (d *Display) Screenshot(r image.Rectangle) (*image.RGBA, error) {
 		rep, err := xproto.GetImage(d.conn, xproto.ImageFormatZPixmap, xproto.Drawable(d.root),
 			int16(r.Min.X), int16(r.Min.Y+y), uint16(r.Dx()), uint16(n), 0xffffffff).Reply()
 		if err != nil {
-			return nil, fmt.Errorf("screenshot of %s: %w", d.name, err)
+			return fmt.Errorf("screenshot of %s: %w", d.name, err)
 		}
 		if len(rep.Data) < 4*r.Dx()*n {
-			return nil, fmt.Errorf("screenshot of %s: %d bytes for %dx%d pixels; the X server's format is not 32 bits per pixel", d.name, len(rep.Data), r.Dx(), n)
+			return fmt.Errorf("screenshot of %s: %d bytes for %dx%d pixels; the X server's format is not 32 bits per pixel", d.name, len(rep.Data), r.Dx(), n)
 		}
 		toRGBA(img.Pix[y*r.Dx()*4:], rep.Data[:4*r.Dx()*n])
 	}
-	return img, nil
+	return nil
 }
 
 // toRGBA converts ZPixmap pixels at depth 24/32 on a little-endian X
