@@ -34,10 +34,17 @@ var DefaultPackages = []string{"python3", "git", "curl", "ca-certificates", "ipr
 // --variant=minbase) with packages added. It needs root (debootstrap
 // chroots and makes device nodes) and a reachable mirror.
 func FromDebian(ctx context.Context, suite, mirror string, packages []string, out string, o Options) error {
+	return fromDebian(ctx, suite, mirror, packages, nil, out, o)
+}
+
+// fromDebian is FromDebian with apt packages installed by apt-get in the
+// tree after debootstrap: debootstrap's own dependency handling cannot
+// configure large sets such as Chromium's.
+func fromDebian(ctx context.Context, suite, mirror string, packages, apt []string, out string, o Options) error {
 	if !validDebName(suite) {
 		return fmt.Errorf("%w: debian suite %q (want a name such as bookworm)", ErrBadSource, suite)
 	}
-	for _, p := range packages {
+	for _, p := range slices.Concat(packages, apt) {
 		if !validDebName(p) {
 			return fmt.Errorf("%w: debian package name %q", ErrBadSource, p)
 		}
@@ -85,10 +92,55 @@ func FromDebian(ctx context.Context, suite, mirror string, packages []string, ou
 			suite, mirror, err, stage, tail.String())
 	}
 	progressf(o.Progress, "rootfs: debootstrap took %s\n", time.Since(start).Round(time.Second))
+	if len(apt) > 0 {
+		if err := aptInstall(ctx, stage, apt, o); err != nil {
+			return err
+		}
+	}
 	if err := trimDebian(stage); err != nil {
 		return err
 	}
 	return build(ctx, stage, out, o)
+}
+
+// aptInstall installs packages (without recommends) into the Debian tree
+// at root with apt-get in a chroot, in a private mount namespace holding
+// its /proc, with services kept from starting (policy-rc.d).
+func aptInstall(ctx context.Context, root string, packages []string, o Options) error {
+	policy := filepath.Join(root, "usr/sbin/policy-rc.d")
+	if err := os.WriteFile(policy, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
+		return fmt.Errorf("apt-get in the image: %w", err)
+	}
+	defer os.Remove(policy)
+	if resolv, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		os.WriteFile(filepath.Join(root, "etc/resolv.conf"), resolv, 0o644) // the mirror's name; trimDebian removes it
+	}
+	const script = `set -e
+mount -t proc proc "$0/proc"
+chroot "$0" apt-get -q update
+chroot "$0" apt-get -q -y --no-install-recommends -o Dpkg::Use-Pty=0 install "$@"
+chroot "$0" apt-get clean`
+	progressf(o.Progress, "rootfs: apt-get install %s\n", strings.Join(packages, " "))
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", script, root}, packages...)...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: unix.CLONE_NEWNS, Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	var tail tailBuffer
+	cmd.Stdout, cmd.Stderr = &tail, &tail
+	if o.Progress != nil {
+		w := io.MultiWriter(&tail, o.Progress)
+		cmd.Stdout, cmd.Stderr = w, w
+	}
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("apt-get install: %w", ctx.Err())
+		}
+		return fmt.Errorf("apt-get install %s in the image: %w (check the package names and that the mirror is reachable):\n%s", strings.Join(packages, " "), err, tail.String())
+	}
+	progressf(o.Progress, "rootfs: apt-get took %s\n", time.Since(start).Round(time.Second))
+	return nil
 }
 
 // validDebName accepts Debian package and suite names (Debian Policy
@@ -130,34 +182,48 @@ func trimDebian(root string) error {
 }
 
 // DesktopPackages are the desktop image's packages on top of
-// DefaultPackages: an X server (Xvfb), a VNC server for viewing it, the
-// small X utilities (xsetroot, xrandr) and a font. The agent does
-// screenshots and input itself, over one X connection (docs/AGENT.md).
-var DesktopPackages = []string{"xvfb", "x11vnc", "x11-xserver-utils", "fonts-dejavu-core"}
+// DefaultPackages: an X server (Xvfb), the small X utilities (xsetroot,
+// xrandr; xwd and xlogo from x11-apps), xdotool for scripts that expect
+// it, and a font. The agent does screenshots, input and VNC itself, over
+// one X connection (docs/AGENT.md); xwd and xdotool are also the
+// process-per-action peer of `make bench`.
+var DesktopPackages = []string{"xvfb", "x11-xserver-utils", "x11-apps", "xdotool", "fonts-dejavu-core"}
+
+// BrowserPackages are what the desktop image adds unless built without a
+// browser: Chromium, a window manager (Openbox, whose --startup hook tells
+// the template its desktop is up) and noVNC's page, which the agent
+// serves with its VNC (the package's websockify and Node.js dependencies
+// are not used).
+var BrowserPackages = []string{"chromium", "openbox", "novnc"}
 
 // Default returns the path of the default image (Debian bookworm minbase
 // with DefaultPackages), building it into cacheDir first unless an image
 // built from the same inputs is already there.
 func Default(ctx context.Context, cacheDir string, o Options) (string, error) {
-	return cached(ctx, cacheDir, "default", DefaultPackages, o)
+	return cached(ctx, cacheDir, "default", DefaultPackages, nil, o)
 }
 
-// Desktop is Default with DesktopPackages too: the image of desktop
-// sandboxes.
-func Desktop(ctx context.Context, cacheDir string, o Options) (string, error) {
-	return cached(ctx, cacheDir, "desktop", append(slices.Clone(DefaultPackages), DesktopPackages...), o)
+// Desktop is Default with DesktopPackages too, and BrowserPackages
+// unless browser is false: the image of desktop sandboxes.
+func Desktop(ctx context.Context, cacheDir string, o Options, browser bool) (string, error) {
+	packages := append(slices.Clone(DefaultPackages), DesktopPackages...)
+	var apt []string
+	if browser {
+		apt = BrowserPackages
+	}
+	return cached(ctx, cacheDir, "desktop", packages, apt, o)
 }
 
 // cached returns the image of packages on Debian DefaultSuite in
 // cacheDir, building it first unless one of the same inputs is there.
-func cached(ctx context.Context, cacheDir, what string, packages []string, o Options) (string, error) {
+func cached(ctx context.Context, cacheDir, what string, packages, apt []string, o Options) (string, error) {
 	if cacheDir == "" {
 		return "", fmt.Errorf("%s image: no cache directory given", what)
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("%s image: create cache directory: %w", what, err)
 	}
-	out := filepath.Join(cacheDir, imageKey(packages, o)+".ext4")
+	out := filepath.Join(cacheDir, imageKey(packages, apt, o)+".ext4")
 	if _, err := os.Stat(out); err == nil {
 		progressf(o.Progress, "rootfs: using cached %s\n", out)
 		return out, nil
@@ -175,7 +241,7 @@ func cached(ctx context.Context, cacheDir, what string, packages []string, o Opt
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
-	if err := FromDebian(ctx, DefaultSuite, DefaultMirror, packages, out, o); err != nil {
+	if err := fromDebian(ctx, DefaultSuite, DefaultMirror, packages, apt, out, o); err != nil {
 		return "", fmt.Errorf("%s image: %w", what, err)
 	}
 	return out, nil
@@ -183,11 +249,14 @@ func cached(ctx context.Context, cacheDir, what string, packages []string, o Opt
 
 // imageKey hashes every input of a cached image. The default image's key
 // is what it was before the desktop image existed, so caches stay good.
-func imageKey(packages []string, o Options) string {
+func imageKey(packages, apt []string, o Options) string {
 	pkgs := slices.Clone(packages)
 	slices.Sort(pkgs)
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%d\n%q\n", defaultRecipe, DefaultSuite, DefaultMirror, strings.Join(pkgs, ","), o.SizeBytes, o.Label)
+	if len(apt) > 0 {
+		fmt.Fprintf(h, "apt-get: %s\n", strings.Join(apt, ","))
+	}
 	return fmt.Sprintf("debian-%s-%x", DefaultSuite, h.Sum(nil)[:8])
 }
 

@@ -27,6 +27,7 @@ type forward struct {
 	ln   net.Listener
 	ac   *agentproto.Client
 	log  func(msg string, args ...any)
+	warn func(msg string, args ...any)
 
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
@@ -82,6 +83,9 @@ func (m *Manager) listenForward(sb *sandbox, p Port) (*forward, error) {
 	f := &forward{port: p, ln: ln, ac: m.agentFor(sb), conns: map[net.Conn]bool{},
 		log: func(msg string, args ...any) {
 			m.log.Debug(msg, append([]any{"sandbox", sb.id, "host_port", p.HostPort}, args...)...)
+		},
+		warn: func(msg string, args ...any) {
+			m.log.Warn(msg, append([]any{"sandbox", sb.id, "host_port", p.HostPort}, args...)...)
 		}}
 	f.wg.Add(1)
 	go f.accept()
@@ -131,7 +135,7 @@ func (f *forward) relay(c net.Conn) {
 	g, err := f.ac.ConnectPort(ctx, f.port.GuestPort)
 	cancel()
 	if err != nil {
-		f.log("port forward: cannot reach the guest port", "guest_port", f.port.GuestPort, "err", err)
+		f.warn("port forward: cannot reach the guest port", "guest_port", f.port.GuestPort, "err", err)
 		return
 	}
 	if !f.track(g) {

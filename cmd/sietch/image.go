@@ -26,6 +26,7 @@ type imageBuild struct {
 	packages                 []string
 	mirror                   string
 	useDefault, useDesktop   bool
+	noBrowser                bool // --desktop --browser=false
 	out, cache               string
 	opts                     rootfs.Options
 	verbose                  bool
@@ -88,7 +89,8 @@ func parseImageBuild(args []string, g *globals) (imageBuild, error) {
 	fs.StringSliceVar(&b.packages, "packages", nil, "extra Debian packages (with --debian)")
 	fs.StringVar(&b.mirror, "mirror", rootfs.DefaultMirror, "Debian mirror (with --debian)")
 	fs.BoolVar(&b.useDefault, "default", false, "build (or reuse) the default Debian image")
-	fs.BoolVar(&b.useDesktop, "desktop", false, "build (or reuse) the desktop image: the default one with an X server (Xvfb), x11vnc and a font")
+	fs.BoolVar(&b.useDesktop, "desktop", false, "build (or reuse) the desktop image: the default one with an X server (Xvfb), a font, and with --browser Chromium, Openbox and noVNC")
+	browser := fs.Bool("browser", true, "with --desktop: include Chromium, a window manager and noVNC (--browser=false: a lighter image, X only)")
 	fs.StringVarP(&b.out, "output", "o", "", "image file to write")
 	fs.StringVar(&size, "size", "", "image size (e.g. 2G, 512M); default: content * 1.3 + 64M")
 	fs.StringVar(&b.opts.Label, "label", "", "ext4 volume label (default rootfs)")
@@ -125,6 +127,10 @@ func parseImageBuild(args []string, g *globals) (imageBuild, error) {
 	}
 	if fs.Changed("mirror") && b.debian == "" {
 		return b, errors.New("--mirror goes with --debian")
+	}
+	b.noBrowser = !*browser
+	if fs.Changed("browser") && !b.useDesktop {
+		return b, errors.New("--browser goes with --desktop")
 	}
 	if b.cache != "" && !b.useDefault && !b.useDesktop && b.fromRegistry == "" {
 		return b, errors.New("--cache goes with --default, --desktop or --from-registry")
@@ -163,11 +169,12 @@ func (b imageBuild) run(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	build := rootfs.Default
+	var path string
 	if b.useDesktop {
-		build = rootfs.Desktop
+		path, err = rootfs.Desktop(ctx, cache, b.opts, !b.noBrowser)
+	} else {
+		path, err = rootfs.Default(ctx, cache, b.opts)
 	}
-	path, err := build(ctx, cache, b.opts)
 	if err != nil || b.out == "" {
 		return path, err
 	}

@@ -220,6 +220,13 @@ func TestSietchLinuxTemplates(t *testing.T) {
 	}
 	stop := startDaemon()
 	defer func() { stop() }()
+	if os.Getenv("SIETCH_E2E_ONLY") == "desktop" { // make test-desktop: the full desktop image, with its browser
+		if !haveDesktop {
+			t.Fatal("SIETCH_E2E_ONLY=desktop needs SIETCH_DESKTOP_ROOTFS (make image-desktop)")
+		}
+		(&e2eCLI{t: t, ctx: ctx, cli: cli, env: env, dir: bin, sietch: sietch, must: must}).desktop()
+		return
+	}
 
 	// One cold boot: the template "default", so that a create with no
 	// flags resumes it too.
