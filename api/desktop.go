@@ -38,8 +38,13 @@ func (s *Server) screenshot(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%v", err)
 		return
 	}
+	scale, err := agentproto.ParseScale(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, model.CodeBadRequest, "%v", err)
+		return
+	}
 	l := newLazyWriter(w, "image/png")
-	s.end(l, s.m.Screenshot(r.Context(), r.PathValue("id"), q.Get("display"), region, l))
+	s.end(l, s.m.Screenshot(r.Context(), r.PathValue("id"), q.Get("display"), region, scale, l))
 }
 
 // input applies input actions in order: POST /v1/sandboxes/{id}/input.

@@ -15,7 +15,8 @@ import (
 // ScreenshotInput is screenshot's input.
 type ScreenshotInput struct {
 	SandboxID string `json:"sandbox_id" jsonschema:"a sandbox that runs a desktop (created from the desktop template)"`
-	Region    []int  `json:"region,omitempty" jsonschema:"x, y, width, height: only this part of the screen (default: all of it)"`
+	Region    []int   `json:"region,omitempty" jsonschema:"x, y, width, height: only this part of the screen (default: all of it)"`
+	Scale     float64 `json:"scale,omitempty" jsonschema:"shrink the picture by this factor, 0.05 to 1 (0.5 halves each side; coordinates for the computer tool stay screen pixels)"`
 }
 
 // ScreenshotOutput is screenshot's output besides the image.
@@ -103,7 +104,7 @@ func (s *Server) screenshot(ctx context.Context, _ *mcp.CallToolRequest, in Scre
 		return nil, ScreenshotOutput{}, fmt.Errorf("region has %d numbers: want x, y, width, height", len(in.Region))
 	}
 	var b bytes.Buffer
-	if err := s.api.Screenshot(ctx, in.SandboxID, "", r, &b); err != nil {
+	if err := s.api.Screenshot(ctx, in.SandboxID, "", r, in.Scale, &b); err != nil {
 		return nil, ScreenshotOutput{}, apiError("screenshot of sandbox "+in.SandboxID, err)
 	}
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(b.Bytes()))

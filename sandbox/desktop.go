@@ -46,12 +46,12 @@ func (m *Manager) Desktop(ctx context.Context, id, display string) (DesktopState
 
 // Screenshot writes a PNG of the sandbox's display (region r, or the
 // whole screen when r is empty) to w.
-func (m *Manager) Screenshot(ctx context.Context, id, display string, r image.Rectangle, w io.Writer) error {
+func (m *Manager) Screenshot(ctx context.Context, id, display string, r image.Rectangle, scale float64, w io.Writer) error {
 	sb, ac, err := m.runningAgent(ctx, id, "take a screenshot")
 	if err != nil {
 		return err
 	}
-	return m.agentDone(sb, ac.Screenshot(ctx, display, r, w))
+	return m.agentDone(sb, ac.Screenshot(ctx, display, r, scale, w))
 }
 
 // DesktopInput applies input actions in order on the sandbox's display

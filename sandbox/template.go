@@ -258,7 +258,7 @@ func (m *Manager) buildSteps(ctx context.Context, t *template, readyTimeout time
 		// screenshot does not pay for them (seconds where guest kernel
 		// mode is emulated).
 		ac := m.agentFor(run)
-		if err := m.agentDone(run, ac.Screenshot(ctx, spec.Config.Display, image.Rectangle{}, io.Discard)); err != nil {
+		if err := m.agentDone(run, ac.Screenshot(ctx, spec.Config.Display, image.Rectangle{}, 1, io.Discard)); err != nil {
 			return Snapshot{}, fmt.Errorf("warm the desktop's display %s: %w", spec.Config.Display, err)
 		}
 	}

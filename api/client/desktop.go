@@ -21,9 +21,13 @@ func (c *Client) Desktop(ctx context.Context, id, display string) (model.Desktop
 }
 
 // Screenshot writes a PNG of a sandbox's screen (region r, or all of it
-// when r is empty) to w.
-func (c *Client) Screenshot(ctx context.Context, id, display string, r image.Rectangle, w io.Writer) error {
+// when r is empty), scaled by scale (0 or 1: full size; 0.5 halves each
+// side), to w.
+func (c *Client) Screenshot(ctx context.Context, id, display string, r image.Rectangle, scale float64, w io.Writer) error {
 	q := url.Values{}
+	if scale != 0 && scale != 1 {
+		q.Set("scale", strconv.FormatFloat(scale, 'g', -1, 64))
+	}
 	if !r.Empty() {
 		q.Set("x", strconv.Itoa(r.Min.X))
 		q.Set("y", strconv.Itoa(r.Min.Y))

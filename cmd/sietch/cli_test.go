@@ -90,8 +90,8 @@ func pInput(a []string) (any, error) {
 	return in, err
 }
 func pScreenshot(a []string) (any, error) {
-	id, out, display, region, err := parseScreenshot(testFlags(), a)
-	return fmt.Sprint(id, " ", out, " ", display, " ", region), err
+	id, out, display, region, scale, err := parseScreenshot(testFlags(), a)
+	return fmt.Sprint(id, " ", out, " ", display, " ", region, " ", scale), err
 }
 func pPort(a []string) (any, error) { return parsePort(testFlags(), a) }
 func pRm(a []string) (any, error)   { return parseIDs(testFlags(), a) }
@@ -147,7 +147,9 @@ func TestParseCommands(t *testing.T) {
 		{"input", pInput, []string{"sb-1", "teleport", "1"}, nil, "unknown action"},
 		{"input", pInput, []string{"sb-1", "key", "ctrl", "l"}, nil, "one combination"},
 		{"input", pInput, []string{"sb-1", "type", "a", "--"}, nil, "empty action"},
-		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--region", "0,10,64,32"}, "sb-1 s.png  (0,10)-(64,42)", ""},
+		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--region", "0,10,64,32"}, "sb-1 s.png  (0,10)-(64,42) 1", ""},
+		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--scale", "0.5"}, "sb-1 s.png  (0,0)-(0,0) 0.5", ""},
+		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--scale", "2"}, nil, "--scale"},
 		{"screenshot", pScreenshot, []string{"sb-1"}, nil, "-o FILE.png"},
 		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--region", "1,2,3"}, nil, "X,Y,W,H"},
 		{"screenshot", pScreenshot, []string{"sb-1", "-o", "s.png", "--region", "1,2,0,3"}, nil, "empty"},

@@ -17,12 +17,12 @@ import (
 )
 
 var cmdScreenshot = &command{
-	synopsis: "screenshot ID -o FILE.png [--region X,Y,W,H] [--display :1]",
+	synopsis: "screenshot ID -o FILE.png [--region X,Y,W,H] [--scale F] [--display :1]",
 	summary: "Save a PNG of a desktop sandbox's screen (or of a region of it). The guest agent reads it over the X connection it keeps; " +
 		"nothing is started in the guest.",
 	example: "  sietch screenshot sb-1 -o screen.png\n  sietch screenshot sb-1 --region 0,0,640,400 -o top.png\n",
 	run: func(c *cli, ctx context.Context, fs *pflag.FlagSet, args []string) int {
-		id, out, display, region, err := parseScreenshot(fs, args)
+		id, out, display, region, scale, err := parseScreenshot(fs, args)
 		if rc, done := c.parsed("screenshot", fs, err); done {
 			return rc
 		}
@@ -35,7 +35,7 @@ var cmdScreenshot = &command{
 			return c.fail("screenshot", err)
 		}
 		defer os.Remove(tmp.Name())
-		err = api.Screenshot(ctx, id, display, region, tmp)
+		err = api.Screenshot(ctx, id, display, region, scale, tmp)
 		if cerr := tmp.Close(); err == nil {
 			err = cerr
 		}
@@ -50,8 +50,9 @@ var cmdScreenshot = &command{
 	},
 }
 
-func parseScreenshot(fs *pflag.FlagSet, args []string) (id, out, display string, region image.Rectangle, err error) {
+func parseScreenshot(fs *pflag.FlagSet, args []string) (id, out, display string, region image.Rectangle, scale float64, err error) {
 	var reg string
+	fs.Float64Var(&scale, "scale", 1, "shrink the picture by this factor, 0.05 to 1 (0.5 halves each side)")
 	fs.StringVarP(&out, "output", "o", "", "the PNG file to write")
 	fs.StringVar(&reg, "region", "", "X,Y,W,H: only this part of the screen")
 	fs.StringVar(&display, "display", "", "the X display (default :1)")
@@ -78,7 +79,11 @@ func parseScreenshot(fs *pflag.FlagSet, args []string) (id, out, display string,
 		}
 		region = image.Rect(v[0], v[1], v[0]+v[2], v[1]+v[3])
 	}
-	return fs.Arg(0), out, display, region, nil
+	if scale < 0.05 || scale > 1 {
+		err = fmt.Errorf("--scale %g: want 0.05 to 1", scale)
+		return
+	}
+	return fs.Arg(0), out, display, region, scale, nil
 }
 
 // ints parses n comma-separated whole numbers ≥ 0.

@@ -67,9 +67,12 @@ func (c *Client) DesktopInput(ctx context.Context, in DesktopInput) (DesktopStat
 }
 
 // Screenshot writes a PNG of the display's region r (the whole screen
-// when empty) to w.
-func (c *Client) Screenshot(ctx context.Context, display string, r image.Rectangle, w io.Writer) error {
+// when empty), scaled by scale (0 or 1: not scaled), to w.
+func (c *Client) Screenshot(ctx context.Context, display string, r image.Rectangle, scale float64, w io.Writer) error {
 	q := url.Values{"display": {display}}
+	if scale != 0 && scale != 1 {
+		q.Set("scale", strconv.FormatFloat(scale, 'g', -1, 64))
+	}
 	if !r.Empty() {
 		for k, v := range map[string]int{"x": r.Min.X, "y": r.Min.Y, "w": r.Dx(), "h": r.Dy()} {
 			q.Set(k, strconv.Itoa(v))
@@ -84,6 +87,23 @@ func (c *Client) Screenshot(ctx context.Context, display string, r image.Rectang
 		return fmt.Errorf("agent screenshot: %w", err)
 	}
 	return nil
+}
+
+// MinScale is the smallest screenshot scale.
+const MinScale = 0.05
+
+// ParseScale reads a screenshot's scale from a query: "" is 1 (not
+// scaled); otherwise a number from MinScale to 1.
+func ParseScale(q url.Values) (float64, error) {
+	s := q.Get("scale")
+	if s == "" {
+		return 1, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f >= MinScale && f <= 1) { // NaN fails too
+		return 0, fmt.Errorf("scale=%q: want a number from %g to 1 (0.5 halves width and height)", s, MinScale)
+	}
+	return f, nil
 }
 
 // maxRegionCoord bounds a region's numbers (X11 coordinates are 16-bit).

@@ -177,10 +177,11 @@ export class Sandbox {
     return this.client.json({ method: "GET", path: this.path(`/desktop${q}`), expect: 200, signal: opts.signal, what: `desktop of ${this.id}` }, "DesktopState");
   }
 
-  /** A PNG of its screen, or of region [x, y, width, height]. */
-  async screenshot(opts: CallOptions & { display?: string; region?: [number, number, number, number] } = {}): Promise<Buffer> {
+  /** A PNG of its screen, or of region [x, y, width, height], shrunk by scale (0.05 to 1; 0.5 halves each side). */
+  async screenshot(opts: CallOptions & { display?: string; region?: [number, number, number, number]; scale?: number } = {}): Promise<Buffer> {
     const q = new URLSearchParams();
     if (opts.display) q.set("display", opts.display);
+    if (opts.scale !== undefined && opts.scale !== 1) q.set("scale", String(opts.scale));
     if (opts.region) for (const [i, k] of ["x", "y", "w", "h"].entries()) q.set(k, String(opts.region[i]));
     const qs = q.size > 0 ? `?${q}` : "";
     return this.client.bytes({ method: "GET", path: this.path(`/screenshot${qs}`), expect: 200, signal: opts.signal, what: `screenshot of ${this.id}` }, 64 << 20);
