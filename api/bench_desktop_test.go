@@ -181,4 +181,3 @@ func vncFirstFrame(v model.VNC) error {
 	}
 	return nil
 }
-

@@ -3,9 +3,9 @@ package api
 import (
 	"bytes"
 	"context"
+	"errors"
 	"image"
 	"image/png"
-	"errors"
 	"net"
 	"net/http"
 	"strconv"

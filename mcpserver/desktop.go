@@ -14,7 +14,7 @@ import (
 
 // ScreenshotInput is screenshot's input.
 type ScreenshotInput struct {
-	SandboxID string `json:"sandbox_id" jsonschema:"a sandbox that runs a desktop (created from the desktop template)"`
+	SandboxID string  `json:"sandbox_id" jsonschema:"a sandbox that runs a desktop (created from the desktop template)"`
 	Region    []int   `json:"region,omitempty" jsonschema:"x, y, width, height: only this part of the screen (default: all of it)"`
 	Scale     float64 `json:"scale,omitempty" jsonschema:"shrink the picture by this factor, 0.05 to 1 (0.5 halves each side; coordinates for the computer tool stay screen pixels)"`
 }
