@@ -135,7 +135,8 @@ FUZZ_TARGETS := ./boot:FuzzParseImage ./boot:FuzzLoad ./kvm:FuzzIOData ./devices
 	./guest-init/initrt:FuzzParseCmdline ./guest-init/agent:FuzzDecodeExecRequest ./guest-init/agent:FuzzDecodeIdentity ./guest-init/agent:FuzzParseFileQuery ./guest-init/agent:FuzzDecodeRename ./internal/tarx:FuzzExtract ./rootfs:FuzzExtract \
 	./api/client:FuzzExecStream ./api/client:FuzzParseMode ./api/client:FuzzWatchStream ./cmd/sietch:FuzzParseCp ./api:FuzzDecodeRequest \
 	./api:FuzzFilesQuery ./api:FuzzFilesBody ./wire/execstream:FuzzReader ./guest-init/agent:FuzzStreamFrames \
-	./snapshot:FuzzRead ./snapshot:FuzzPayload ./rootfs/dockerfile:FuzzParse ./rootfs/dockerfile:FuzzContextPaths ./rootfs/dockerfile:FuzzAddArchive ./internal/hostnet:FuzzPolicyNames
+	./snapshot:FuzzRead ./snapshot:FuzzPayload ./rootfs/dockerfile:FuzzParse ./rootfs/dockerfile:FuzzContextPaths ./rootfs/dockerfile:FuzzAddArchive ./internal/hostnet:FuzzPolicyNames \
+	./guest-init/agent/desktop/rfb:FuzzServe ./wire/agentproto:FuzzParseShot
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
