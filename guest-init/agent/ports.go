@@ -27,6 +27,29 @@ func (a *Agent) handleConnect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("send \"Connection: Upgrade\" and \"Upgrade: tcp\" to open a port relay"))
 		return
 	}
+	// The agent's own servers (VNC, noVNC) take the stream themselves:
+	// through the guest's TCP loopback, every byte would cross the guest
+	// kernel twice more, which costs seconds where it is emulated.
+	if serve := a.ownService(int(port)); serve != nil {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			writeError(w, apiErr(codeInternal, "take over the connection: %v", err))
+			return
+		}
+		if !a.addRelay(conn) {
+			conn.Close()
+			return
+		}
+		defer a.dropRelay(conn)
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+		if err := brw.Flush(); err != nil {
+			conn.Close()
+			return
+		}
+		a.log.Debug("agent: port relay to the agent's own server", "port", port)
+		serve(&bufferedConn{Conn: conn, r: brw.Reader})
+		return
+	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
 	var d net.Dialer
 	d.Timeout = portDialTimeout
@@ -120,3 +143,11 @@ func (a *Agent) dropRelay(c net.Conn) {
 	delete(a.relays, c)
 	a.mu.Unlock()
 }
+
+// bufferedConn reads what the HTTP server buffered first.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }

@@ -238,6 +238,79 @@ func (s *vncServer) webHandler(dir string) http.Handler {
 	return mux
 }
 
+// ownService returns what serves guest port port when it is one of the
+// agent's own VNC or noVNC listeners (nil otherwise), to serve a relayed
+// stream in the agent instead of through the guest's loopback.
+func (a *Agent) ownService(port int) func(net.Conn) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.vnc {
+		switch {
+		case s.ln.Addr().(*net.TCPAddr).Port == port:
+			return func(c net.Conn) { s.serveTracked(c, func(c net.Conn) { s.srv.Serve(c) }) }
+		case s.web != nil && s.web.Addr().(*net.TCPAddr).Port == port:
+			return func(c net.Conn) {
+				// One connection's HTTP server (noVNC's page, then its
+				// WebSocket upgrade on the same connection).
+				srv := &http.Server{Handler: s.webSrv.Handler}
+				ln := &oneConnListener{c: c, done: make(chan struct{})}
+				srv.ConnState = func(_ net.Conn, st http.ConnState) {
+					if st == http.StateClosed || st == http.StateHijacked {
+						ln.finish()
+					}
+				}
+				go srv.Serve(ln)
+				<-ln.done // a hijacked WebSocket goes on in its handler
+			}
+		}
+	}
+	return nil
+}
+
+// serveTracked serves c with serve, counted against maxVNCSessions.
+func (s *vncServer) serveTracked(c net.Conn, serve func(net.Conn)) {
+	if !s.track(c) {
+		c.Close()
+		return
+	}
+	defer s.untrack(c)
+	serve(c)
+}
+
+// oneConnListener is a listener that yields one connection, then blocks
+// until closed; done closes when that connection is finished with.
+type oneConnListener struct {
+	mu     sync.Mutex
+	c      net.Conn
+	done   chan struct{}
+	closed bool
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	c := l.c
+	l.c = nil
+	l.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) finish() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+}
+
+func (l *oneConnListener) Close() error { l.finish(); return nil }
+
+func (l *oneConnListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+
 // forgetVNCPasswords clears every display's VNC password and ends its
 // sessions: a machine restored with a new identity must not take its
 // source's password.

@@ -109,6 +109,27 @@ func TestVNCEndpoint(t *testing.T) {
 		t.Errorf("VNC over noVNC's WebSocket: %dx%d %q %v", w, h, refused, err)
 	}
 	wsConn.Close()
+	// Through the agent's port relay (what sietchd's forwards use), the
+	// agent serves both itself, not through the guest's loopback.
+	relayed, err := env.c.ConnectPort(ctx, st.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, h, refused, err := rfbLogin(relayed, "secret2"); err != nil || w != 320 || h != 200 {
+		t.Errorf("VNC through the port relay: %dx%d %q %v", w, h, refused, err)
+	}
+	relayed.Close()
+	relayedWeb, err := env.c.ConnectPort(ctx, st.WebPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(relayedWeb, "GET /vnc.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	relayedWeb.SetReadDeadline(time.Now().Add(10 * time.Second))
+	page, _ = io.ReadAll(relayedWeb)
+	relayedWeb.Close()
+	if !strings.Contains(string(page), "200 OK") || !strings.Contains(string(page), "noVNC") {
+		t.Errorf("noVNC's page through the port relay: %q", page)
+	}
 	// A new identity: no password opens the desktop until a new one is set.
 	if _, err := env.c.SetIdentity(ctx, agentproto.Identity{SandboxID: "sb-fork", Hostname: "sb-fork"}); err != nil {
 		t.Fatal(err)
