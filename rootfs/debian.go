@@ -71,25 +71,12 @@ func fromDebian(ctx context.Context, suite, mirror string, packages, apt []strin
 	args = append(args, suite, stage, mirror)
 	progressf(o.Progress, "rootfs: %s %s\n", debootstrap, strings.Join(args, " "))
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, debootstrap, args...)
-	// A private mount namespace: the /proc and /sys debootstrap mounts in the
-	// target vanish with it, even if it is killed, so the staging tree can be
-	// removed safely.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: unix.CLONE_NEWNS, Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	var tail tailBuffer
-	cmd.Stdout, cmd.Stderr = &tail, &tail
-	if o.Progress != nil {
-		w := io.MultiWriter(&tail, o.Progress)
-		cmd.Stdout, cmd.Stderr = w, w
-	}
-	if err := cmd.Run(); err != nil {
+	if tail, err := runPrivate(ctx, o, nil, debootstrap, args...); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("debootstrap: %w", ctx.Err())
 		}
 		return fmt.Errorf("debootstrap %s from %s: %w (check the suite, the package names and that the mirror is reachable; see %s/debootstrap/debootstrap.log):\n%s",
-			suite, mirror, err, stage, tail.String())
+			suite, mirror, err, stage, tail)
 	}
 	progressf(o.Progress, "rootfs: debootstrap took %s\n", time.Since(start).Round(time.Second))
 	if len(apt) > 0 {
@@ -122,8 +109,25 @@ chroot "$0" apt-get -q -y --no-install-recommends -o Dpkg::Use-Pty=0 install "$@
 chroot "$0" apt-get clean`
 	progressf(o.Progress, "rootfs: apt-get install %s\n", strings.Join(packages, " "))
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "/bin/sh", append([]string{"-c", script, root}, packages...)...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"}
+	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"}
+	if tail, err := runPrivate(ctx, o, env, "/bin/sh", append([]string{"-c", script, root}, packages...)...); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("apt-get install: %w", ctx.Err())
+		}
+		return fmt.Errorf("apt-get install %s in the image: %w (check the package names and that the mirror is reachable):\n%s", strings.Join(packages, " "), err, tail)
+	}
+	progressf(o.Progress, "rootfs: apt-get took %s\n", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// runPrivate runs name in a private mount namespace, so that what it
+// mounts in the staging tree (/proc, /sys) vanishes with it even if it is
+// killed and the tree can be removed safely; in a process group of its
+// own, which a cancelled ctx stops. It returns the end of its output for
+// error messages; the output also goes to o.Progress. env nil: sietch's.
+func runPrivate(ctx context.Context, o Options, env []string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: unix.CLONE_NEWNS, Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
@@ -133,14 +137,8 @@ chroot "$0" apt-get clean`
 		w := io.MultiWriter(&tail, o.Progress)
 		cmd.Stdout, cmd.Stderr = w, w
 	}
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("apt-get install: %w", ctx.Err())
-		}
-		return fmt.Errorf("apt-get install %s in the image: %w (check the package names and that the mirror is reachable):\n%s", strings.Join(packages, " "), err, tail.String())
-	}
-	progressf(o.Progress, "rootfs: apt-get took %s\n", time.Since(start).Round(time.Second))
-	return nil
+	err := cmd.Run()
+	return tail.String(), err
 }
 
 // validDebName accepts Debian package and suite names (Debian Policy

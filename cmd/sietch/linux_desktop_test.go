@@ -1,14 +1,12 @@
 package main
 
 import (
-	"crypto/des"
 	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"image/png"
-	"math/bits"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sietch-vm/sietch/api/model"
+	"github.com/sietch-vm/sietch/guest-init/agent/desktop/rfb"
 )
 
 // desktop builds the template desktop from the image desktop (its start
@@ -99,7 +98,7 @@ func (e *e2eCLI) vnc(id string) {
 	snapshot := func(password string) (image.Image, string) {
 		t.Helper()
 		pwFile := filepath.Join(e.dir, "vncpasswd")
-		os.WriteFile(pwFile, vncPasswdFile(password), 0o600)
+		os.WriteFile(pwFile, rfb.PasswdFile(password), 0o600)
 		out := filepath.Join(e.dir, "vnc.jpg")
 		os.Remove(out)
 		t0 := time.Now()
@@ -134,20 +133,6 @@ func (e *e2eCLI) vnc(id string) {
 	if img, _ := snapshot(old); img != nil || v.Password == old {
 		t.Errorf("the password before the last sietch vnc still opens the desktop")
 	}
-}
-
-// vncPasswdFile is what vncpasswd writes: the password DES-encrypted with
-// VNC's fixed key (whose bytes VNC's DES reads bit-reversed).
-func vncPasswdFile(password string) []byte {
-	key := []byte{23, 82, 107, 6, 35, 78, 88, 7}
-	for i, b := range key {
-		key[i] = bits.Reverse8(b)
-	}
-	block, _ := des.NewCipher(key)
-	var pw [8]byte
-	copy(pw[:], password)
-	block.Encrypt(pw[:], pw[:])
-	return pw[:]
 }
 
 // browser opens a page in the desktop's Chromium and waits for it on the

@@ -31,23 +31,13 @@ func (a *Agent) handleConnect(w http.ResponseWriter, r *http.Request) {
 	// through the guest's TCP loopback, every byte would cross the guest
 	// kernel twice more, which costs seconds where it is emulated.
 	if serve := a.ownService(int(port)); serve != nil {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			writeError(w, apiErr(codeInternal, "take over the connection: %v", err))
-			return
-		}
-		if !a.addRelay(conn) {
-			conn.Close()
+		conn, buffered, ok := a.switchToTCP(w)
+		if !ok {
 			return
 		}
 		defer a.dropRelay(conn)
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
-		if err := brw.Flush(); err != nil {
-			conn.Close()
-			return
-		}
 		a.log.Debug("agent: port relay to the agent's own server", "port", port)
-		serve(&bufferedConn{Conn: conn, r: brw.Reader})
+		serve(&bufferedConn{Conn: conn, r: buffered})
 		return
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
@@ -58,27 +48,37 @@ func (a *Agent) handleConnect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(codeBadGateway, "connect to %s in the guest: %v", addr, err))
 		return
 	}
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		tcp.Close()
-		writeError(w, apiErr(codeInternal, "take over the connection: %v", err))
-		return
-	}
-	if !a.addRelay(conn) {
-		conn.Close()
+	conn, buffered, ok := a.switchToTCP(w)
+	if !ok {
 		tcp.Close()
 		return
 	}
 	defer a.dropRelay(conn)
+	a.log.Debug("agent: port relay open", "port", port)
+	relay(conn, buffered, tcp)
+	a.log.Debug("agent: port relay closed", "port", port)
+}
+
+// switchToTCP takes the connection over from the HTTP server, tracks it
+// as a relay (the caller drops it) and answers 101; false: it could not,
+// and the client has been answered or the connection closed.
+func (a *Agent) switchToTCP(w http.ResponseWriter) (net.Conn, *bufio.Reader, bool) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, apiErr(codeInternal, "take over the connection: %v", err))
+		return nil, nil, false
+	}
+	if !a.addRelay(conn) {
+		conn.Close()
+		return nil, nil, false
+	}
 	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
 	if err := brw.Flush(); err != nil {
+		a.dropRelay(conn)
 		conn.Close()
-		tcp.Close()
-		return
+		return nil, nil, false
 	}
-	a.log.Debug("agent: port relay open", "port", port)
-	relay(conn, brw.Reader, tcp)
-	a.log.Debug("agent: port relay closed", "port", port)
+	return conn, brw.Reader, true
 }
 
 func headerHas(h http.Header, name, token string) bool {

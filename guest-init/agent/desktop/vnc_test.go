@@ -2,14 +2,12 @@ package desktop
 
 import (
 	"bufio"
-	"crypto/des"
 	"encoding/binary"
 	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"io"
-	"math/bits"
 	"net"
 	"os"
 	"os/exec"
@@ -64,17 +62,7 @@ func TestVNCSnapshot(t *testing.T) {
 	addr := serveVNC(t, d, "pw-1234")
 	_, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
-	// vncpasswd's file: the password DES-encrypted with VNC's fixed key
-	// (whose bytes VNC's DES reads bit-reversed, as it does passwords).
-	key := []byte{23, 82, 107, 6, 35, 78, 88, 7}
-	for i, b := range key {
-		key[i] = bits.Reverse8(b)
-	}
-	block, _ := des.NewCipher(key)
-	var pw [8]byte
-	copy(pw[:], "pw-1234")
-	block.Encrypt(pw[:], pw[:])
-	os.WriteFile(filepath.Join(dir, "passwd"), pw[:], 0o600)
+	os.WriteFile(filepath.Join(dir, "passwd"), rfb.PasswdFile("pw-1234"), 0o600)
 	out := filepath.Join(dir, "shot.jpg")
 	// DISPLAY# is the port minus 5900 (vncsnapshot takes a negative one).
 	var n int
@@ -107,9 +95,7 @@ func TestVNCSnapshot(t *testing.T) {
 		t.Errorf("right half is %v; want the black root", c)
 	}
 	// The wrong password gets nothing.
-	copy(pw[:], "wrong\x00\x00\x00")
-	block.Encrypt(pw[:], pw[:])
-	os.WriteFile(filepath.Join(dir, "passwd"), pw[:], 0o600)
+	os.WriteFile(filepath.Join(dir, "passwd"), rfb.PasswdFile("wrong"), 0o600)
 	os.Remove(out)
 	exec.Command(bin, "-quiet", "-passwd", filepath.Join(dir, "passwd"), fmt.Sprintf("127.0.0.1:%d", n-5900), out).Run()
 	if _, err := os.Stat(out); err == nil {
