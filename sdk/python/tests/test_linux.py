@@ -152,3 +152,7 @@ def test_desktop_without_an_x_server(sb: Sandbox):
         sb.screenshot()
     with pytest.raises(sietch.BadRequestError, match="actions"):
         sb.input([])
+    with pytest.raises(sietch.ConflictError, match="X server"):
+        sb.vnc()
+    with pytest.raises(sietch.BadRequestError, match="URL"):
+        sb.open_url("javascript:alert(1)")

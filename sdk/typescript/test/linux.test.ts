@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
-import { ConflictError, NotFoundError, Sandbox, type ExecEvent, type RunEvent, type WatchEvent } from "../src/index.js";
+import { BadRequestError, ConflictError, NotFoundError, Sandbox, type ExecEvent, type RunEvent, type WatchEvent } from "../src/index.js";
 import { assertShape, noServer, noTemplate } from "./env.js";
 
 let sb: Sandbox;
@@ -39,6 +39,8 @@ describe("a Linux sandbox from the template", { skip: noServer ?? noTemplate }, 
 
   it("desktop calls on an image with no X server: the agent says so", async () => {
     await assert.rejects(sb.screenshot(), (e: unknown) => e instanceof ConflictError && /X server/.test((e as Error).message));
+    await assert.rejects(sb.vnc(), (e: unknown) => e instanceof ConflictError && /X server/.test((e as Error).message));
+    await assert.rejects(sb.openUrl("javascript:alert(1)"), (e: unknown) => e instanceof BadRequestError && /URL/.test((e as Error).message));
   });
 
   it("execStream: events in the order the command made them", async () => {
