@@ -96,7 +96,7 @@ test-sdk: all kernel initramfs image
 # in docs/PERFORMANCE.md).
 test-desktop: kernel initramfs image image-desktop
 	SIETCH_KERNEL=$(abspath $(KERNEL)) SIETCH_ROOTFS=$(abspath $(ROOTFS)) SIETCH_DESKTOP_ROOTFS=$(abspath $(BUILD)/desktop.ext4) \
-		SIETCH_E2E_ONLY=desktop SIETCH_TEST_BROWSER=1 $(GO) test -count=1 -timeout 60m -run TestSietchLinuxTemplates -v ./cmd/sietch
+		SIETCH_E2E_ONLY=desktop SIETCH_TEST_BROWSER=1 $(GO) test -count=1 -timeout 80m -run TestSietchLinuxTemplates -v ./cmd/sietch
 
 # Unit and KVM tests without the guest kernel (the Linux boot test skips).
 test-short:

@@ -25,7 +25,11 @@ import (
 func (e *e2eCLI) desktop() {
 	t := e.t
 	t0 := time.Now()
-	if _, log, code := e.sietch(nil, "template", "build", "desktop", "--image", "desktop", "--ready-timeout", "10m"); code != 0 {
+	args := []string{"template", "build", "desktop", "--image", "desktop", "--ready-timeout", "20m"}
+	if os.Getenv("SIETCH_TEST_BROWSER") == "1" {
+		args = append(args, "--memory", "1G") // Chromium
+	}
+	if _, log, code := e.sietch(nil, args...); code != 0 {
 		t.Fatalf("template build desktop: exit %d\n%s", code, log)
 	}
 	t.Logf("desktop template built in %v", time.Since(t0).Round(time.Millisecond))
@@ -169,10 +173,11 @@ func (e *e2eCLI) browser(id string) {
 		return err == nil && color.RGBAModel.Convert(img.At(4, 4)) == color.RGBA{0x00, 0xc0, 0x60, 0xff}
 	}
 	for !green() {
-		if time.Since(t0) > 20*time.Minute {
-			t.Fatalf("the page's colour is not on the screen %v after sietch browser", time.Since(t0))
+		if time.Since(t0) > 45*time.Minute {
+			log, _, _ := e.sietch(nil, "exec", id, "--", "sh", "-c", "tail -20 /tmp/sietch-browser.log; free -m; ps -eo pid,stat,time,rss,args | grep -i chrom | head")
+			t.Fatalf("the page's colour is not on the screen %v after sietch browser; in the guest:\n%s", time.Since(t0), log)
 		}
-		time.Sleep(5 * time.Second)
+		time.Sleep(10 * time.Second)
 	}
 	t.Logf("browser: page on the screen %v after sietch browser (a cold Chromium start)", time.Since(t0).Round(time.Second))
 	// Once DevTools answers, another URL opens in a new tab.

@@ -158,7 +158,11 @@ func TestSietchLinuxTemplates(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), linuxTimeout)
+	timeout := linuxTimeout
+	if os.Getenv("SIETCH_TEST_BROWSER") == "1" {
+		timeout = 75 * time.Minute // make test-desktop: Openbox's and Chromium's first starts take many minutes here
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	state := filepath.Join(bin, "state")
 	var dlog lockedBuffer
