@@ -270,7 +270,7 @@ func lifecycle(t *testing.T, e *mcpEnv, cs *mcp.ClientSession) string {
 		}
 	}
 	sort.Strings(names)
-	if got, want := strings.Join(names, " "), "create_sandbox delete_sandbox exec fork list_directory list_sandboxes list_templates read_file restore run_code snapshot write_file"; got != want {
+	if got, want := strings.Join(names, " "), "computer create_sandbox delete_sandbox exec fork list_directory list_sandboxes list_templates open_url read_file restore run_code screenshot snapshot write_file"; got != want {
 		t.Errorf("tools: %s\nwant:  %s", got, want)
 	}
 
