@@ -129,10 +129,6 @@ func isClosed(c chan struct{}) bool {
 
 // pathEnv is the PATH execs get.
 func (a *Agent) pathEnv() string {
-	a.mu.Lock()
-	env := mergeEnv(a.cfg.Env, nil)
-	env = append(env, a.extraEnv...)
-	a.mu.Unlock()
-	p, _ := getenv(mergeEnv(env, nil), "PATH")
+	p, _ := getenv(a.baseEnv(), "PATH")
 	return p
 }

@@ -141,14 +141,21 @@ func (a *Agent) begin(req *agentproto.ExecRequest) (*process, *os.ProcAttr, []st
 	return p, attr, argv, nil
 }
 
+// baseEnv is every exec's environment before its request's own:
+// Config.Env, then what POST /v1/identity added (later entries win).
+func (a *Agent) baseEnv() []string {
+	a.mu.Lock()
+	env := append(mergeEnv(a.cfg.Env, nil), a.extraEnv...)
+	a.mu.Unlock()
+	return mergeEnv(env, nil)
+}
+
 // prepare turns a request into what os.StartProcess takes.
 func (a *Agent) prepare(req *agentproto.ExecRequest) (*os.ProcAttr, []string, *Error) {
+	env := a.baseEnv()
 	a.mu.Lock()
-	env := mergeEnv(a.cfg.Env, nil)
-	env = append(env, a.extraEnv...)
 	defCwd, defUser := a.defaultCwd, a.defaultUsr
 	a.mu.Unlock()
-	env = mergeEnv(env, nil) // later entries win
 	sys := &syscall.SysProcAttr{}
 	if req.User == "" && defUser != "" {
 		// The copy is the caller's: set the image's USER on it.

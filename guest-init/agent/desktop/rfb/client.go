@@ -2,12 +2,10 @@ package rfb
 
 import (
 	"bufio"
-	"crypto/des"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"net"
 	"slices"
 	"time"
@@ -102,13 +100,8 @@ func Login(conn net.Conn, password string, timeout time.Duration) (ServerInit, e
 // read with -passwd FILE: its first 8 bytes DES-encrypted with VNC's fixed
 // key (whose bytes VNC's DES reads bit-reversed, as it does passwords).
 func PasswdFile(password string) []byte {
-	key := []byte{23, 82, 107, 6, 35, 78, 88, 7}
-	for i, b := range key {
-		key[i] = bits.Reverse8(b)
-	}
-	block, _ := des.NewCipher(key) // 8 bytes: never fails
 	var pw [8]byte
 	copy(pw[:], password)
-	block.Encrypt(pw[:], pw[:])
+	vncCipher([]byte{23, 82, 107, 6, 35, 78, 88, 7}).Encrypt(pw[:], pw[:])
 	return pw[:]
 }

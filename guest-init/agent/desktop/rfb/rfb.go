@@ -17,6 +17,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/zlib"
+	"crypto/cipher"
 	"crypto/des"
 	"crypto/rand"
 	"crypto/subtle"
@@ -327,16 +328,23 @@ func (c *session) authenticate(password string) error {
 // DES-encrypted (ECB) with the password's first 8 bytes, zero-padded and
 // each byte's bits reversed, as VNC has always done.
 func EncryptChallenge(password string, challenge [16]byte) [16]byte {
-	var key [8]byte
-	copy(key[:], password)
-	for i, b := range key {
-		key[i] = bits.Reverse8(b)
-	}
-	block, _ := des.NewCipher(key[:]) // 8 bytes: never fails
+	block := vncCipher([]byte(password))
 	var out [16]byte
 	block.Encrypt(out[:8], challenge[:8])
 	block.Encrypt(out[8:], challenge[8:])
 	return out
+}
+
+// vncCipher is DES keyed by key's first 8 bytes (zero-padded), each
+// byte's bits reversed: VNC's DES reads its keys that way.
+func vncCipher(key []byte) cipher.Block {
+	var k [8]byte
+	copy(k[:], key)
+	for i, b := range k {
+		k[i] = bits.Reverse8(b)
+	}
+	block, _ := des.NewCipher(k[:]) // 8 bytes: never fails
+	return block
 }
 
 // fail answers a failed security handshake with its reason (3.8 carries
