@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sietch-vm/sietch/api/model"
 )
 
 // linuxTimeout bounds the sietch end-to-end run: one Linux boot to the
@@ -228,7 +230,14 @@ func TestSietchLinuxTemplates(t *testing.T) {
 		}
 	}
 	stop := startDaemon()
-	defer func() { stop() }()
+	defer func() {
+		// A failed run leaves its sandboxes: remove them, so that their
+		// TAPs and addresses do not outlive the test.
+		if t.Failed() {
+			removeAllSandboxes(t, cli, env)
+		}
+		stop()
+	}()
 	if os.Getenv("SIETCH_E2E_ONLY") == "desktop" { // make test-desktop: the full desktop image, with its browser
 		if !haveDesktop {
 			t.Fatal("SIETCH_E2E_ONLY=desktop needs SIETCH_DESKTOP_ROOTFS (make image-desktop)")
@@ -422,5 +431,35 @@ func killVMMs(t *testing.T, dir string) {
 			}
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
+	}
+}
+
+// removeAllSandboxes removes every sandbox the test's sietchd has, with a
+// context of its own (the test's may have ended); failures are logged.
+func removeAllSandboxes(t *testing.T, cli string, env []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ls := exec.CommandContext(ctx, cli, "ls", "--json")
+	ls.Env = env
+	out, err := ls.Output()
+	var list struct{ Sandboxes []model.Sandbox }
+	if err == nil {
+		err = json.Unmarshal(out, &list)
+	}
+	if err != nil {
+		t.Logf("cleanup: list sandboxes: %v", err)
+		return
+	}
+	args := []string{"rm"}
+	for _, sb := range list.Sandboxes {
+		args = append(args, sb.ID)
+	}
+	if len(args) == 1 {
+		return
+	}
+	rm := exec.CommandContext(ctx, cli, args...)
+	rm.Env = env
+	if out, err := rm.CombinedOutput(); err != nil {
+		t.Logf("cleanup: sietch %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }

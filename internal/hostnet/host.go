@@ -42,8 +42,9 @@ type Host struct {
 }
 
 // New sets up networking: it turns IPv4 forwarding on, replaces the
-// nftables table with an empty one (no sandbox passes until Attach) and
-// reads the host's resolvers.
+// nftables table with an empty one (no sandbox passes until Attach),
+// removes the pool's sandbox TAPs that nothing has open (leftovers of
+// earlier runs) and reads the host's resolvers.
 func New(cfg Config) (*Host, error) {
 	if !cfg.Pool.IsValid() {
 		cfg.Pool = DefaultPool
@@ -82,6 +83,13 @@ func New(cfg Config) (*Host, error) {
 	fw, err := NewFirewall(FirewallConfig{Table: cfg.Table, Pool: pool.Prefix(), Uplink: cfg.Uplink})
 	if err != nil {
 		return nil, err
+	}
+	removed, err := sweepStale(pool.Prefix())
+	if len(removed) > 0 {
+		log.Info("sandbox network: removed sandbox interfaces that nothing had open (leftovers of earlier runs)", "count", len(removed), "interfaces", strings.Join(removed, ","))
+	}
+	if err != nil {
+		log.Warn("sandbox network: could not sweep leftover sandbox interfaces; new sandboxes take their subnets over one at a time", "err", err)
 	}
 	log.Info("sandbox network", "pool", pool.Prefix(), "uplink", cfg.Uplink, "resolvers", strings.Join(ups, ","))
 	return &Host{cfg: cfg, pool: pool, fw: fw, dns: NewForwarder(ups, fw, log), log: log, eps: map[string]Endpoint{}}, nil
@@ -123,6 +131,14 @@ func (h *Host) Attach(id string, p Policy, guest netip.Addr) (Lease, error) {
 		h.fw.Remove(id)
 		h.cfg.DeleteLink(name)
 		h.pool.Release(id)
+	}
+	removed, err := clearSubnet(name, lease.GatewayPrefix())
+	if len(removed) > 0 {
+		h.log.Warn("sandbox network: removed stale sandbox interfaces that held this sandbox's subnet", "sandbox", id, "subnet", lease.GatewayPrefix().Masked(), "removed", strings.Join(removed, ","))
+	}
+	if err != nil {
+		h.pool.Release(id)
+		return Lease{}, err
 	}
 	if err := h.cfg.MakeLink(name, lease.GatewayPrefix()); err != nil {
 		h.pool.Release(id)

@@ -130,3 +130,81 @@ func DefaultUplink() (string, error) {
 	}
 	return "", fmt.Errorf("this host has no IPv4 default route, so sandboxes cannot reach the internet; name the uplink with --net-uplink")
 }
+
+// clearSubnet makes sure no interface but name holds an address in gw's
+// subnet, so that the host's route to the sandbox goes through name. A
+// sandbox TAP that nothing has open (a leftover of a sietchd that died, or
+// of another state directory, whose addresses the pool hands out again) is
+// removed: its route would otherwise win and the new sandbox would be
+// unreachable. Any other holder is an error naming it. It returns the
+// interfaces removed.
+func clearSubnet(name string, gw netip.Prefix) ([]string, error) {
+	subnet := gw.Masked()
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list the host's addresses: %w", err)
+	}
+	var removed []string
+	done := map[int]bool{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok || done[a.LinkIndex] || !subnet.Contains(ip) {
+			continue
+		}
+		link, err := netlink.LinkByIndex(a.LinkIndex)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		other := link.Attrs().Name
+		if other == name {
+			continue
+		}
+		done[a.LinkIndex] = true
+		if !staleTAP(link) {
+			return removed, fmt.Errorf("interface %s holds %v, in sandbox subnet %v: the host's route would bypass %s; "+
+				"if another sietchd uses this pool, give one of them --net-pool off or another pool; otherwise remove it (ip link del %s)",
+				other, a.IPNet, subnet, name, other)
+		}
+		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+			return removed, fmt.Errorf("remove the stale sandbox interface %s (it holds %v, which sandbox interface %s needs): %w", other, a.IPNet, name, err)
+		}
+		removed = append(removed, other)
+	}
+	return removed, nil
+}
+
+// staleTAP reports whether link is a sandbox TAP that no process has open:
+// a TAP has carrier only while a queue is attached (a vmm's net device).
+func staleTAP(link netlink.Link) bool {
+	return strings.HasPrefix(link.Attrs().Name, LinkPrefix) && link.Type() == "tuntap" &&
+		link.Attrs().RawFlags&unix.IFF_LOWER_UP == 0
+}
+
+// sweepStale removes the sandbox TAPs that nothing has open and whose
+// addresses are in pool: leftovers of sandboxes whose sietchd died or
+// whose state directory is gone. A stopped sandbox's TAP is made again
+// when it starts. It returns the interfaces removed.
+func sweepStale(pool netip.Prefix) ([]string, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list the host's addresses: %w", err)
+	}
+	var removed []string
+	done := map[int]bool{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok || done[a.LinkIndex] || !pool.Contains(ip) {
+			continue
+		}
+		done[a.LinkIndex] = true
+		link, err := netlink.LinkByIndex(a.LinkIndex)
+		if err != nil || !staleTAP(link) {
+			continue
+		}
+		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+			return removed, fmt.Errorf("remove the stale sandbox interface %s: %w", link.Attrs().Name, err)
+		}
+		removed = append(removed, link.Attrs().Name)
+	}
+	return removed, nil
+}

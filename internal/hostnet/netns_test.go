@@ -18,6 +18,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/sietch-vm/sietch/virtio/net/tap"
 )
 
 // The tests that touch the kernel run in a network namespace of their
@@ -542,5 +544,79 @@ func TestTAP(t *testing.T) {
 	must(t, "veth", netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "sxtaptest"}, PeerName: "sxtaptest2"}))
 	if err := CreateTAP("sxtaptest", gw); err == nil || !strings.Contains(err.Error(), "not a TAP") {
 		t.Errorf("CreateTAP over a dummy: %v", err)
+	}
+}
+
+// A sandbox whose /30 is still on a leftover TAP (a sietchd that died, or a
+// run from another state directory, left it; the pool hands its addresses
+// out again) gets its subnet back: the leftover, which nothing has open,
+// is removed and the sandbox is reachable. An interface in use, or not a
+// sandbox TAP, is never taken: the attach fails naming it.
+func TestAttachOverStaleTAP(t *testing.T) {
+	w := newWorld(t)
+	must(t, "leftover TAP", CreateTAP("sxdead1", netip.MustParsePrefix("10.99.0.41/30")))
+	t.Cleanup(func() { DeleteLink("sxdead1") })
+	lease, err := w.host.Attach("sb-f1", policy(t, true, nil, nil), netip.MustParseAddr("10.99.0.42"))
+	must(t, "attach over a leftover TAP", err)
+	if _, err := netlink.LinkByName("sxdead1"); err == nil {
+		t.Error("the leftover TAP sxdead1 is still there")
+	}
+	name, _ := LinkName("sb-f1")
+	g := w.guests[name]
+	serve(t, g, lease.Guest.String()+":80")
+	wantConnect(t, netnsSelf(t), "host → the sandbox in the leftover's subnet", lease.Guest.String()+":80")
+	wantConnect(t, g, "the sandbox → the internet", allowedAddr+":80")
+
+	// Not a TAP: refused, named, and the lease is free again.
+	must(t, "veth", netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "sietchdum"}, PeerName: "sietchdum1"}))
+	t.Cleanup(func() { DeleteLink("sietchdum") })
+	addAddr(t, handle(t, netnsSelf(t)), "sietchdum", "10.99.0.45/30")
+	if _, err := w.host.Attach("sb-f2", policy(t, true, nil, nil), netip.MustParseAddr("10.99.0.46")); err == nil || !strings.Contains(err.Error(), "sietchdum") {
+		t.Errorf("attach over another interface's subnet: %v; want an error naming sietchdum", err)
+	}
+	if _, err := w.host.pool.Reserve("sb-f3", netip.MustParseAddr("10.99.0.46")); err != nil {
+		t.Errorf("the refused attach kept its lease: %v", err)
+	}
+	w.host.pool.Release("sb-f3")
+
+	// A sandbox TAP that a process has open (another sietchd's running
+	// sandbox) is not removed either.
+	f, err := tap.Open("sxlive1")
+	must(t, "open a TAP", err)
+	t.Cleanup(func() { f.Close() })
+	live, err := netlink.LinkByName("sxlive1")
+	must(t, "sxlive1", err)
+	must(t, "sxlive1 up", netlink.LinkSetUp(live))
+	addAddr(t, handle(t, netnsSelf(t)), "sxlive1", "10.99.0.49/30")
+	if _, err := w.host.Attach("sb-f4", policy(t, true, nil, nil), netip.MustParseAddr("10.99.0.50")); err == nil || !strings.Contains(err.Error(), "sxlive1") {
+		t.Errorf("attach over an open TAP's subnet: %v; want an error naming sxlive1", err)
+	}
+	if _, err := netlink.LinkByName("sxlive1"); err != nil {
+		t.Errorf("the open TAP sxlive1 was removed: %v", err)
+	}
+}
+
+// A new Host sweeps its pool's leftover sandbox TAPs and nothing else.
+func TestNewSweepsLeftoverTAPs(t *testing.T) {
+	needNetns(t)
+	must(t, "leftover TAP", CreateTAP("sxleft1", netip.MustParsePrefix("10.98.0.1/30")))
+	must(t, "TAP outside the pool", CreateTAP("sxleft2", netip.MustParsePrefix("10.97.0.1/30")))
+	f, err := tap.Open("sxopen1")
+	must(t, "open a TAP", err)
+	t.Cleanup(func() { f.Close(); DeleteLink("sxleft1"); DeleteLink("sxleft2") })
+	l, err := netlink.LinkByName("sxopen1")
+	must(t, "sxopen1", err)
+	must(t, "sxopen1 up", netlink.LinkSetUp(l))
+	addAddr(t, handle(t, netnsSelf(t)), "sxopen1", "10.98.0.5/30")
+	h, err := New(Config{Pool: netip.MustParsePrefix("10.98.0.0/24"), Table: "sietch-sweep", Uplink: "lo", Upstreams: []string{"127.0.0.1:53"}})
+	must(t, "New", err)
+	t.Cleanup(func() { h.Delete() })
+	if _, err := netlink.LinkByName("sxleft1"); err == nil {
+		t.Error("the pool's leftover TAP sxleft1 is still there")
+	}
+	for _, keep := range []string{"sxleft2", "sxopen1"} {
+		if _, err := netlink.LinkByName(keep); err != nil {
+			t.Errorf("%s was removed: %v", keep, err)
+		}
 	}
 }
