@@ -447,6 +447,9 @@ func TestParseCp(t *testing.T) {
 		{[]string{"--mode", "999", "x", "sb-1:/x"}, copySpec{}, "octal"},
 		{[]string{"--mode", "0644", "sb-1:/x", "x"}, copySpec{}, "goes with uploads"},
 		{[]string{"only-one"}, copySpec{}, "want SRC and DST"},
+		// Found by FuzzParseCp: an empty local path is no file to write.
+		{[]string{"sb-1:/x", ""}, copySpec{}, "local side is empty"},
+		{[]string{"", "sb-1:/x"}, copySpec{}, "local side is empty"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			got, err := parseCp(testFlags(), tc.args)

@@ -74,6 +74,9 @@ func parseCp(fs *pflag.FlagSet, args []string) (copySpec, error) {
 			return cs, fmt.Errorf("%s is a directory: copy it with cp -r", src)
 		}
 	}
+	if cs.local == "" {
+		return cs, errors.New("the local side is empty: name a local file or directory, or - for stdin or stdout")
+	}
 	cs.tree = *tree
 	if cs.tree && cs.local == "-" {
 		return cs, errors.New("-r copies directories, not stdin or stdout (a tar stream: sietch exec ID -- tar c DIR)")
