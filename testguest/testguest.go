@@ -24,18 +24,19 @@ var runtime = []string{"crt0.S", "trampoline.S", "kernel.c", "user.c", "format.c
 
 // guests maps each guest to its own sources; see src/<name>.c for what it does.
 var guests = map[string][]string{
-	"hello":        {"hello.c"},
-	"counter":      {"counter.c"},
-	"pingpong":     {"pingpong.c"},
-	"smp":          {"smp.c"},
-	"poweroff":     {"poweroff.c"},
-	"reset":        {"reset.c"},
-	"fault":        {"fault.c"},
-	"silent":       {"silent.c"},
-	"virtio-blk":   {"virtio-blk.c", "virtio.c"},
-	"virtio-rng":   {"virtio-rng.c", "virtio.c"},
-	"virtio-vsock": {"virtio-vsock.c", "virtio.c"},
-	"virtio-net":   {"virtio-net.c", "virtio.c"},
+	"hello":          {"hello.c"},
+	"counter":        {"counter.c"},
+	"pingpong":       {"pingpong.c"},
+	"smp":            {"smp.c"},
+	"poweroff":       {"poweroff.c"},
+	"reset":          {"reset.c"},
+	"fault":          {"fault.c"},
+	"silent":         {"silent.c"},
+	"virtio-blk":     {"virtio-blk.c", "virtio.c"},
+	"virtio-rng":     {"virtio-rng.c", "virtio.c"},
+	"virtio-vsock":   {"virtio-vsock.c", "virtio.c"},
+	"virtio-net":     {"virtio-net.c", "virtio.c"},
+	"virtio-hostile": {"virtio-hostile.c", "virtio.c"},
 }
 
 // cflags are the flags from the brief plus what keeps CPL0 code to

@@ -52,7 +52,7 @@ func TestBuildUnknownGuest(t *testing.T) {
 }
 
 func TestNamesSorted(t *testing.T) {
-	want := []string{"counter", "fault", "hello", "pingpong", "poweroff", "reset", "silent", "smp", "virtio-blk", "virtio-net", "virtio-rng", "virtio-vsock"}
+	want := []string{"counter", "fault", "hello", "pingpong", "poweroff", "reset", "silent", "smp", "virtio-blk", "virtio-hostile", "virtio-net", "virtio-rng", "virtio-vsock"}
 	got := Names()
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("Names() = %v, want %v", got, want)

@@ -296,15 +296,16 @@ func (d *vhostDevice) startRing(i int, q virtio.QueueConfig, base uint16) error 
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return fmt.Errorf("queue %d: %w", i, err)
 	}
-	if err := d.fe.SetupVring(i, vhostuser.VringSetup{
+	// Marked before the first message: a set-up the device refused half
+	// way leaves state in the device process (its kick and call, the
+	// rejected addresses) that Reset must clear with GET_VRING_BASE, or
+	// the next set-up of this queue trips over it.
+	d.started[i] = true
+	return d.fe.SetupVring(i, vhostuser.VringSetup{
 		Size: q.Size, Base: base,
 		Addr: vhostuser.VringAddr{Desc: desc, Avail: avail, Used: used},
 		Kick: d.kicks[i].Fd(), Call: d.call.Fd(), Enable: d.protocol,
-	}); err != nil {
-		return err
-	}
-	d.started[i] = true
-	return nil
+	})
 }
 
 // hostVA translates a guest-physical ring address to this process's
@@ -318,7 +319,8 @@ func (d *vhostDevice) hostVA(gpa uint64) (uint64, error) {
 	return 0, fmt.Errorf("ring address %#x is not in guest RAM", gpa)
 }
 
-// Reset stops every started ring (GET_VRING_BASE stops a vhost-user ring).
+// Reset stops every ring whose set-up began (GET_VRING_BASE stops a
+// vhost-user ring and drops its kick and call).
 func (d *vhostDevice) Reset() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
