@@ -20,6 +20,7 @@ var ErrChain = errors.New("broken chain of diff snapshots")
 type Layer struct {
 	Path  string
 	Dirty Bitmap
+	Sums  *Sums // the file's chunk checksums; nil: not checked
 }
 
 // Layers resolves the memory of the snapshot in dir (whose state is s) to
@@ -40,10 +41,10 @@ func Layers(dir string, s *State) ([]Layer, error) {
 		seen[abs] = true
 		mem := filepath.Join(cur, st.Memory.File)
 		if st.Memory.Kind == KindFull {
-			chain = append(chain, Layer{Path: mem})
+			chain = append(chain, Layer{Path: mem, Sums: st.Memory.Sums})
 			break
 		}
-		chain = append(chain, Layer{Path: mem, Dirty: st.Memory.DirtyPages})
+		chain = append(chain, Layer{Path: mem, Dirty: st.Memory.DirtyPages, Sums: st.Memory.Sums})
 		base := st.Memory.Base
 		if base == "" {
 			return nil, fmt.Errorf("diff snapshot %s names no base: %w", cur, ErrChain)
@@ -79,8 +80,8 @@ func Layers(dir string, s *State) ([]Layer, error) {
 
 // ApplyDiff copies the pages set in dirty from the diff memory file at path
 // into dst (guest memory holding the diff's base) and returns the bytes
-// read.
-func ApplyDiff(dst []byte, path string, dirty Bitmap) (uint64, error) {
+// read. With sums, the chunks those pages are in are checked first.
+func ApplyDiff(dst []byte, path string, dirty Bitmap, sums *Sums) (uint64, error) {
 	size := uint64(len(dst))
 	f, err := OpenMemory(path, size)
 	if err != nil {
@@ -89,6 +90,13 @@ func ApplyDiff(dst []byte, path string, dirty Bitmap) (uint64, error) {
 	defer f.Close()
 	if want := BitmapWords(size); len(dirty) != want {
 		return 0, fmt.Errorf("apply memory diff %s: dirty bitmap has %d words, %d bytes of memory need %d", path, len(dirty), size, want)
+	}
+	if sums != nil {
+		// Every chunk a page comes from is checked before any is copied.
+		l := Layer{Path: path, Dirty: dirty}
+		if err := sums.verifyFile(f, size, l.chunkDirty); err != nil {
+			return 0, fmt.Errorf("apply memory diff: %w", err)
+		}
 	}
 	var read uint64
 	err = dirty.runs(size/PageSize, func(first, n uint64) error {
@@ -120,8 +128,15 @@ func Fill(dst []byte, chain []Layer) (uint64, error) {
 	if err != nil {
 		return n, err
 	}
+	if s := chain[0].Sums; s != nil {
+		// dst holds exactly the file (it was all zeros before).
+		if err := s.verifyAll(chain[0].Path, dst); err != nil {
+			clear(dst)
+			return n, fmt.Errorf("fill guest memory: %w", err)
+		}
+	}
 	for _, l := range chain[1:] {
-		m, err := ApplyDiff(dst, l.Path, l.Dirty)
+		m, err := ApplyDiff(dst, l.Path, l.Dirty, l.Sums)
 		n += m
 		if err != nil {
 			return n, err
@@ -147,6 +162,13 @@ func Flatten(dir string) error {
 	if err != nil {
 		return fmt.Errorf("flatten %s: %w", dir, err)
 	}
+	// Checked first: a corrupted layer must not become a new full file
+	// with checksums of its own.
+	for _, l := range chain {
+		if err := l.verify(s.Memory.Size); err != nil {
+			return fmt.Errorf("flatten %s: %w", dir, err)
+		}
+	}
 	merged := filepath.Join(dir, s.Memory.File+".full")
 	defer os.Remove(merged)
 	if err := copySparse(chain[0].Path, merged, s.Memory.Size); err != nil {
@@ -159,6 +181,9 @@ func Flatten(dir string) error {
 	}
 	full := *s
 	full.Memory.Kind, full.Memory.Base, full.Memory.DirtyPages = KindFull, "", nil
+	if full.Memory.Sums, err = SumMemory(merged, s.Memory.Size); err != nil {
+		return fmt.Errorf("flatten %s: %w", dir, err)
+	}
 	full.Memory.File = "memory-full"
 	if s.Memory.File == full.Memory.File {
 		full.Memory.File = "memory"
@@ -206,4 +231,29 @@ func copySparse(src, dst string, size uint64) error {
 		err = cerr
 	}
 	return err
+}
+
+// verify checks the chunks of the layer's file that a restore would read:
+// all of a full file, the chunks holding a diff's pages.
+func (l Layer) verify(size uint64) error {
+	if l.Sums == nil {
+		return nil
+	}
+	f, err := OpenMemory(l.Path, size)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return l.Sums.verifyFile(f, size, func(c uint64) bool { return l.Dirty == nil || l.chunkDirty(c) })
+}
+
+// chunkDirty reports whether the diff holds a page of chunk c.
+func (l Layer) chunkDirty(c uint64) bool {
+	const pagesPerChunk = SumChunk / PageSize
+	for p := c * pagesPerChunk; p < (c+1)*pagesPerChunk; p++ {
+		if l.Dirty.Has(p) {
+			return true
+		}
+	}
+	return false
 }

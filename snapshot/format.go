@@ -233,6 +233,11 @@ func checkMemoryFile(dir string, m *Memory) error {
 	if uint64(fi.Size()) != m.Size {
 		return fmt.Errorf("memory file %s is %d bytes, the state says %d: %w", m.File, fi.Size(), m.Size, ErrMemorySize)
 	}
+	if m.Sums != nil {
+		if err := m.Sums.check(m.Size); err != nil {
+			return fmt.Errorf("%w: %w", err, ErrIncomplete)
+		}
+	}
 	return nil
 }
 

@@ -155,6 +155,9 @@ type Memory struct {
 	// Regions map the memory file to guest-physical addresses, as
 	// vmm.Layout made them.
 	Regions []Region
+	// Sums are the memory file's chunk checksums (see SumMemory); nil in
+	// snapshots made before they existed, which restore unchecked.
+	Sums *Sums `json:",omitempty"`
 }
 
 // Region is guest-physical [GPA, GPA+Size) backed by the memory file at

@@ -251,7 +251,10 @@ func (m *Machine) lazyMemory(chain []snapshot.Layer, fill bool) (*pager.Pager, e
 		}
 		m.uffdDev = dev
 	}
-	p, err := pager.New(m.mem.Mapping(), chain, m.log, fill)
+	p, err := pager.New(m.mem.Mapping(), chain, m.log, fill, func(err error) {
+		// The page is never copied in: the guest cannot run on.
+		m.finish(Exit{Kind: ExitCrash, VCPU: -1, Reason: fmt.Sprintf("snapshot memory: %v; restore from another snapshot or take a new one", err)})
+	})
 	if err != nil && m.uffdDev != nil {
 		m.uffdDev.Close()
 		m.uffdDev = nil

@@ -112,6 +112,12 @@ func (m *Machine) snapshot(dir string, diff bool) error {
 	} else if written, err = m.writeMemory(filepath.Join(dir, MemoryFile), nil); err != nil {
 		return fmt.Errorf("snapshot to %s: %w", dir, err)
 	}
+	if st.Memory.Sums, err = snapshot.SumMemory(filepath.Join(dir, MemoryFile), m.mem.Size()); err != nil {
+		if diff {
+			m.lastSnap = "" // as for a failed write: the dirty log is spent
+		}
+		return fmt.Errorf("snapshot to %s: %w", dir, err)
+	}
 	if err := snapshot.Write(dir, st); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}

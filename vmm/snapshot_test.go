@@ -312,3 +312,60 @@ func copyDir(t *testing.T, src, dst string) {
 		t.Fatalf("copy snapshot: %v\n%s", err, out)
 	}
 }
+
+// A memory file damaged on disk is never run: an eager restore refuses it
+// naming the file, and a lazy or on-demand restore stops the VM as a crash
+// naming it at the first damaged chunk it would copy in (here every chunk
+// with data is damaged, so the guest's first fault is on one).
+func TestCorruptMemoryNeverRuns(t *testing.T) {
+	needKVM(t)
+	good := filepath.Join(t.TempDir(), "good")
+	snapshotMidRun(t, good, 1)
+	st, err := snapshot.Read(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Memory.Sums == nil {
+		t.Fatal("a new snapshot carries no memory checksums")
+	}
+	dir := filepath.Join(t.TempDir(), "bad")
+	copyDir(t, good, dir)
+	mem := readFile(t, filepath.Join(dir, MemoryFile))
+	damaged := 0
+	for c := 0; c < len(mem); c += snapshot.SumChunk {
+		chunk := mem[c : c+snapshot.SumChunk]
+		if !bytes.Equal(chunk, make([]byte, len(chunk))) {
+			chunk[len(chunk)/2] ^= 0x01
+			damaged++
+		}
+	}
+	writeFile(t, filepath.Join(dir, MemoryFile), mem)
+	t.Logf("damaged %d chunks", damaged)
+
+	if m, err := Restore(dir, RestoreConfig{Memory: MemoryEager}); err == nil {
+		m.Close()
+		t.Error("an eager restore accepted damaged memory")
+	} else if !errors.Is(err, snapshot.ErrCorrupt) || !strings.Contains(err.Error(), MemoryFile) {
+		t.Errorf("eager restore: %v; want ErrCorrupt naming the memory file", err)
+	}
+	for _, mode := range []string{MemoryLazy, MemoryOnDemand} {
+		t.Run(mode, func(t *testing.T) {
+			out := &syncBuffer{}
+			m, err := Restore(dir, RestoreConfig{Console: out, Memory: mode})
+			if err != nil {
+				if errors.Is(err, snapshot.ErrCorrupt) {
+					return // refused before running: as good
+				}
+				t.Skipf("no lazy restore here: %v", err)
+			}
+			t.Cleanup(func() { m.Close() })
+			e := runAsync(t, m)()
+			if e.Kind != ExitCrash || !strings.Contains(e.Reason, MemoryFile) || !strings.Contains(e.Reason, "CRC-32C") {
+				t.Errorf("lazy restore of damaged memory ended with %v; want a crash naming the memory file's checksum", e)
+			}
+			if out.String() != "" {
+				t.Errorf("the guest ran on damaged memory and printed %q", out)
+			}
+		})
+	}
+}

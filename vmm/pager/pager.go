@@ -46,14 +46,20 @@ type Pager struct {
 	served, background atomic.Uint64
 	devServed          atomic.Uint64 // faults of device processes
 
+	onCorrupt func(error)
+	corrupt   atomic.Bool // a chunk failed its check: nothing more is copied in
+
 	mu    sync.Mutex
 	devs  []*Device
 	ended bool
 }
 
 type layer struct {
-	data  []byte          // the memory file, mapped read-only
-	dirty snapshot.Bitmap // nil for the full base
+	path     string
+	data     []byte          // the memory file, mapped read-only
+	dirty    snapshot.Bitmap // nil for the full base
+	sums     *snapshot.Sums  // nil: not checked
+	verified []atomic.Uint64 // chunks checked against sums, one bit each
 }
 
 // Device is a device process's userfaultfd and where its mapping of
@@ -71,7 +77,11 @@ type Device struct {
 //
 // With fill the background filler starts at once; otherwise pages come
 // in on fault only until FillAll is called.
-func New(mapping []byte, chain []snapshot.Layer, log *slog.Logger, fill bool) (p *Pager, err error) {
+//
+// A chunk of a memory file that does not match its checksum is never
+// copied in: the page stays missing, its fault unanswered, and onCorrupt
+// (if set) is told once, to stop the VM.
+func New(mapping []byte, chain []snapshot.Layer, log *slog.Logger, fill bool, onCorrupt func(error)) (p *Pager, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -79,7 +89,7 @@ func New(mapping []byte, chain []snapshot.Layer, log *slog.Logger, fill bool) (p
 	if err != nil {
 		return nil, err
 	}
-	p = &Pager{log: log, own: own, wake: -1, done: make(chan struct{}),
+	p = &Pager{log: log, own: own, wake: -1, done: make(chan struct{}), onCorrupt: onCorrupt,
 		base: uffd.Addr(mapping), size: uint64(len(mapping)),
 		filled: make([]atomic.Uint64, snapshot.BitmapWords(uint64(len(mapping))))}
 	defer func() {
@@ -93,7 +103,11 @@ func New(mapping []byte, chain []snapshot.Layer, log *slog.Logger, fill bool) (p
 		if err != nil {
 			return nil, err
 		}
-		p.layers = append(p.layers, layer{data: data, dirty: l.Dirty})
+		ly := layer{path: l.Path, data: data, dirty: l.Dirty, sums: l.Sums}
+		if l.Sums != nil {
+			ly.verified = make([]atomic.Uint64, (size/snapshot.SumChunk+64)/64)
+		}
+		p.layers = append(p.layers, ly)
 	}
 	if p.need, err = dataPages(chain[0].Path, size); err != nil {
 		return nil, err
@@ -179,23 +193,75 @@ func (p *Pager) isFilled(page uint64) bool {
 func (p *Pager) setFilled(page uint64) { p.filled[page/64].Or(1 << (page % 64)) }
 
 // source is the snapshot's content of page: from the newest diff that
-// holds it, else from the full base.
-func (p *Pager) source(page uint64) []byte {
+// holds it, else from the full base. The chunk it is in is checked against
+// the layer's checksums the first time a page of it is used.
+func (p *Pager) source(page uint64) ([]byte, error) {
 	off := page * pageSize
+	l := &p.layers[0]
 	for i := len(p.layers) - 1; i > 0; i-- {
 		if p.layers[i].dirty.Has(page) {
-			return p.layers[i].data[off : off+pageSize]
+			l = &p.layers[i]
+			break
 		}
 	}
-	return p.layers[0].data[off : off+pageSize]
+	if err := p.verify(l, off/snapshot.SumChunk); err != nil {
+		return nil, err
+	}
+	return l.data[off : off+pageSize], nil
 }
 
-// resolve answers a fault at addr (in u's address space) on page.
+// verify checks chunk c of layer l once.
+func (p *Pager) verify(l *layer, c uint64) error {
+	if l.sums == nil || l.verified[c/64].Load()&(1<<(c%64)) != 0 {
+		return nil
+	}
+	end := min((c+1)*snapshot.SumChunk, uint64(len(l.data)))
+	if err := l.sums.Verify(l.path, c, l.data[c*snapshot.SumChunk:end]); err != nil {
+		p.reportCorrupt(err)
+		return err
+	}
+	l.verified[c/64].Or(1 << (c % 64))
+	return nil
+}
+
+// reportCorrupt records the first checksum failure and has the VM stopped:
+// onCorrupt runs (it kicks every vCPU out of KVM_RUN with a signal
+// pending) before any faulting thread is released, for up to a second.
+func (p *Pager) reportCorrupt(err error) {
+	if !p.corrupt.CompareAndSwap(false, true) {
+		return
+	}
+	p.log.Error("lazy memory: snapshot memory is corrupt; stopping the VM, no more of the snapshot is copied in", "err", err)
+	if p.onCorrupt == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { p.onCorrupt(err); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+}
+
+var zeroPage [pageSize]byte
+
+// resolve answers a fault at addr (in u's address space) on page. Once
+// the snapshot is known to be corrupt, a fault is answered with zeros,
+// never with the snapshot's bytes: only so that the faulting thread can
+// leave, since the VM has been stopped (a vCPU has a signal pending and
+// leaves KVM_RUN before it enters the guest again).
 func (p *Pager) resolve(u *uffd.FD, addr, page uint64) error {
 	if p.isFilled(page) {
 		return u.Wake(addr, pageSize)
 	}
-	if _, err := u.Copy(addr, p.source(page)); err != nil {
+	src := zeroPage[:]
+	if !p.corrupt.Load() {
+		s, err := p.source(page)
+		if err == nil {
+			src = s
+		}
+	}
+	if _, err := u.Copy(addr, src); err != nil {
 		return err
 	}
 	p.setFilled(page)
@@ -299,7 +365,11 @@ func (p *Pager) fill() {
 		if p.stop.Load() {
 			return
 		}
-		if _, err := p.own.Copy(base+page*pageSize, p.source(page)); err != nil {
+		src, err := p.source(page)
+		if err != nil {
+			return // reported by source; the VM is being stopped
+		}
+		if _, err := p.own.Copy(base+page*pageSize, src); err != nil {
 			p.log.Error("lazy memory: background fill", "err", err)
 			return
 		}

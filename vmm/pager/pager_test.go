@@ -69,7 +69,7 @@ func TestOnDemandThenFill(t *testing.T) {
 	const pages = 64
 	path := memFile(t, pages, func(i int) bool { return i%4 != 3 })
 	mem := guestMemory(t, pages)
-	p, err := New(mem, []snapshot.Layer{{Path: path}}, nil, false)
+	p, err := New(mem, []snapshot.Layer{{Path: path}}, nil, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestChainNewestLayerWins(t *testing.T) {
 	dirty := make(snapshot.Bitmap, snapshot.BitmapWords(pages*pageSize))
 	dirty.Set(2)
 	mem := guestMemory(t, pages)
-	p, err := New(mem, []snapshot.Layer{{Path: base}, {Path: diff, Dirty: dirty}}, nil, true)
+	p, err := New(mem, []snapshot.Layer{{Path: base}, {Path: diff, Dirty: dirty}}, nil, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
