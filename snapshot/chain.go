@@ -124,16 +124,16 @@ func Fill(dst []byte, chain []Layer) (uint64, error) {
 		return 0, err
 	}
 	n, err := Populate(dst, f)
+	if err == nil && chain[0].Sums != nil {
+		// dst holds exactly the file (it was all zeros before).
+		if err = chain[0].Sums.verifyLoaded(f, dst); err != nil {
+			clear(dst)
+			err = fmt.Errorf("fill guest memory: %w", err)
+		}
+	}
 	f.Close()
 	if err != nil {
 		return n, err
-	}
-	if s := chain[0].Sums; s != nil {
-		// dst holds exactly the file (it was all zeros before).
-		if err := s.verifyAll(chain[0].Path, dst); err != nil {
-			clear(dst)
-			return n, fmt.Errorf("fill guest memory: %w", err)
-		}
 	}
 	for _, l := range chain[1:] {
 		m, err := ApplyDiff(dst, l.Path, l.Dirty, l.Sums)

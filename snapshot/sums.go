@@ -104,12 +104,32 @@ func SumMemory(path string, size uint64) (*Sums, error) {
 	return s, nil
 }
 
-// VerifyMemory checks every chunk of dst, which holds the whole file at
-// path as loaded (a fresh guest memory mapping after Populate).
-func (s *Sums) verifyAll(path string, dst []byte) error {
+// verifyLoaded checks dst, a fresh all-zero mapping into which Populate
+// loaded the memory file f: chunks with data in the file are checked in
+// dst; a chunk that is a hole throughout must have been recorded as zeros
+// (reading it from dst would only allocate zero pages).
+func (s *Sums) verifyLoaded(f *os.File, dst []byte) error {
 	size := uint64(len(dst))
-	for c := range chunks(size) {
-		if err := s.Verify(path, c, dst[c*SumChunk:min((c+1)*SumChunk, size)]); err != nil {
+	n := chunks(size)
+	data := make([]bool, n)
+	if err := dataRanges(f, size, func(start, end uint64) error {
+		for c := start / SumChunk; c < n && c*SumChunk < end; c++ {
+			data[c] = true
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("check %s: %w", f.Name(), err)
+	}
+	for c := range n {
+		b := dst[c*SumChunk : min((c+1)*SumChunk, size)]
+		if !data[c] && len(b) == SumChunk {
+			if s.sum(c) != zeroChunkSum {
+				return fmt.Errorf("%s: bytes %#x-%#x are a hole (zeros), the snapshot recorded data there: %w",
+					f.Name(), c*SumChunk, (c+1)*SumChunk, ErrCorrupt)
+			}
+			continue
+		}
+		if err := s.Verify(f.Name(), c, b); err != nil {
 			return err
 		}
 	}

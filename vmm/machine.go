@@ -309,6 +309,13 @@ func (m *Machine) Run(ctx context.Context) (Exit, error) {
 	if m.state == stateHeld {
 		to = statePaused // a snapshot holds it: the vCPUs park at once
 	}
+	if m.state == stateStopped && m.runAt.IsZero() && m.exit != nil {
+		// Stopped before it ran (Stop, or its restored memory found
+		// corrupt): that is how it ended.
+		e := *m.exit
+		m.mu.Unlock()
+		return e, nil
+	}
 	if m.state != stateCreated && m.state != stateHeld {
 		m.mu.Unlock()
 		return Exit{}, fmt.Errorf("run: the VM is %s; a Machine runs once: build a new one", m.state)
