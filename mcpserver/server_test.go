@@ -19,14 +19,14 @@ import (
 // fixture is an MCP client session with a Server over an in-memory
 // transport, in front of a fake sietchd.
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	fake *clienttest.Server
 	api  *client.Client
 	srv  *Server
 	cs   *mcp.ClientSession
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	fake := clienttest.NewServer()
 	t.Cleanup(fake.Close)
