@@ -13,7 +13,7 @@ APT_PACKAGES := gcc make libc6-dev linux-libc-dev linux-source-6.1 bc bison flex
 	libelf-dev libssl-dev xz-utils libseccomp-dev qemu-system-x86 e2fsprogs iproute2 \
 	debootstrap iputils-ping python3 python3-pytest tmux busybox-static xvfb vncsnapshot
 
-.PHONY: all vmm sietch sietchd deps quickstart hello test test-sdk test-short kernel smoke-initramfs initramfs image image-desktop image-desktop-lite test-desktop testguests bench fuzz fuzz-short fuzz-long vet lint-openapi clean
+.PHONY: all vmm sietch sietchd deps quickstart hello test test-sdk test-short kernel smoke-initramfs initramfs image image-desktop image-desktop-lite test-desktop testguests bench fuzz fuzz-short fuzz-long soak vet lint-openapi clean
 
 all: vmm sietch sietchd
 
@@ -138,6 +138,12 @@ fuzz:
 
 fuzz-short:
 	FUZZTIME=2s GO=$(GO) scripts/fuzz.sh
+
+# The lifecycle soak (api TestSoak) with SOAK_CYCLES cycles per client
+# (make test runs 4): nothing may be left behind.
+SOAK_CYCLES ?= 50
+soak:
+	SIETCH_SOAK_CYCLES=$(SOAK_CYCLES) $(GO) test -count=1 -run '^TestSoak$$' -v -timeout 60m ./api
 
 fuzz-long:
 	mkdir -p $(BUILD)
