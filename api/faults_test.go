@@ -74,3 +74,56 @@ func TestSnapshotDiskFull(t *testing.T) {
 	e.call("DELETE", "/v1/sandboxes/"+restored.ID, nil, http.StatusNoContent, nil)
 	e.call("DELETE", "/v1/sandboxes/"+sb.ID, nil, http.StatusNoContent, nil)
 }
+
+// drillVMM builds the vmm with the sietchdrill tag, whose crash points
+// SIETCH_VMM_DRILL_CRASH names.
+func drillVMM(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "vmm")
+	if out, err := exec.Command("go", "build", "-tags", "sietchdrill", "-o", bin, "../cmd/vmm").CombinedOutput(); err != nil {
+		t.Fatalf("build the drill vmm: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// A vmm that dies in the middle of a snapshot (its memory file written,
+// its state file not yet, the commit point) or just after the state file,
+// before it answers: the request fails whole. A failed one is neither listed nor left on
+// disk, the sandbox is failed, and a restarted sietchd finds the same.
+func TestVMMKilledDuringSnapshot(t *testing.T) {
+	requireKVM(t)
+	bin := drillVMM(t)
+	for _, point := range []string{"snapshot-memory-written", "snapshot-state-written"} {
+		t.Run(point, func(t *testing.T) {
+			t.Setenv("SIETCH_VMM_DRILL_CRASH", point)
+			e := newEnv(t, func(c *sandbox.Config) { c.VMMPath = bin })
+			sb := e.create(model.CreateRequest{Image: "counter"})
+			waitConsole(t, e, sb.ID, "counter: start n=")
+			st, b := e.do("POST", "/v1/sandboxes/"+sb.ID+"/snapshots", nil)
+			t.Logf("snapshot with the vmm killed at %s: %d %s", point, st, b)
+			check := func(when string) {
+				t.Helper()
+				var snaps struct{ Snapshots []model.Snapshot }
+				e.call("GET", "/v1/snapshots", nil, http.StatusOK, &snaps)
+				ents, _ := os.ReadDir(filepath.Join(e.cfg.StateDir, "snapshots"))
+				switch {
+				case st == http.StatusCreated && (len(snaps.Snapshots) != 1 || len(ents) != 1):
+					t.Errorf("%s: the snapshot was answered as made, but %d are listed and %d on disk", when, len(snaps.Snapshots), len(ents))
+				case st != http.StatusCreated && (len(snaps.Snapshots) != 0 || len(ents) != 0):
+					t.Errorf("%s: the snapshot failed (%d), but %d are listed and %d entries are on disk", when, st, len(snaps.Snapshots), len(ents))
+				}
+				if got := e.get(sb.ID); got.State != model.StateFailed {
+					t.Errorf("%s: the sandbox whose vmm was killed is %s, want failed", when, got.State)
+				}
+			}
+			if st == http.StatusCreated {
+				t.Errorf("the snapshot was answered as made although the vmm died before answering")
+			}
+			e.waitFor(sb.ID, "failed", func(s model.Sandbox) bool { return s.State == model.StateFailed })
+			check("at once")
+			e.restart()
+			check("after a restart")
+			e.call("DELETE", "/v1/sandboxes/"+sb.ID, nil, http.StatusNoContent, nil)
+		})
+	}
+}

@@ -17,6 +17,18 @@ import (
 )
 
 func init() {
+	// With SIETCH_VMM_DRILL_CRASH=POINT the vmm ends at once at that
+	// crashPoint: exit_group, with no cleanup, as a crash would (not
+	// SIGKILL to itself: a jailed vmm is its PID namespace's init, which
+	// ignores signals from inside).
+	if at := os.Getenv("SIETCH_VMM_DRILL_CRASH"); at != "" {
+		crashPoint = func(point string) {
+			if point == at {
+				fmt.Fprintf(os.Stderr, "drill crash:%s: exit_group\n", point)
+				unix.Exit(137)
+			}
+		}
+	}
 	call := os.Getenv("SIETCH_VMM_DRILL_VCPU")
 	if call == "" {
 		return

@@ -112,6 +112,7 @@ func (m *Machine) snapshot(dir string, diff bool) error {
 	} else if written, err = m.writeMemory(filepath.Join(dir, MemoryFile), nil); err != nil {
 		return fmt.Errorf("snapshot to %s: %w", dir, err)
 	}
+	crashPoint("snapshot-memory-written")
 	if st.Memory.Sums, err = snapshot.SumMemory(filepath.Join(dir, MemoryFile), m.mem.Size()); err != nil {
 		if diff {
 			m.lastSnap = "" // as for a failed write: the dirty log is spent
@@ -121,6 +122,7 @@ func (m *Machine) snapshot(dir string, diff bool) error {
 	if err := snapshot.Write(dir, st); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
+	crashPoint("snapshot-state-written")
 	if err := m.trackFrom(abs); err != nil {
 		m.log.Warn("diff snapshots will not be possible", "err", err)
 	}

@@ -87,6 +87,11 @@ func (v *vcpu) kick() {
 	}
 }
 
+// crashPoint, replaced only in test builds (drill.go, tag sietchdrill),
+// ends the vmm abruptly at the named point of an operation, so that tests
+// can check what a crash there leaves behind.
+var crashPoint = func(point string) {}
+
 // vcpuDrill, set only in test builds (drill.go, tag sietchdrill), makes a
 // system call on a confined vCPU thread before its first KVM_RUN.
 var vcpuDrill func(vcpu int)
