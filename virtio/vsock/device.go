@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"net"
@@ -40,6 +41,11 @@ type Device struct {
 	ln   *net.UnixListener
 	dial func(port uint32) (net.Conn, error)
 	log  atomic.Pointer[slog.Logger]
+
+	// budget bounds the host sockets the device holds at once (see
+	// hostBudget): past it a host connection is closed at once and a
+	// guest's connection to the host is reset.
+	budget int
 
 	mu        sync.Mutex // guards everything below and the machine
 	m         *machine
@@ -77,7 +83,7 @@ func New(cid uint64, ln *net.UnixListener, dial func(port uint32) (net.Conn, err
 		return nil, errors.New("vsock: a listener and a dial function are required")
 	}
 	d := &Device{
-		cid: cid, ln: ln, dial: dial,
+		cid: cid, ln: ln, dial: dial, budget: hostBudget(),
 		m:       newMachine(cid, defaultLimits),
 		links:   make(map[connKey]*link),
 		pending: make(map[net.Conn]bool),
@@ -87,6 +93,36 @@ func New(cid uint64, ln *net.UnixListener, dial func(port uint32) (net.Conn, err
 	d.wg.Add(1)
 	go d.accept()
 	return d, nil
+}
+
+// fdReserve is the descriptors kept back from host sockets for the
+// vhost-user session: its socket, the memory regions, a kick, call and
+// error eventfd per queue, the dirty log, a userfaultfd, the listener,
+// stdio and the runtime's own.
+const fdReserve = 32
+
+// hostBudget is how many host sockets (connections from the host, dials
+// for the guest) the device may hold: its RLIMIT_NOFILE (64 in a device
+// jail) less fdReserve. Without the bound, host clients that keep
+// connecting while the guest has not set its driver up (a slow boot)
+// used up the descriptors, and the next SET_MEM_TABLE could not receive
+// guest memory's: the device process died.
+func hostBudget() int {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<16 {
+		return 4096
+	}
+	return max(int(r.Cur)-fdReserve, 4)
+}
+
+// hostSockets is how many host sockets the device holds or is about to
+// (a dial in progress), with mu held.
+func (d *Device) hostSockets() int {
+	n := len(d.pending) + len(d.links)
+	if d.fence != nil {
+		n += len(d.fence.held)
+	}
+	return n
 }
 
 // SetLogger sends the device's messages to l.

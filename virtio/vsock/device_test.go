@@ -576,3 +576,52 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// The device holds at most its budget of host sockets: past it a host
+// connection is closed before its CONNECT is read and a guest connection
+// to the host is reset, so that descriptors stay for the vhost-user
+// session (a device whose SET_MEM_TABLE could not receive guest memory's
+// descriptor died). When a stream ends, room comes back.
+func TestHostSocketBudget(t *testing.T) {
+	r := newRig(t, 4096)
+	r.dev.mu.Lock()
+	r.dev.budget = 3
+	r.dev.mu.Unlock()
+	ch := r.g.listen(1234)
+	var conns []*net.UnixConn
+	var streams []*gstream
+	for i := range 3 {
+		c, line, err := r.hostConnect(1234)
+		if err != nil || !strings.HasPrefix(line, "OK ") {
+			t.Fatalf("host connection %d within the budget: %q, %v", i, line, err)
+		}
+		s, err := r.g.accept(ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns, streams = append(conns, c), append(streams, s)
+	}
+	if _, line, err := r.hostConnect(1234); err == nil {
+		t.Errorf("a host connection past the budget was answered %q", line)
+	}
+	r.hostListen(77)
+	if _, err := r.g.connect(77, 4096); err == nil {
+		t.Error("a guest connection to the host past the budget was made")
+	}
+	// One stream ends, both sides: a new host connection works again.
+	conns[0].Close()
+	streams[0].shutdown(3)
+	var line string
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var c *net.UnixConn
+		if c, line, err = r.hostConnect(1234); err == nil {
+			r.g.accept(ch)
+			c.Close()
+			break
+		}
+	}
+	if err != nil || !strings.HasPrefix(line, "OK ") {
+		t.Errorf("after a stream ended, a host connection: %q, %v", line, err)
+	}
+}

@@ -40,6 +40,11 @@ func (d *Device) apply(fx effect) {
 	l := d.links[fx.key]
 	switch fx.kind {
 	case effDial:
+		if n := d.hostSockets(); n >= d.budget {
+			d.log.Load().Warn("vsock: guest connection to the host reset: the device holds as many host sockets as it may", "port", fx.key.HostPort, "held", n, "budget", d.budget)
+			d.m.hostFailed(fx.key)
+			return
+		}
 		l = d.newLink(fx.key, nil)
 		d.wg.Add(1)
 		go d.dialStream(l)
@@ -87,6 +92,12 @@ func (d *Device) accept() {
 			d.mu.Unlock()
 			c.Close()
 			return
+		}
+		if n := d.hostSockets(); n >= d.budget {
+			d.mu.Unlock()
+			d.log.Load().Warn("vsock: host connection refused: the device holds as many host sockets as it may", "held", n, "budget", d.budget)
+			c.Close()
+			continue
 		}
 		d.pending[c] = true
 		d.wg.Add(1)
