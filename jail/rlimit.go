@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,13 @@ type Rlimits struct {
 	// threads across devices.
 	NProc uint64
 }
+
+// appliedNoFile is the RLIMIT_NOFILE Enter set (0: not entered).
+var appliedNoFile atomic.Uint64
+
+// NoFileLimit is the descriptor limit Enter applied to this process, 0 if
+// it did not run: a confined process may not ask getrlimit itself.
+func NoFileLimit() uint64 { return appliedNoFile.Load() }
 
 // DefaultRlimits are the values a zero field takes.
 var DefaultRlimits = Rlimits{NoFile: 64, AS: 4 << 30, Data: 1 << 30}
@@ -135,6 +143,9 @@ func (r Rlimits) apply() error {
 		v = min(v, cur.Max)
 		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
 			return fmt.Errorf("set rlimit %s to %d: %w", name, v, err)
+		}
+		if res == unix.RLIMIT_NOFILE {
+			appliedNoFile.Store(v)
 		}
 		return nil
 	}

@@ -198,7 +198,12 @@ func newVsock(a devproc.Args, fds map[devproc.FD]*os.File, _ *slog.Logger) (vhos
 	if err != nil {
 		return nil, err
 	}
-	return vsock.New(a.CID, ul, devproc.NewVsockDialer(bc).Dial)
+	d, err := vsock.New(a.CID, ul, devproc.NewVsockDialer(bc).Dial)
+	if err != nil {
+		return nil, err
+	}
+	d.SetFDLimit(fdLimit())
+	return d, nil
 }
 
 func newRNG(devproc.Args, map[devproc.FD]*os.File, *slog.Logger) (vhostuser.DeviceModel, error) {
@@ -315,4 +320,17 @@ func acceptOne(path string, log *slog.Logger) (*net.UnixConn, error) {
 	}
 	log.Info("vhost-user front-end connected", "socket", path)
 	return conn, nil
+}
+
+// fdLimit is this process's RLIMIT_NOFILE: what the jail set, or, run
+// without one (--no-jail), what getrlimit says.
+func fdLimit() uint64 {
+	if n := jail.NoFileLimit(); n > 0 {
+		return n
+	}
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
+		return vsock.DefaultFDLimit
+	}
+	return r.Cur
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io"
 	"log/slog"
 	"net"
@@ -43,7 +42,7 @@ type Device struct {
 	log  atomic.Pointer[slog.Logger]
 
 	// budget bounds the host sockets the device holds at once (see
-	// hostBudget): past it a host connection is closed at once and a
+	// budgetFor): past it a host connection is closed at once and a
 	// guest's connection to the host is reset.
 	budget int
 
@@ -83,7 +82,7 @@ func New(cid uint64, ln *net.UnixListener, dial func(port uint32) (net.Conn, err
 		return nil, errors.New("vsock: a listener and a dial function are required")
 	}
 	d := &Device{
-		cid: cid, ln: ln, dial: dial, budget: hostBudget(),
+		cid: cid, ln: ln, dial: dial, budget: budgetFor(DefaultFDLimit),
 		m:       newMachine(cid, defaultLimits),
 		links:   make(map[connKey]*link),
 		pending: make(map[net.Conn]bool),
@@ -101,18 +100,29 @@ func New(cid uint64, ln *net.UnixListener, dial func(port uint32) (net.Conn, err
 // stdio and the runtime's own.
 const fdReserve = 32
 
-// hostBudget is how many host sockets (connections from the host, dials
-// for the guest) the device may hold: its RLIMIT_NOFILE (64 in a device
-// jail) less fdReserve. Without the bound, host clients that keep
-// connecting while the guest has not set its driver up (a slow boot)
-// used up the descriptors, and the next SET_MEM_TABLE could not receive
-// guest memory's: the device process died.
-func hostBudget() int {
-	var r unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil || r.Cur > 1<<16 {
-		return 4096
+// DefaultFDLimit is the descriptor limit New assumes (a device jail's);
+// SetFDLimit gives the real one.
+const DefaultFDLimit = 64
+
+// budgetFor is how many host sockets (connections from the host, dials
+// for the guest) a device with descriptor limit fds may hold: fds less
+// fdReserve. Without the bound, host clients that kept connecting while
+// the guest had not set its driver up (a slow boot) used up the
+// descriptors, and the next SET_MEM_TABLE could not receive guest
+// memory's: the device process died.
+func budgetFor(fds uint64) int {
+	if fds > 1<<16 {
+		fds = 1 << 16
 	}
-	return max(int(r.Cur)-fdReserve, 4)
+	return max(int(fds)-fdReserve, 4)
+}
+
+// SetFDLimit tells the device its process's RLIMIT_NOFILE (a confined
+// device cannot ask getrlimit itself; see jail.NoFileLimit).
+func (d *Device) SetFDLimit(fds uint64) {
+	d.mu.Lock()
+	d.budget = budgetFor(fds)
+	d.mu.Unlock()
 }
 
 // hostSockets is how many host sockets the device holds or is about to
