@@ -24,7 +24,7 @@ type testEnv struct {
 
 // startAgent runs an agent as a host process behind an agenttest.Shim. cfg.Root
 // defaults to a new temporary directory.
-func startAgent(t *testing.T, cfg Config) *testEnv {
+func startAgent(t testing.TB, cfg Config) *testEnv {
 	t.Helper()
 	if cfg.Root == "" {
 		cfg.Root = t.TempDir()
