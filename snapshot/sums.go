@@ -80,13 +80,8 @@ func SumMemory(path string, size uint64) (*Sums, error) {
 	defer f.Close()
 	n := chunks(size)
 	s := &Sums{Algorithm: SumCRC32C, Chunk: SumChunk, CRC: make([]byte, 4*n)}
-	data := make([]bool, n)
-	if err := dataRanges(f, size, func(start, end uint64) error {
-		for c := start / SumChunk; c < n && c*SumChunk < end; c++ {
-			data[c] = true
-		}
-		return nil
-	}); err != nil {
+	data, err := dataChunks(f, size)
+	if err != nil {
 		return nil, fmt.Errorf("checksum %s: %w", path, err)
 	}
 	buf := make([]byte, SumChunk)
@@ -110,17 +105,11 @@ func SumMemory(path string, size uint64) (*Sums, error) {
 // (reading it from dst would only allocate zero pages).
 func (s *Sums) verifyLoaded(f *os.File, dst []byte) error {
 	size := uint64(len(dst))
-	n := chunks(size)
-	data := make([]bool, n)
-	if err := dataRanges(f, size, func(start, end uint64) error {
-		for c := start / SumChunk; c < n && c*SumChunk < end; c++ {
-			data[c] = true
-		}
-		return nil
-	}); err != nil {
+	data, err := dataChunks(f, size)
+	if err != nil {
 		return fmt.Errorf("check %s: %w", f.Name(), err)
 	}
-	for c := range n {
+	for c := range chunks(size) {
 		b := dst[c*SumChunk : min((c+1)*SumChunk, size)]
 		if !data[c] && len(b) == SumChunk {
 			if s.sum(c) != zeroChunkSum {
@@ -153,4 +142,18 @@ func (s *Sums) verifyFile(f *os.File, size uint64, want func(chunk uint64) bool)
 		}
 	}
 	return nil
+}
+
+// dataChunks reports, per chunk of the first size bytes of f, whether it
+// holds any data (SEEK_DATA), rather than being a hole throughout.
+func dataChunks(f *os.File, size uint64) ([]bool, error) {
+	n := chunks(size)
+	data := make([]bool, n)
+	err := dataRanges(f, size, func(start, end uint64) error {
+		for c := start / SumChunk; c < n && c*SumChunk < end; c++ {
+			data[c] = true
+		}
+		return nil
+	})
+	return data, err
 }

@@ -131,6 +131,31 @@ func DefaultUplink() (string, error) {
 	return "", fmt.Errorf("this host has no IPv4 default route, so sandboxes cannot reach the internet; name the uplink with --net-uplink")
 }
 
+// linksIn calls f once for each interface that holds an IPv4 address in
+// prefix, with that address; f returns false to stop.
+func linksIn(prefix netip.Prefix, f func(link netlink.Link, a netlink.Addr) (bool, error)) error {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list the host's addresses: %w", err)
+	}
+	done := map[int]bool{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok || done[a.LinkIndex] || !prefix.Contains(ip) {
+			continue
+		}
+		done[a.LinkIndex] = true
+		link, err := netlink.LinkByIndex(a.LinkIndex)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if more, err := f(link, a); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
 // clearSubnet makes sure no interface but name holds an address in gw's
 // subnet, so that the host's route to the sandbox goes through name. A
 // sandbox TAP that nothing has open (a leftover of a sietchd that died, or
@@ -140,37 +165,24 @@ func DefaultUplink() (string, error) {
 // interfaces removed.
 func clearSubnet(name string, gw netip.Prefix) ([]string, error) {
 	subnet := gw.Masked()
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("list the host's addresses: %w", err)
-	}
 	var removed []string
-	done := map[int]bool{}
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
-		if !ok || done[a.LinkIndex] || !subnet.Contains(ip) {
-			continue
-		}
-		link, err := netlink.LinkByIndex(a.LinkIndex)
-		if err != nil {
-			continue // gone meanwhile
-		}
+	err := linksIn(subnet, func(link netlink.Link, a netlink.Addr) (bool, error) {
 		other := link.Attrs().Name
 		if other == name {
-			continue
+			return true, nil
 		}
-		done[a.LinkIndex] = true
 		if !staleTAP(link) {
-			return removed, fmt.Errorf("interface %s holds %v, in sandbox subnet %v: the host's route would bypass %s; "+
+			return false, fmt.Errorf("interface %s holds %v, in sandbox subnet %v: the host's route would bypass %s; "+
 				"if another sietchd uses this pool, give one of them --net-pool off or another pool; otherwise remove it (ip link del %s)",
 				other, a.IPNet, subnet, name, other)
 		}
 		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
-			return removed, fmt.Errorf("remove the stale sandbox interface %s (it holds %v, which sandbox interface %s needs): %w", other, a.IPNet, name, err)
+			return false, fmt.Errorf("remove the stale sandbox interface %s (it holds %v, which sandbox interface %s needs): %w", other, a.IPNet, name, err)
 		}
 		removed = append(removed, other)
-	}
-	return removed, nil
+		return true, nil
+	})
+	return removed, err
 }
 
 // staleTAP reports whether link is a sandbox TAP that no process has open:
@@ -185,26 +197,16 @@ func staleTAP(link netlink.Link) bool {
 // whose state directory is gone. A stopped sandbox's TAP is made again
 // when it starts. It returns the interfaces removed.
 func sweepStale(pool netip.Prefix) ([]string, error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, fmt.Errorf("list the host's addresses: %w", err)
-	}
 	var removed []string
-	done := map[int]bool{}
-	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP.To4())
-		if !ok || done[a.LinkIndex] || !pool.Contains(ip) {
-			continue
-		}
-		done[a.LinkIndex] = true
-		link, err := netlink.LinkByIndex(a.LinkIndex)
-		if err != nil || !staleTAP(link) {
-			continue
+	err := linksIn(pool, func(link netlink.Link, _ netlink.Addr) (bool, error) {
+		if !staleTAP(link) {
+			return true, nil
 		}
 		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
-			return removed, fmt.Errorf("remove the stale sandbox interface %s: %w", link.Attrs().Name, err)
+			return false, fmt.Errorf("remove the stale sandbox interface %s: %w", link.Attrs().Name, err)
 		}
 		removed = append(removed, link.Attrs().Name)
-	}
-	return removed, nil
+		return true, nil
+	})
+	return removed, err
 }

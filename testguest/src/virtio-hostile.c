@@ -20,36 +20,6 @@
 
 const char guest_name[] = "virtio-hostile";
 
-enum {
-	REG_MAGIC = 0x000,
-	REG_VERSION = 0x004,
-	REG_DEVICE_ID = 0x008,
-	REG_DEVICE_FEATURES = 0x010,
-	REG_DEVICE_FEATURES_SEL = 0x014,
-	REG_DRIVER_FEATURES = 0x020,
-	REG_DRIVER_FEATURES_SEL = 0x024,
-	REG_QUEUE_SEL = 0x030,
-	REG_QUEUE_NUM_MAX = 0x034,
-	REG_QUEUE_NUM = 0x038,
-	REG_QUEUE_READY = 0x044,
-	REG_QUEUE_NOTIFY = 0x050,
-	REG_INTERRUPT_ACK = 0x064,
-	REG_STATUS = 0x070,
-	REG_QUEUE_DESC_LOW = 0x080,
-	REG_QUEUE_DESC_HIGH = 0x084,
-	REG_QUEUE_DRIVER_LOW = 0x090,
-	REG_QUEUE_DRIVER_HIGH = 0x094,
-	REG_QUEUE_DEVICE_LOW = 0x0a0,
-	REG_QUEUE_DEVICE_HIGH = 0x0a4,
-	REG_CONFIG = 0x100,
-};
-
-#define MMIO_MAGIC 0x74726976
-#define ST_ACK 1
-#define ST_DRIVER 2
-#define ST_DRIVER_OK 4
-#define ST_FEATURES_OK 8
-#define DESC_F_INDIRECT 4
 
 #define RAM_END (64UL << 20)	/* the test runs the guest with --mem 64M */
 #define QS 64			/* every queue this guest sets up */
@@ -108,8 +78,8 @@ static int hreset(struct hdev *h)
 
 static void negotiate(struct hdev *h, u64 extra)
 {
-	wr(h, REG_STATUS, ST_ACK);
-	wr(h, REG_STATUS, ST_ACK | ST_DRIVER);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
 	wr(h, REG_DEVICE_FEATURES_SEL, 0);
 	u64 f = rd(h, REG_DEVICE_FEATURES);
 	wr(h, REG_DEVICE_FEATURES_SEL, 1);
@@ -120,7 +90,7 @@ static void negotiate(struct hdev *h, u64 extra)
 	wr(h, REG_DRIVER_FEATURES, (u32)acc);
 	wr(h, REG_DRIVER_FEATURES_SEL, 1);
 	wr(h, REG_DRIVER_FEATURES, (u32)(acc >> 32));
-	wr(h, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
 	h->d.features = acc;
 }
 
@@ -220,11 +190,11 @@ static int setup(struct hdev *h, u64 extra)
 	if (!hreset(h))
 		return 0;
 	negotiate(h, extra);
-	if (!(rd(h, REG_STATUS) & ST_FEATURES_OK))
+	if (!(rd(h, REG_STATUS) & STATUS_FEATURES_OK))
 		return 0;
 	for (int i = 0; i < h->nq; i++)
 		qsetup(h, i);
-	wr(h, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
 	if (h->d.device_id == VIRTIO_ID_VSOCK) {
 		h->cid = *(volatile u32 *)(h->d.base + REG_CONFIG);
 		vsock_rx_fill(h);
@@ -328,21 +298,21 @@ static u64 mmio_of(struct hdev *h) { return h->d.base; }
 static void a_status_order(struct hdev *h)
 {
 	wr(h, REG_STATUS, 0);
-	wr(h, REG_STATUS, ST_DRIVER_OK);			/* DRIVER_OK first */
+	wr(h, REG_STATUS, STATUS_DRIVER_OK);			/* DRIVER_OK first */
 	kick(h, 0);
-	wr(h, REG_STATUS, ST_FEATURES_OK | ST_DRIVER_OK);	/* no ACK, no DRIVER */
+	wr(h, REG_STATUS, STATUS_FEATURES_OK | STATUS_DRIVER_OK);	/* no ACK, no DRIVER */
 	wr(h, REG_QUEUE_SEL, 0);
 	wr(h, REG_QUEUE_READY, 1);
 	kick(h, 0);
 	wr(h, REG_STATUS, 0xff);				/* every bit */
-	wr(h, REG_STATUS, ST_ACK);				/* and bits taken back */
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE);				/* and bits taken back */
 	kick(h, 0);
 }
 
 static void a_features_unoffered(struct hdev *h)
 {
 	hreset(h);
-	wr(h, REG_STATUS, ST_ACK | ST_DRIVER);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
 	for (u32 sel = 0; sel < 4; sel++) {
 		wr(h, REG_DRIVER_FEATURES_SEL, sel);
 		wr(h, REG_DRIVER_FEATURES, 0xffffffff);
@@ -351,10 +321,10 @@ static void a_features_unoffered(struct hdev *h)
 	wr(h, REG_DRIVER_FEATURES, 0xffffffff);
 	wr(h, REG_DEVICE_FEATURES_SEL, 0xffffffff);
 	(void)rd(h, REG_DEVICE_FEATURES);
-	wr(h, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
 	for (int i = 0; i < h->nq; i++)
 		qsetup(h, i);
-	wr(h, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
 	desc(h, 0, 0, (u64)buf(h, 0, 0), 64, VIRTQ_DESC_F_WRITE, 0);
 	post(h, 0, 0);
 	kick(h, 0);
@@ -376,7 +346,7 @@ static void a_queue_sizes(struct hdev *h)
 		wr(h, REG_QUEUE_NUM, sizes[k]);
 		set_addrs(h, (u64)r.desc, (u64)r.avail, (u64)r.used);
 		wr(h, REG_QUEUE_READY, 1);
-		wr(h, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+		wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
 		desc(h, 0, 0, (u64)buf(h, 0, 0), 64, VIRTQ_DESC_F_WRITE, 0);
 		post(h, 0, 0);
 		r.avail->idx = 0x8000;
@@ -461,7 +431,7 @@ static void a_rings_overlap(struct hdev *h)
 		wr(h, REG_QUEUE_NUM, 8);
 		set_addrs(h, layouts[k][0], layouts[k][1], layouts[k][2]);
 		wr(h, REG_QUEUE_READY, 1);
-		wr(h, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+		wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
 		/* Something for the device to find in a shared page. */
 		if (k == 0 || k == 2) {
 			volatile u16 *w = (volatile u16 *)same;
@@ -531,13 +501,13 @@ static void a_indirect(struct hdev *h)
 	negotiate(h, VIRTIO_F_INDIRECT_DESC);
 	for (int i = 0; i < h->nq; i++)
 		qsetup(h, i);
-	wr(h, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
 	struct virtq_desc *t = (struct virtq_desc *)scratch[4];
 	memset(t, 0, 4096);
 	for (int i = 0; i < 256; i++) {	/* a table that loops, and nests */
 		t[i].addr = (u64)scratch[5];
 		t[i].len = 16;
-		t[i].flags = VIRTQ_DESC_F_NEXT | (i == 7 ? DESC_F_INDIRECT : 0);
+		t[i].flags = VIRTQ_DESC_F_NEXT | (i == 7 ? VIRTQ_DESC_F_INDIRECT : 0);
 		t[i].next = (i + 1) % 4;
 	}
 	static const struct { u64 addr; u32 len; } tables[] = {
@@ -547,7 +517,7 @@ static void a_indirect(struct hdev *h)
 	for (int q = 0; q < h->nq; q++) {
 		for (unsigned k = 0; k < sizeof(tables) / sizeof(tables[0]); k++) {
 			u64 a = tables[k].addr ? tables[k].addr : (u64)t;
-			desc(h, q, k, a, tables[k].len, DESC_F_INDIRECT | (k & 1 ? VIRTQ_DESC_F_NEXT : 0), k + 1);
+			desc(h, q, k, a, tables[k].len, VIRTQ_DESC_F_INDIRECT | (k & 1 ? VIRTQ_DESC_F_NEXT : 0), k + 1);
 			post(h, q, k);
 		}
 		/* INDIRECT and NEXT together on the table, and indirect with
@@ -558,8 +528,8 @@ static void a_indirect(struct hdev *h)
 	negotiate(h, 0);
 	for (int i = 0; i < h->nq; i++)
 		qsetup(h, i);
-	wr(h, REG_STATUS, ST_ACK | ST_DRIVER | ST_FEATURES_OK | ST_DRIVER_OK);
-	desc(h, 0, 0, (u64)t, 64, DESC_F_INDIRECT, 0);
+	wr(h, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+	desc(h, 0, 0, (u64)t, 64, VIRTQ_DESC_F_INDIRECT, 0);
 	post(h, 0, 0);
 	kick(h, 0);
 }

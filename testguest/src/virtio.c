@@ -5,43 +5,6 @@
  */
 #include "virtio.h"
 
-/* Register offsets (virtio 1.2 §4.2.2). */
-enum {
-	REG_MAGIC = 0x000,
-	REG_VERSION = 0x004,
-	REG_DEVICE_ID = 0x008,
-	REG_DEVICE_FEATURES = 0x010,
-	REG_DEVICE_FEATURES_SEL = 0x014,
-	REG_DRIVER_FEATURES = 0x020,
-	REG_DRIVER_FEATURES_SEL = 0x024,
-	REG_QUEUE_SEL = 0x030,
-	REG_QUEUE_NUM_MAX = 0x034,
-	REG_QUEUE_NUM = 0x038,
-	REG_QUEUE_READY = 0x044,
-	REG_QUEUE_NOTIFY = 0x050,
-	REG_STATUS = 0x070,
-	REG_QUEUE_DESC_LOW = 0x080,
-	REG_QUEUE_DESC_HIGH = 0x084,
-	REG_QUEUE_DRIVER_LOW = 0x090,
-	REG_QUEUE_DRIVER_HIGH = 0x094,
-	REG_QUEUE_DEVICE_LOW = 0x0a0,
-	REG_QUEUE_DEVICE_HIGH = 0x0a4,
-	REG_CONFIG_GENERATION = 0x0fc,
-	REG_CONFIG = 0x100,
-};
-
-#define MMIO_MAGIC 0x74726976	/* "virt" */
-
-/* Device status bits (virtio 1.2 §2.1). */
-enum {
-	STATUS_ACKNOWLEDGE = 1,
-	STATUS_DRIVER = 2,
-	STATUS_DRIVER_OK = 4,
-	STATUS_FEATURES_OK = 8,
-	STATUS_NEEDS_RESET = 0x40,
-	STATUS_FAILED = 0x80,
-};
-
 /* Compiler barrier: on x86 (TSO) this is all the ordering rings need
  * between plain stores, and between the used idx load and entry loads. */
 #define barrier() __asm__ volatile("" ::: "memory")
