@@ -366,6 +366,18 @@ func TestCorruptMemoryNeverRuns(t *testing.T) {
 			if out.String() != "" {
 				t.Errorf("the guest ran on damaged memory and printed %q", out)
 			}
+			// A snapshot of it is refused, not left waiting for pages
+			// that will never come in.
+			done := make(chan error, 1)
+			go func() { done <- m.Snapshot(filepath.Join(t.TempDir(), "again")) }()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Error("a snapshot of the VM stopped for damaged memory was taken")
+				}
+			case <-time.After(time.Minute):
+				t.Error("a snapshot of the VM stopped for damaged memory hangs")
+			}
 		})
 	}
 }

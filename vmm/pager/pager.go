@@ -79,8 +79,9 @@ type Device struct {
 // in on fault only until FillAll is called.
 //
 // A chunk of a memory file that does not match its checksum is never
-// copied in: the page stays missing, its fault unanswered, and onCorrupt
-// (if set) is told once, to stop the VM.
+// copied in: onCorrupt (if set) is told once, to stop the VM, and from
+// then on faults are answered with zeros only to release the faulting
+// threads of the stopped VM (see resolve).
 func New(mapping []byte, chain []snapshot.Layer, log *slog.Logger, fill bool, onCorrupt func(error)) (p *Pager, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -366,8 +367,11 @@ func (p *Pager) fill() {
 			return
 		}
 		src, err := p.source(page)
-		if err != nil {
-			return // reported by source; the VM is being stopped
+		if err != nil || p.corrupt.Load() {
+			// Reported by source; the VM has been stopped. Ending lets a
+			// Wait return (a snapshot then finds the VM stopped).
+			p.end()
+			return
 		}
 		if _, err := p.own.Copy(base+page*pageSize, src); err != nil {
 			p.log.Error("lazy memory: background fill", "err", err)
