@@ -41,12 +41,11 @@ type Device struct {
 	dial func(port uint32) (net.Conn, error)
 	log  atomic.Pointer[slog.Logger]
 
+	mu sync.Mutex // guards everything below and the machine
 	// budget bounds the host sockets the device holds at once (see
 	// budgetFor): past it a host connection is closed at once and a
 	// guest's connection to the host is reset.
-	budget int
-
-	mu        sync.Mutex // guards everything below and the machine
+	budget    int
 	m         *machine
 	links     map[connKey]*link
 	pending   map[net.Conn]bool // host connections still sending CONNECT
